@@ -1,0 +1,1 @@
+//! tidemark-tests: end-to-end tests live in tests/tests/.
