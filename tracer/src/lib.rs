@@ -1,1 +1,3 @@
-//! tidemark-tracer (skeleton)
+//! tidemark-tracer (work in progress)
+pub mod capture;
+pub mod report;

@@ -1,0 +1,1 @@
+//! Debug hooks (issue 3): owned by the debug-hooks work.

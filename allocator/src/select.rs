@@ -1,0 +1,1 @@
+//! `Tidemark`: the allocator chosen at run time by `TIDEMARK_MALLOC` (issue 3).

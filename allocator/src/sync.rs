@@ -1,0 +1,76 @@
+//! A lock that never allocates, for the allocator's slow paths.
+//!
+//! `std::sync::Mutex` is futex based on Linux and does not allocate either, but its poisoning
+//! needs unwinding support we never want on an allocation path. This one spins briefly and then
+//! yields the CPU: every critical section it guards is a handful of list operations, so the
+//! holder is almost always running.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// A spin-then-yield mutual exclusion lock around `T`.
+pub struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out `&mut T` to one thread at a time.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the value; no thread-affine state inside.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Runs `f` with the value locked. `f` must not allocate through a path that takes this
+    /// same lock (the lock is not re-entrant).
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        self.acquire();
+        // SAFETY: `acquire` gave this thread exclusive access until `release`.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.release();
+        result
+    }
+
+    #[inline]
+    fn acquire(&self) {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.acquire_contended();
+        }
+    }
+
+    #[cold]
+    fn acquire_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    core::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    #[inline]
+    fn release(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}

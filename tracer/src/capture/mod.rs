@@ -1,0 +1,1 @@
+//! Capture files: writer, reader, format (issue 5).

@@ -1,0 +1,1 @@
+//! Reports rendered from captures (issue 5).
