@@ -1,27 +1,76 @@
-//! tidemark-alloc (work in progress: the allocator lands next)
+//! # tidemark-alloc
+//!
+//! A pymalloc-style small-object allocator for Rust and native programs, thread-safe, with
+//! CPython-style debug hooks on top.
+//!
+//! ```text
+//!   Box::new / Vec::push / malloc()
+//!        |
+//!   [2] Debug<A>      debug/       marks 0xCD/0xDD/0xFD, guards, quarantine, reports
+//!        |
+//!   [1] Pymalloc      pymalloc.rs  GlobalAlloc + C malloc family; small vs raw
+//!        |  heap.rs      per-thread heap: current pool per class, partial lists, remote frees
+//!        |  pool.rs      16 KiB pool of one size class, lazily carved free list
+//!        |  arena.rs     1 MiB arenas (mmap), fullest first, freed when empty
+//!        |  arena_map.rs is this pointer ours? one bit per 1 MiB of address space
+//!        |  size_class.rs  32 classes: 16, 32, ..., 512 bytes
+//!        |
+//!   [0] os.rs         mmap for arenas; glibc (__libc_malloc...) for > 512 B or align > 16
+//! ```
+//!
+//! ## Usage
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: tidemark_alloc::Pymalloc = tidemark_alloc::Pymalloc::new();
+//! # fn main() {
+//! let s = format!("{}-{}", "tide", "mark");
+//! assert_eq!(s, "tide-mark");
+//! println!("{}", tidemark_alloc::stats());
+//! # }
+//! ```
+//!
+//! ## Design
+//!
+//! Requests of 1..=512 bytes with alignment ≤ 16 are served from pools; a block's size class
+//! is `(size - 1) >> 4`. Each thread allocates from pools its own heap owns, with no lock and
+//! no atomic read-modify-write on the fast path. A block freed by another thread is pushed on
+//! the owning heap's lock-free remote list, which the owner drains when it runs out of blocks.
+//! Pools come from 1 MiB arenas under one lock (the slow path, once per 16 KiB); an arena whose
+//! pools are all free goes back to the OS (one spare is kept). A thread's heap passes to the
+//! next new thread when it exits. See each module for the why of its structure.
+//!
+//! ## Environment
+//!
+//! - `TIDEMARK_MALLOCSTATS=1`: print [`stats()`] to stderr at exit.
+//!
+//! ## Rules
+//!
+//! Nothing here allocates through the global allocator, panics or unwinds on an allocation
+//! path; out of memory returns null.
+
 pub mod debug;
 pub mod env;
 pub mod hooks;
 pub mod select;
+pub mod size_class;
 pub mod stderr;
 pub mod sync;
 
-pub struct Pymalloc;
-impl Pymalloc {
-    pub const fn new() -> Self {
-        Pymalloc
-    }
-}
-unsafe impl core::alloc::GlobalAlloc for Pymalloc {
-    unsafe fn alloc(&self, l: core::alloc::Layout) -> *mut u8 {
-        std::alloc::System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: core::alloc::Layout) {
-        std::alloc::System.dealloc(p, l)
-    }
-}
+mod arena;
+mod arena_map;
+mod heap;
+mod os;
+mod pool;
+mod pymalloc;
+mod stats;
 
-/// Is `ptr` inside one of tidemark's arenas? (placeholder until the arena map lands)
-pub fn is_ours(_ptr: *const u8) -> bool {
-    false
+pub use pymalloc::Pymalloc;
+pub use stats::{print_stats, stats, ClassStats, Stats};
+
+/// Is `ptr` inside one of tidemark's arenas (a block `Pymalloc` handed out from a pool)?
+/// O(1); reads only tidemark's own memory, so any address may be asked about.
+#[inline]
+pub fn is_ours(ptr: *const u8) -> bool {
+    arena_map::contains(ptr)
 }
