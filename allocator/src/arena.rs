@@ -71,7 +71,12 @@ static ARENAS: SpinLock<Arenas> = SpinLock::new(Arenas {
     unused: NIL,
     buckets: [NIL; POOLS_PER_ARENA + 1],
     nonempty: 0,
-    counters: ArenaCounters { allocated_total: 0, reclaimed: 0, highwater: 0, current: 0 },
+    counters: ArenaCounters {
+        allocated_total: 0,
+        reclaimed: 0,
+        highwater: 0,
+        current: 0,
+    },
 });
 
 /// Takes an empty pool, mapping a new arena when none has one. Returns the pool header and

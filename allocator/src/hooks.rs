@@ -6,6 +6,9 @@
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+/// Receives one line of a traceback (without the trailing newline).
+pub type LineSink<'a> = &'a mut dyn FnMut(&str);
+
 /// Callbacks a tracer supplies so that debug reports can show tracebacks.
 pub struct TracebackHooks {
     /// Captures the calling thread's stack, interns it and returns its id; 0 means "none".
@@ -15,14 +18,17 @@ pub struct TracebackHooks {
     /// Writes the frames of stack `id`, most recent call first, one line per call of `line`
     /// (without the trailing newline). Called only on the fatal report path, with no allocator
     /// lock held; it may allocate (symbolization does).
-    pub write: fn(id: u64, line: &mut dyn FnMut(&str)),
+    pub write: fn(id: u64, line: LineSink<'_>),
 }
 
 static HOOKS: AtomicPtr<TracebackHooks> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Installs the traceback hooks (the tracer calls this when it starts).
 pub fn set_traceback_hooks(hooks: &'static TracebackHooks) {
-    HOOKS.store(hooks as *const TracebackHooks as *mut TracebackHooks, Ordering::Release);
+    HOOKS.store(
+        hooks as *const TracebackHooks as *mut TracebackHooks,
+        Ordering::Release,
+    );
 }
 
 /// Removes the traceback hooks (the tracer calls this when it stops).

@@ -9,7 +9,10 @@
 //!   [2] Debug<A>      debug/       marks 0xCD/0xDD/0xFD, guards, quarantine, reports
 //!        |
 //!   [1] Pymalloc      pymalloc.rs  GlobalAlloc + C malloc family; small vs raw
-//!        |  heap.rs      per-thread heap: current pool per class, partial lists, remote frees
+//!        |  alloc.rs     fast path: pop the class cache; slow path: refill from pools
+//!        |  free.rs      fast path: push the class cache; remote frees; flush to pools
+//!        |  heap.rs      per-thread heap: class caches, current pool, partial pools
+//!        |  thread.rs    a heap per thread, handed on at thread exit
 //!        |  pool.rs      16 KiB pool of one size class, lazily carved free list
 //!        |  arena.rs     1 MiB arenas (mmap), fullest first, freed when empty
 //!        |  arena_map.rs is this pointer ours? one bit per 1 MiB of address space
@@ -57,13 +60,16 @@ pub mod size_class;
 pub mod stderr;
 pub mod sync;
 
+mod alloc;
 mod arena;
 mod arena_map;
+mod free;
 mod heap;
 mod os;
 mod pool;
 mod pymalloc;
 mod stats;
+mod thread;
 
 pub use pymalloc::Pymalloc;
 pub use stats::{print_stats, stats, ClassStats, Stats};

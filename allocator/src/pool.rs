@@ -122,7 +122,9 @@ impl Pool {
             }
             let class = (*pool).class.load(Ordering::Relaxed) as usize;
             (*pool).next_offset = offset + block_size(class) as u32;
-            (*pool).used.store((*pool).used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            (*pool)
+                .used
+                .store((*pool).used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             (pool as *mut u8).add(offset as usize)
         }
     }

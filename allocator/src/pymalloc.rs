@@ -7,6 +7,8 @@
 //! paths whenever its new layout belongs to the other one. The C entry points have no layout
 //! and ask the arena map instead.
 
+use crate::alloc;
+use crate::free;
 use crate::heap;
 use crate::os;
 use crate::pool::pool_of;
@@ -41,7 +43,7 @@ unsafe impl GlobalAlloc for Pymalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_small(layout.size(), layout.align()) {
             // SAFETY: the class of a small size is below NUM_CLASSES.
-            unsafe { heap::alloc(class_of(layout.size())) }
+            unsafe { alloc::alloc(class_of(layout.size())) }
         } else {
             raw_alloc(layout.size(), layout.align(), false)
         }
@@ -52,7 +54,7 @@ unsafe impl GlobalAlloc for Pymalloc {
         if is_small(layout.size(), layout.align()) {
             // SAFETY: a small layout's block came from a pool (the caller passes the layout
             // the block was allocated or last reallocated with).
-            unsafe { heap::free(ptr) }
+            unsafe { free::free(ptr) }
         } else {
             // SAFETY: a large layout's block came from glibc.
             unsafe { raw_free(ptr, layout.size()) }
@@ -63,7 +65,7 @@ unsafe impl GlobalAlloc for Pymalloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_small(layout.size(), layout.align()) {
             // SAFETY: as in `alloc`.
-            unsafe { heap::alloc_zeroed(class_of(layout.size())) }
+            unsafe { alloc::alloc_zeroed(class_of(layout.size())) }
         } else {
             raw_alloc(layout.size(), layout.align(), true)
         }
@@ -157,7 +159,7 @@ impl Pymalloc {
     pub fn c_malloc(&self, size: usize) -> *mut u8 {
         if is_small(size, ALIGNMENT) {
             // SAFETY: the class of a small size is below NUM_CLASSES.
-            unsafe { heap::alloc(class_of(size)) }
+            unsafe { alloc::alloc(class_of(size)) }
         } else {
             c_raw_alloc(size, false)
         }
@@ -170,7 +172,7 @@ impl Pymalloc {
         };
         if is_small(total, ALIGNMENT) {
             // SAFETY: as in `malloc`.
-            unsafe { heap::alloc_zeroed(class_of(total)) }
+            unsafe { alloc::alloc_zeroed(class_of(total)) }
         } else {
             c_raw_alloc(total, true)
         }
@@ -180,7 +182,7 @@ impl Pymalloc {
     pub fn c_memalign(&self, align: usize, size: usize) -> *mut u8 {
         if is_small(size, align) {
             // SAFETY: as in `malloc`; pool blocks are 16-byte aligned.
-            unsafe { heap::alloc(class_of(size)) }
+            unsafe { alloc::alloc(class_of(size)) }
         } else {
             let p = os::raw_memalign(align, size);
             if !p.is_null() {
@@ -199,7 +201,7 @@ impl Pymalloc {
     pub unsafe fn c_free(&self, p: *mut u8) {
         if crate::arena_map::contains(p) {
             // SAFETY: inside one of our arenas, so a live pool block (per the contract).
-            unsafe { heap::free(p) }
+            unsafe { free::free(p) }
         } else if !p.is_null() {
             // SAFETY: a live glibc block.
             unsafe {
@@ -272,7 +274,11 @@ impl Pymalloc {
 }
 
 fn c_raw_alloc(size: usize, zeroed: bool) -> *mut u8 {
-    let p = if zeroed { os::raw_calloc(size) } else { os::raw_malloc(size) };
+    let p = if zeroed {
+        os::raw_calloc(size)
+    } else {
+        os::raw_malloc(size)
+    };
     if !p.is_null() {
         // SAFETY: a live glibc block.
         heap::count_raw(1, 1, unsafe { os::raw_usable_size(p) } as u64);

@@ -6,12 +6,13 @@
 //! once, racily); taken at rest they are exact.
 
 use crate::arena;
-use crate::heap;
+use crate::heap::{self, RawCounters};
 use crate::pool::UNUSED;
 use crate::size_class::{
     block_size, blocks_per_pool, ARENA_SIZE, NUM_CLASSES, POOL_OVERHEAD, POOL_SIZE,
     SMALL_REQUEST_THRESHOLD,
 };
+use crate::thread;
 use core::fmt;
 use core::sync::atomic::Ordering;
 
@@ -99,7 +100,32 @@ pub fn stats() -> Stats {
         raw_allocations_current: 0,
         raw_bytes_current: 0,
     };
-    for (class, c) in classes.iter().enumerate() {
+    let mut add_raw = |raw: &RawCounters| {
+        stats.raw_allocations_total = stats
+            .raw_allocations_total
+            .wrapping_add(raw.allocs_total.load(Ordering::Relaxed));
+        stats.raw_allocations_current = stats
+            .raw_allocations_current
+            .wrapping_add(raw.live_count.load(Ordering::Relaxed));
+        stats.raw_bytes_current = stats
+            .raw_bytes_current
+            .wrapping_add(raw.live_bytes.load(Ordering::Relaxed));
+    };
+    add_raw(&heap::ORPHAN_RAW);
+    let mut cached = [0usize; NUM_CLASSES];
+    thread::visit_heaps(|heap| {
+        add_raw(&heap.raw);
+        for (class, cache) in heap.cache.iter().enumerate() {
+            cached[class] += cache.len() as usize;
+        }
+    });
+    // Blocks in a heap's class cache are free, though their pools count them as handed out.
+    for (class, c) in stats.classes.iter_mut().enumerate() {
+        let n = cached[class].min(c.blocks_in_use);
+        c.blocks_in_use -= n;
+        c.available_blocks += n;
+    }
+    for (class, c) in stats.classes.iter().enumerate() {
         let size = block_size(class);
         stats.bytes_in_allocated_blocks += c.blocks_in_use * size;
         stats.bytes_in_available_blocks += c.available_blocks * size;
@@ -107,14 +133,6 @@ pub fn stats() -> Stats {
         stats.bytes_lost_to_quantization +=
             c.pools * (POOL_SIZE - POOL_OVERHEAD - blocks_per_pool(class) * size);
     }
-    heap::visit_raw_counters(|raw| {
-        stats.raw_allocations_total =
-            stats.raw_allocations_total.wrapping_add(raw.allocs_total.load(Ordering::Relaxed));
-        stats.raw_allocations_current =
-            stats.raw_allocations_current.wrapping_add(raw.live_count.load(Ordering::Relaxed));
-        stats.raw_bytes_current =
-            stats.raw_bytes_current.wrapping_add(raw.live_bytes.load(Ordering::Relaxed));
-    });
     stats
 }
 
@@ -154,7 +172,10 @@ struct FixedBuf<const N: usize> {
 
 impl<const N: usize> FixedBuf<N> {
     fn new() -> Self {
-        FixedBuf { bytes: [0; N], len: 0 }
+        FixedBuf {
+            bytes: [0; N],
+            len: 0,
+        }
     }
     fn as_str(&self) -> &str {
         // SAFETY: only whole `str`s are ever appended, so the prefix is valid UTF-8.
@@ -200,25 +221,60 @@ impl fmt::Display for Stats {
         }
         writeln!(f)?;
         let n = |v: usize| v as u64;
-        line(f, format_args!("# arenas allocated total"), n(self.arenas_allocated_total))?;
-        line(f, format_args!("# arenas reclaimed"), n(self.arenas_reclaimed))?;
-        line(f, format_args!("# arenas highwater mark"), n(self.arenas_highwater))?;
-        line(f, format_args!("# arenas allocated current"), n(self.arenas_current))?;
         line(
             f,
-            format_args!("{} arenas * {} bytes/arena", self.arenas_current, ARENA_SIZE),
+            format_args!("# arenas allocated total"),
+            n(self.arenas_allocated_total),
+        )?;
+        line(
+            f,
+            format_args!("# arenas reclaimed"),
+            n(self.arenas_reclaimed),
+        )?;
+        line(
+            f,
+            format_args!("# arenas highwater mark"),
+            n(self.arenas_highwater),
+        )?;
+        line(
+            f,
+            format_args!("# arenas allocated current"),
+            n(self.arenas_current),
+        )?;
+        line(
+            f,
+            format_args!(
+                "{} arenas * {} bytes/arena",
+                self.arenas_current, ARENA_SIZE
+            ),
             n(self.arenas_current * ARENA_SIZE),
         )?;
         writeln!(f)?;
-        line(f, format_args!("# bytes in allocated blocks"), n(self.bytes_in_allocated_blocks))?;
-        line(f, format_args!("# bytes in available blocks"), n(self.bytes_in_available_blocks))?;
+        line(
+            f,
+            format_args!("# bytes in allocated blocks"),
+            n(self.bytes_in_allocated_blocks),
+        )?;
+        line(
+            f,
+            format_args!("# bytes in available blocks"),
+            n(self.bytes_in_available_blocks),
+        )?;
         line(
             f,
             format_args!("{} unused pools * {} bytes", self.unused_pools, POOL_SIZE),
             n(self.bytes_in_unused_pools()),
         )?;
-        line(f, format_args!("# bytes lost to pool headers"), n(self.bytes_lost_to_pool_headers))?;
-        line(f, format_args!("# bytes lost to quantization"), n(self.bytes_lost_to_quantization))?;
+        line(
+            f,
+            format_args!("# bytes lost to pool headers"),
+            n(self.bytes_lost_to_pool_headers),
+        )?;
+        line(
+            f,
+            format_args!("# bytes lost to quantization"),
+            n(self.bytes_lost_to_quantization),
+        )?;
         line(
             f,
             format_args!("# bytes lost to arena alignment"),
@@ -226,9 +282,21 @@ impl fmt::Display for Stats {
         )?;
         line(f, format_args!("Total"), n(self.total()))?;
         writeln!(f)?;
-        line(f, format_args!("# raw-path allocations total"), self.raw_allocations_total)?;
-        line(f, format_args!("# raw-path allocations current"), self.raw_allocations_current)?;
-        line(f, format_args!("# bytes in raw-path allocations"), self.raw_bytes_current)
+        line(
+            f,
+            format_args!("# raw-path allocations total"),
+            self.raw_allocations_total,
+        )?;
+        line(
+            f,
+            format_args!("# raw-path allocations current"),
+            self.raw_allocations_current,
+        )?;
+        line(
+            f,
+            format_args!("# bytes in raw-path allocations"),
+            self.raw_bytes_current,
+        )
     }
 }
 

@@ -11,7 +11,10 @@ pub struct Stderr {
 
 impl Stderr {
     pub const fn new() -> Self {
-        Stderr { buf: [0; 4096], len: 0 }
+        Stderr {
+            buf: [0; 4096],
+            len: 0,
+        }
     }
 
     /// Appends raw bytes, flushing as needed.
@@ -33,7 +36,11 @@ impl Stderr {
         while done < self.len {
             // SAFETY: the range lies inside `buf`, which is initialized.
             let n = unsafe {
-                libc::write(2, self.buf.as_ptr().add(done) as *const libc::c_void, self.len - done)
+                libc::write(
+                    2,
+                    self.buf.as_ptr().add(done) as *const libc::c_void,
+                    self.len - done,
+                )
             };
             if n <= 0 {
                 if n < 0 && errno() == libc::EINTR {

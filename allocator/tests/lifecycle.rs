@@ -25,7 +25,11 @@ fn in_child(name: &str) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "child {name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -34,7 +38,10 @@ fn is_child(name: &str) -> bool {
 }
 
 fn reported(stdout: &str, key: &str) -> usize {
-    let line = stdout.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {stdout}"));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in {stdout}"));
     line[key.len()..].trim().parse().unwrap()
 }
 
@@ -62,11 +69,18 @@ fn freeing_a_gibibyte_of_small_blocks_returns_its_memory() {
         drop(blocks);
         let after = rss_bytes();
         let s = stats();
-        println!("\nbase {base}\npeak {peak}\nafter {after}\narenas {}\nreclaimed {}", s.arenas_current, s.arenas_reclaimed);
+        println!(
+            "\nbase {base}\npeak {peak}\nafter {after}\narenas {}\nreclaimed {}",
+            s.arenas_current, s.arenas_reclaimed
+        );
         return;
     }
     let out = in_child(NAME);
-    let (base, peak, after) = (reported(&out, "base"), reported(&out, "peak"), reported(&out, "after"));
+    let (base, peak, after) = (
+        reported(&out, "base"),
+        reported(&out, "peak"),
+        reported(&out, "after"),
+    );
     let grown = peak - base;
     assert!(grown >= 1 << 30, "the child must have touched a GiB: {out}");
     let kept = after.saturating_sub(base);
@@ -81,7 +95,8 @@ fn ten_thousand_short_lived_threads_leave_memory_bounded() {
         let run = |n: usize| {
             for i in 0..n {
                 std::thread::spawn(move || {
-                    let v: Vec<Box<[u8; 100]>> = (0..100).map(|_| Box::new([i as u8; 100])).collect();
+                    let v: Vec<Box<[u8; 100]>> =
+                        (0..100).map(|_| Box::new([i as u8; 100])).collect();
                     let keep = Box::new(i); // freed by the parent: a cross-thread free
                     drop(v);
                     keep
@@ -94,13 +109,23 @@ fn ten_thousand_short_lived_threads_leave_memory_bounded() {
         let after_1k = rss_bytes();
         let arenas_1k = stats().arenas_current;
         run(9000);
-        println!("\nrss1k {after_1k}\nrss10k {}\narenas1k {arenas_1k}\narenas10k {}", rss_bytes(), stats().arenas_current);
+        println!(
+            "\nrss1k {after_1k}\nrss10k {}\narenas1k {arenas_1k}\narenas10k {}",
+            rss_bytes(),
+            stats().arenas_current
+        );
         return;
     }
     let out = in_child(NAME);
     // After warm-up, 9,000 more threads add no arenas and (almost) no RSS.
-    assert!(reported(&out, "arenas10k") <= reported(&out, "arenas1k") + 1, "{out}");
-    assert!(reported(&out, "rss10k") <= reported(&out, "rss1k") + (4 << 20), "{out}");
+    assert!(
+        reported(&out, "arenas10k") <= reported(&out, "arenas1k") + 1,
+        "{out}"
+    );
+    assert!(
+        reported(&out, "rss10k") <= reported(&out, "rss1k") + (4 << 20),
+        "{out}"
+    );
 }
 
 #[test]
@@ -122,8 +147,12 @@ fn cross_thread_frees_from_many_threads() {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for round in 0..200 {
-                    let batch: Vec<Box<[u64]>> =
-                        (0..100).map(|i| vec![((i + round + t) % 60 + 1) as u64; (i + round + t) % 60 + 1].into_boxed_slice()).collect();
+                    let batch: Vec<Box<[u64]>> = (0..100)
+                        .map(|i| {
+                            vec![((i + round + t) % 60 + 1) as u64; (i + round + t) % 60 + 1]
+                                .into_boxed_slice()
+                        })
+                        .collect();
                     tx.send(batch).unwrap();
                 }
             })

@@ -12,9 +12,18 @@ static GLOBAL: Pymalloc = Pymalloc::new();
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { size: usize, align_log: u32, zeroed: bool },
-    Free { pick: usize },
-    Realloc { pick: usize, size: usize },
+    Alloc {
+        size: usize,
+        align_log: u32,
+        zeroed: bool,
+    },
+    Free {
+        pick: usize,
+    },
+    Realloc {
+        pick: usize,
+        size: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -1,0 +1,177 @@
+//! Allocating a small block: the fast path pops the heap's class cache; the slow path refills
+//! it from the pools.
+
+use crate::heap::{bump_used, current, sentinel_heap, Heap};
+use crate::pool::{sentinel, Block, Pool};
+use crate::thread::thread_init;
+use core::ptr;
+
+/// Blocks moved from a pool into an empty class cache at once.
+const REFILL_BATCH: u32 = 32;
+
+/// Allocates a block of `class`, or returns null when out of memory.
+///
+/// # Safety
+/// `class < NUM_CLASSES`.
+#[inline(always)]
+pub unsafe fn alloc(class: usize) -> *mut u8 {
+    let heap = current();
+    // SAFETY: `heap` is this thread's heap or the sentinel (whose caches are empty, so it is
+    // only read); `class` is in range; cached blocks are free blocks this heap holds.
+    unsafe {
+        let cache = (*heap).cache.get_unchecked_mut(class);
+        let block = cache.head;
+        if !block.is_null() {
+            cache.head = (*block).next;
+            cache.set_count(cache.len() - 1);
+            return block as *mut u8;
+        }
+    }
+    alloc_slow(class)
+}
+
+/// Allocates a zero-filled block of `class`, skipping the memset for never-used memory.
+///
+/// # Safety
+/// `class < NUM_CLASSES`.
+#[inline]
+pub unsafe fn alloc_zeroed(class: usize) -> *mut u8 {
+    let heap = current();
+    // SAFETY: as in `alloc`.
+    unsafe {
+        let cache = (*heap).cache.get_unchecked_mut(class);
+        let block = cache.head;
+        if !block.is_null() {
+            cache.head = (*block).next;
+            cache.set_count(cache.len() - 1);
+            ptr::write_bytes(block as *mut u8, 0, crate::size_class::block_size(class));
+            return block as *mut u8;
+        }
+        let Some(heap) = own_heap() else {
+            return ptr::null_mut();
+        };
+        let Some((block, fresh)) = take_from_pools(&mut *heap, class) else {
+            return ptr::null_mut();
+        };
+        if !fresh {
+            ptr::write_bytes(block, 0, crate::size_class::block_size(class));
+        }
+        block
+    }
+}
+
+/// The calling thread's real heap, made on first use; `None` when out of memory.
+#[inline]
+fn own_heap() -> Option<*mut Heap> {
+    let heap = current();
+    if heap != sentinel_heap() {
+        return Some(heap);
+    }
+    let heap = thread_init();
+    (!heap.is_null()).then_some(heap)
+}
+
+/// The cache of `class` is empty: take one block for the caller and refill the cache from
+/// the pool that served it.
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let Some(heap) = own_heap() else {
+        return ptr::null_mut();
+    };
+    // SAFETY: `heap` is this thread's own heap; every pool reached from it is owned by it.
+    unsafe {
+        let heap = &mut *heap;
+        // Blocks other threads gave back come before anything else.
+        if heap.collect_remote() {
+            let cache = &mut heap.cache[class];
+            let block = cache.head;
+            if !block.is_null() {
+                cache.head = (*block).next;
+                cache.set_count(cache.len() - 1);
+                return block as *mut u8;
+            }
+        }
+        let Some((block, _)) = take_from_pools(heap, class) else {
+            return ptr::null_mut();
+        };
+        refill(heap, class);
+        block
+    }
+}
+
+/// Moves up to `REFILL_BATCH` free blocks of the current pool into the empty cache.
+unsafe fn refill(heap: &mut Heap, class: usize) {
+    let pool = heap.current[class];
+    let mut head: *mut Block = ptr::null_mut();
+    let mut taken = 0;
+    // SAFETY: the current pool is owned by this heap; its free blocks and never-used blocks
+    // are ours to move.
+    unsafe {
+        while taken < REFILL_BATCH && !(*pool).free.is_null() {
+            let block = (*pool).free;
+            (*pool).free = (*block).next;
+            (*block).next = head;
+            head = block;
+            taken += 1;
+        }
+        bump_used(pool, taken);
+        while taken < REFILL_BATCH {
+            let block = Pool::carve(pool) as *mut Block;
+            if block.is_null() {
+                break;
+            }
+            (*block).next = head;
+            head = block;
+            taken += 1;
+        }
+    }
+    let cache = &mut heap.cache[class];
+    cache.head = head;
+    cache.set_count(taken);
+}
+
+/// Takes one block of `class` from the pools: the current pool's free list, its never-used
+/// blocks, a partly used pool, or an empty pool. Returns the block and whether it is known
+/// zero (never used since the arena was mapped).
+unsafe fn take_from_pools(heap: &mut Heap, class: usize) -> Option<(*mut u8, bool)> {
+    // SAFETY: every pool reached from `heap` is owned by it.
+    unsafe {
+        let pool = heap.current[class];
+        if pool != sentinel() {
+            if let Some(found) = take_block(pool) {
+                return Some(found);
+            }
+        }
+        let next = if !heap.partial[class].is_null() {
+            let next = heap.partial[class];
+            heap.unlink_partial(class, next);
+            next
+        } else {
+            heap.empty_pool(class)?
+        };
+        let old = heap.current[class];
+        if old != sentinel() {
+            // The old current pool has neither free nor never-used blocks: it is full. It
+            // rejoins the partial list when one of its blocks comes back.
+            (*old).full = true;
+        }
+        heap.current[class] = next;
+        take_block(next)
+    }
+}
+
+/// Takes a block from a pool owned by the caller: from its free list, else never-used.
+unsafe fn take_block(pool: *mut Pool) -> Option<(*mut u8, bool)> {
+    // SAFETY: the caller owns `pool`.
+    unsafe {
+        let block = (*pool).free;
+        if !block.is_null() {
+            (*pool).free = (*block).next;
+            bump_used(pool, 1);
+            return Some((block as *mut u8, false));
+        }
+        let block = Pool::carve(pool);
+        (!block.is_null()).then_some((block, (*pool).fresh))
+    }
+}

@@ -1,0 +1,151 @@
+//! Thread start and exit: giving each thread a heap, and handing it on when the thread ends.
+//!
+//! Heaps are cut from mappings of our own (never the global allocator) and never unmapped. A
+//! thread gets a heap at its first allocation — an abandoned one if any, so that 10,000
+//! short-lived threads reuse one heap and its pools — and a pthread key destructor abandons it
+//! at exit. glibc runs key destructors after Rust's thread-local destructors, so allocations
+//! those make still find the heap; an allocation made after ours ran adopts a heap again,
+//! which sets the key again, and glibc runs the destructor another round.
+
+use crate::arena;
+use crate::free::drain_cache;
+use crate::heap::{sentinel_heap, set_current, ClassCache, Heap, RawCounters, RemoteList};
+use crate::os;
+use crate::pool::sentinel;
+use crate::size_class::NUM_CLASSES;
+use crate::sync::SpinLock;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+struct Registry {
+    all: *mut Heap,
+    abandoned: *mut Heap,
+    /// Unused space in the current mapping that heaps are cut from.
+    chunk: *mut u8,
+    chunk_left: usize,
+    key: Option<libc::pthread_key_t>,
+}
+
+// SAFETY: raw pointers into our own mappings; all access is under the lock.
+unsafe impl Send for Registry {}
+
+static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
+    all: ptr::null_mut(),
+    abandoned: ptr::null_mut(),
+    chunk: ptr::null_mut(),
+    chunk_left: 0,
+    key: None,
+});
+
+const HEAP_CHUNK: usize = 256 * 1024;
+
+/// Gives the calling thread a heap: an abandoned one if any, else a new one. Null when out
+/// of memory.
+#[cold]
+pub fn thread_init() -> *mut Heap {
+    let found = REGISTRY.with(|reg| {
+        let key = match reg.key {
+            Some(key) => key,
+            None => {
+                let mut key: libc::pthread_key_t = 0;
+                // SAFETY: `thread_exit` has the destructor signature; creating a key does not
+                // allocate.
+                if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+                    return None;
+                }
+                reg.key = Some(key);
+                key
+            }
+        };
+        if !reg.abandoned.is_null() {
+            let heap = reg.abandoned;
+            // SAFETY: heaps on the abandoned list are unowned and never unmapped.
+            reg.abandoned = unsafe { (*heap).next_abandoned };
+            return Some((heap, key));
+        }
+        let size = core::mem::size_of::<Heap>();
+        if reg.chunk_left < size {
+            let chunk = os::map(HEAP_CHUNK);
+            if chunk.is_null() {
+                return None;
+            }
+            reg.chunk = chunk;
+            reg.chunk_left = HEAP_CHUNK;
+        }
+        let heap = reg.chunk as *mut Heap;
+        // SAFETY: `size` bytes at `chunk` are unused mapped memory aligned for `Heap` (chunks
+        // are page aligned and heap sizes a multiple of its 128-byte alignment).
+        unsafe {
+            reg.chunk = reg.chunk.add(size);
+            reg.chunk_left -= size;
+            heap.write(Heap {
+                cache: [const { ClassCache::empty() }; NUM_CLASSES],
+                current: [sentinel(); NUM_CLASSES],
+                partial: [ptr::null_mut(); NUM_CLASSES],
+                empty: ptr::null_mut(),
+                empty_count: 0,
+                next_all: reg.all,
+                next_abandoned: ptr::null_mut(),
+                raw: RawCounters::new(),
+                remote: RemoteList(core::sync::atomic::AtomicPtr::new(ptr::null_mut())),
+            });
+        }
+        reg.all = heap;
+        Some((heap, key))
+    });
+    let Some((heap, key)) = found else {
+        return ptr::null_mut();
+    };
+    set_current(heap);
+    crate::stats::register_exit_hook_from_env();
+    // SAFETY: a key of ours; for keys below PTHREAD_KEY_2NDLEVEL_SIZE glibc stores the value
+    // in the thread descriptor without allocating.
+    unsafe { libc::pthread_setspecific(key, heap as *const libc::c_void) };
+    heap
+}
+
+/// The pthread key destructor: runs when a thread exits, after Rust's thread-local
+/// destructors. Frees what the heap can give back and leaves it for the next thread.
+unsafe extern "C" fn thread_exit(value: *mut libc::c_void) {
+    let heap = value as *mut Heap;
+    set_current(sentinel_heap());
+    // SAFETY: the heap belonged to this exiting thread; nobody else uses it until adopted.
+    unsafe {
+        let h = &mut *heap;
+        h.collect_remote();
+        for class in 0..NUM_CLASSES {
+            drain_cache(h, class);
+        }
+        for class in 0..NUM_CLASSES {
+            let pool = h.current[class];
+            if pool != sentinel() && (*pool).used.load(Ordering::Relaxed) == 0 {
+                h.current[class] = sentinel();
+                h.retire(pool);
+            }
+        }
+        let cached = h.empty;
+        h.empty = ptr::null_mut();
+        h.empty_count = 0;
+        arena::give_back(cached);
+    }
+    REGISTRY.with(|reg| {
+        // SAFETY: as above.
+        unsafe { (*heap).next_abandoned = reg.abandoned };
+        reg.abandoned = heap;
+    });
+}
+
+/// Visits every heap ever made (for statistics). Runs under the registry lock: `visit` must
+/// not allocate. Other threads keep working on their heaps meanwhile; read only atomics.
+pub fn visit_heaps(mut visit: impl FnMut(&Heap)) {
+    REGISTRY.with(|reg| {
+        let mut heap = reg.all;
+        while !heap.is_null() {
+            // SAFETY: heaps are never unmapped.
+            unsafe {
+                visit(&*heap);
+                heap = (*heap).next_all;
+            }
+        }
+    });
+}
