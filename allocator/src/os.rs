@@ -114,11 +114,25 @@ pub unsafe fn raw_free(p: *mut u8) {
 
 /// The usable size of a glibc block.
 ///
+/// When tidemark is preloaded, `malloc_usable_size` is tidemark's own export, so glibc's is
+/// looked up behind it (`RTLD_NEXT`) once and cached.
+///
 /// # Safety
 /// `p` must be a live block from glibc's allocator.
 #[inline]
 pub unsafe fn raw_usable_size(p: *mut u8) -> usize {
-    // SAFETY: guaranteed by the caller. When tidemark is preloaded this symbol is tidemark's
-    // own, which forwards foreign pointers to glibc's.
-    unsafe { libc::malloc_usable_size(p as *mut libc::c_void) }
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    type UsableSize = unsafe extern "C" fn(*mut libc::c_void) -> usize;
+    static GLIBC_USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    let mut f = GLIBC_USABLE_SIZE.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: a NUL-terminated symbol name; dlsym has no other preconditions.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+        if f == 0 {
+            f = libc::malloc_usable_size as UsableSize as usize;
+        }
+        GLIBC_USABLE_SIZE.store(f, Ordering::Relaxed);
+    }
+    // SAFETY: `f` is glibc's malloc_usable_size (or the only one there is); `p` is live.
+    unsafe { core::mem::transmute::<usize, UsableSize>(f)(p as *mut libc::c_void) }
 }

@@ -1,0 +1,71 @@
+//! The allocator variants the driver knows: a name (what `--allocators` and the table use)
+//! and the child binary that has that allocator as its `#[global_allocator]`.
+//!
+//! Adding a variant takes three lines:
+//! 1. `src/bin/bench-<name>.rs`:
+//!    `tidemark_bench::allocator_main!("<name>", Type = init_expr);`
+//! 2. a `[[bin]]` entry in `bench/Cargo.toml` (with `required-features` if it needs a
+//!    feature, e.g. `["peers"]`, so that the default workspace build never compiles it);
+//! 3. a row in [`VARIANTS`] below.
+
+/// How a variant takes part in the ratios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The baseline every `/glibc` ratio divides by (the system allocator).
+    Baseline,
+    /// A peer allocator; the best (lowest median time) peer is the `/best-peer` divisor.
+    Peer,
+    /// Measured and compared, not a divisor (tidemark and its variants).
+    Subject,
+}
+
+/// One allocator variant.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    /// Binary name next to the driver (`target/<profile>/<binary>`).
+    pub binary: &'static str,
+    pub role: Role,
+    /// Cargo feature the binary requires, if any (for the "how to build it" hint).
+    pub feature: Option<&'static str>,
+    /// Run when `--allocators` is not given.
+    pub default: bool,
+}
+
+/// All variants, in table order.
+pub const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "tidemark",
+        binary: "bench-tidemark",
+        role: Role::Subject,
+        feature: None,
+        default: true,
+    },
+    Variant {
+        name: "system",
+        binary: "bench-system",
+        role: Role::Baseline,
+        feature: None,
+        default: true,
+    },
+    Variant {
+        name: "mimalloc",
+        binary: "bench-mimalloc",
+        role: Role::Peer,
+        feature: Some("peers"),
+        default: true,
+    },
+    Variant {
+        name: "jemalloc",
+        binary: "bench-jemalloc",
+        role: Role::Peer,
+        feature: Some("peers"),
+        default: true,
+    },
+];
+
+/// The variant called `name` ("glibc" is accepted for "system").
+pub fn find(name: &str) -> Option<&'static Variant> {
+    let name = if name == "glibc" { "system" } else { name };
+    VARIANTS.iter().find(|v| v.name == name)
+}
