@@ -58,7 +58,9 @@ pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: guaranteed by the caller.
     let new = unsafe { ALLOC.c_realloc(p as *mut u8, size) };
-    if new.is_null() && !(size == 0 && !p.is_null()) {
+    // realloc(p, 0) frees and returns null without it being an error.
+    let freed = size == 0 && !p.is_null();
+    if new.is_null() && !freed {
         set_errno(libc::ENOMEM);
     }
     new as *mut c_void
@@ -82,7 +84,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, count: usize, size: usize)
 /// `out` must be valid for a pointer write.
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
-    if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
         return libc::EINVAL;
     }
     let p = ALLOC.c_memalign(align, size);
