@@ -43,9 +43,24 @@
 //! pools are all free goes back to the OS (one spare is kept). A thread's heap passes to the
 //! next new thread when it exits. See each module for the why of its structure.
 //!
+//! ## Choosing at run time
+//!
+//! [`Tidemark`] reads `TIDEMARK_MALLOC` once, like CPython's `PYTHONMALLOC`: `pymalloc`
+//! (default), `pymalloc_debug` (or `debug`), `malloc`, `malloc_debug`.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: tidemark_alloc::Tidemark = tidemark_alloc::Tidemark::new();
+//! # fn main() { let _ = vec![1, 2, 3]; }
+//! ```
+//!
 //! ## Environment
 //!
+//! - `TIDEMARK_MALLOC=pymalloc|pymalloc_debug|debug|malloc|malloc_debug`: see [`Tidemark`].
 //! - `TIDEMARK_MALLOCSTATS=1`: print [`stats()`] to stderr at exit.
+//! - `TIDEMARK_QUARANTINE=SIZE` (`4M` default, `0` off): bytes of freed blocks the debug hooks
+//!   hold back to catch writes after free.
+//! - `TIDEMARK_CHECK_AT_EXIT=1`: run [`check_heap()`] at exit.
 //!
 //! ## Rules
 //!
@@ -71,7 +86,9 @@ mod pymalloc;
 mod stats;
 mod thread;
 
+pub use debug::{check_heap, Debug};
 pub use pymalloc::Pymalloc;
+pub use select::Tidemark;
 pub use stats::{print_stats, stats, ClassStats, Stats};
 
 /// Is `ptr` inside one of tidemark's arenas (a block `Pymalloc` handed out from a pool)?

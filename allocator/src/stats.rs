@@ -310,14 +310,8 @@ extern "C" fn print_stats_at_exit() {
     print_stats();
 }
 
-/// Registers the `TIDEMARK_MALLOCSTATS=1` exit hook (once; called when the first arena is
-/// made, outside any allocator lock).
+/// Registers the `TIDEMARK_MALLOCSTATS=1` exit hook (called once, outside any allocator lock).
 pub fn register_exit_hook_from_env() {
-    use core::sync::atomic::AtomicBool;
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::Relaxed) {
-        return;
-    }
     if crate::env::flag(c"TIDEMARK_MALLOCSTATS") {
         // SAFETY: registering a plain extern "C" function with no captured state.
         unsafe { libc::atexit(print_stats_at_exit) };

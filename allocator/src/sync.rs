@@ -38,6 +38,23 @@ impl<T> SpinLock<T> {
         result
     }
 
+    /// Takes the lock without a scope, for `pthread_atfork` handlers that lock before `fork`
+    /// and unlock after it in both processes.
+    ///
+    /// # Safety
+    /// Must be paired with `force_unlock` on the same thread (or in the forked child).
+    pub unsafe fn force_lock(&self) {
+        self.acquire();
+    }
+
+    /// Releases a lock taken with `force_lock`.
+    ///
+    /// # Safety
+    /// The lock must be held through `force_lock` by this thread (or its pre-fork parent).
+    pub unsafe fn force_unlock(&self) {
+        self.release();
+    }
+
     #[inline]
     fn acquire(&self) {
         if self

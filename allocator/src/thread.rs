@@ -97,11 +97,40 @@ pub fn thread_init() -> *mut Heap {
         return ptr::null_mut();
     };
     set_current(heap);
-    crate::stats::register_exit_hook_from_env();
     // SAFETY: a key of ours; for keys below PTHREAD_KEY_2NDLEVEL_SIZE glibc stores the value
     // in the thread descriptor without allocating.
     unsafe { libc::pthread_setspecific(key, heap as *const libc::c_void) };
+    register_process_hooks();
     heap
+}
+
+/// Once per process, outside every allocator lock (both calls may allocate, which is fine
+/// now that this thread has a heap): the `TIDEMARK_MALLOCSTATS` exit hook and the fork
+/// handlers.
+fn register_process_hooks() {
+    use core::sync::atomic::AtomicBool;
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    crate::stats::register_exit_hook_from_env();
+    // SAFETY: plain extern "C" functions with no state beyond the locks they take.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+}
+
+/// Before `fork`: hold the allocator's locks so the child never inherits one mid-update
+/// (another thread may be inside an arena or registry operation at the moment of fork).
+unsafe extern "C" fn fork_prepare() {
+    // SAFETY: released by `fork_release` in both processes.
+    unsafe { REGISTRY.force_lock() };
+    arena::fork_prepare();
+}
+
+/// After `fork`, in the parent and in the child.
+unsafe extern "C" fn fork_release() {
+    arena::fork_release();
+    // SAFETY: taken by `fork_prepare`.
+    unsafe { REGISTRY.force_unlock() };
 }
 
 /// The pthread key destructor: runs when a thread exits, after Rust's thread-local

@@ -1,1 +1,360 @@
-//! Debug hooks (issue 3): owned by the debug-hooks work.
+//! Debug hooks: `Debug<A>` wraps any `GlobalAlloc` and catches heap misuse with a clear report,
+//! in the spirit of CPython's `PYTHONMALLOC=debug` (`_PyMem_DebugRawAlloc`,
+//! `_PyObject_DebugDumpAddress`), going beyond it where AddressSanitizer does.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: tidemark_alloc::debug::Debug<tidemark_alloc::Pymalloc> =
+//!     tidemark_alloc::debug::Debug::new(tidemark_alloc::Pymalloc::new());
+//! ```
+//!
+//! # What a block looks like
+//!
+//! ```text
+//!  inner allocation (aligned to max(align, 16))
+//!  +---------+--------+-------------+------------------+------------+---------+
+//!  | padding | header | front guard | user bytes       | back guard | trailer |
+//!  | (align) | 56 B   | 8 x 0xFD    | 0xCD when fresh, | 8 x 0xFD   | serial  |
+//!  |         |        |             | 0xDD when freed  |            | (u64)   |
+//!  +---------+--------+-------------+------------------+------------+---------+
+//!                                   ^ p (the pointer the program gets)
+//! ```
+//!
+//! The header (requested size, alignment, API, status, tracer stack ids, registry and
+//! quarantine links) always sits right before the front guard, so `p - 64` finds it from the
+//! pointer alone; alignments above 16 are paid for with padding in front. See `layout.rs`
+//! for the reasons behind each field.
+//!
+//! # What is detected (each one is a fatal report on stderr, then `abort()`)
+//!
+//! 1. underwrite: a front guard byte changed ("bad leading pad byte");
+//! 2. overwrite: a back guard byte changed ("bad trailing pad byte");
+//! 3. API mismatch: made by the Rust global allocator, released by C `free` or the reverse;
+//! 4. layout mismatch: Rust `dealloc`/`realloc` got a size or alignment other than the
+//!    allocation's;
+//! 5. double free: the block is already freed and waiting in the quarantine;
+//! 6. invalid free: no debug header before the pointer (see "Limits" below for what is
+//!    read to find out);
+//! 7. write after free: a freed block leaves the quarantine (FIFO, `TIDEMARK_QUARANTINE`,
+//!    default 4M, 0 = off) no longer all 0xDD; the report names the first changed offset.
+//!
+//! [`check_heap()`] verifies every live and quarantined block at once
+//! (`TIDEMARK_CHECK_AT_EXIT=1` runs it at exit).
+//!
+//! # Limits
+//!
+//! - A double free of a block that already left the quarantine is not reliably caught: its
+//!   memory belongs to the inner allocator again, and may even hold a new debug block. A
+//!   bigger quarantine widens the window.
+//! - Invalid free reads the 64 bytes before a 16-aligned pointer (checking the previous page
+//!   is mapped when the header would cross into it). A pointer into a page that is not mapped
+//!   at all faults, as it does in glibc.
+//! - Writes that skip over the guards (more than 8 bytes past the end) are caught only if they
+//!   land in the guard, or spoil a neighbour's header (then that block is reported as invalid).
+//! - Realloc always moves the block, so stale pointers to the old one are caught as
+//!   write-after-free rather than silently working.
+//! - `fork` while another thread holds a registry or quarantine lock (a few list operations
+//!   long) leaves that lock held in the child; `SpinLock` has no raw lock/unlock for
+//!   `pthread_atfork` handlers yet.
+//! - Cost: every allocation writes its user bytes (0xCD) and every free writes them again
+//!   (0xDD) and reads them back when the block leaves the quarantine, so a program whose
+//!   blocks are cold in cache pays several cache misses per free that the plain allocator
+//!   does not. Expect several times the plain allocator's time on allocation-bound churn.
+//!
+//! Tracebacks come from the tracer through [`crate::hooks`]; without it the report says
+//! tracing is off and how to turn it on (`TIDEMARK_TRACE=32`).
+
+mod c_api;
+mod check;
+mod config;
+mod layout;
+mod live;
+mod quarantine;
+mod report;
+
+pub use check::check_heap;
+pub use config::parse_quarantine;
+pub use layout::{Api, CLEANBYTE, DEADBYTE, FORBIDDENBYTE};
+pub use quarantine::DEFAULT_LIMIT as DEFAULT_QUARANTINE;
+
+use crate::hooks::traceback_hooks;
+use crate::sync::SpinLock;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicU64, Ordering};
+use layout::{
+    header_of, init_block, inner_layout, probe, status, user_of, Block, Header, Probe, FREED,
+};
+use quarantine::Quarantine;
+use report::{fatal, Defect, Op};
+
+/// Counts allocations through every debug allocator: "made by call #N".
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// Read the limit from `TIDEMARK_QUARANTINE` at first use.
+const LIMIT_FROM_ENV: usize = usize::MAX;
+
+/// The debug hooks around allocator `A`. See the module docs.
+pub struct Debug<A: GlobalAlloc> {
+    inner: A,
+    quarantine: SpinLock<Quarantine>,
+    limit: usize,
+}
+
+impl<A: GlobalAlloc> Debug<A> {
+    /// Wraps `inner`; the quarantine bound comes from `TIDEMARK_QUARANTINE` (default 4 MiB).
+    pub const fn new(inner: A) -> Self {
+        Debug {
+            inner,
+            quarantine: SpinLock::new(Quarantine::new()),
+            limit: LIMIT_FROM_ENV,
+        }
+    }
+
+    /// Wraps `inner` with a fixed quarantine bound in bytes (0 = off), ignoring the environment.
+    pub const fn with_quarantine(inner: A, bytes: usize) -> Self {
+        let limit = if bytes == LIMIT_FROM_ENV {
+            bytes - 1
+        } else {
+            bytes
+        };
+        Debug {
+            inner,
+            quarantine: SpinLock::new(Quarantine::new()),
+            limit,
+        }
+    }
+
+    /// The wrapped allocator.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+
+    /// Bytes (of inner allocations) and blocks waiting in the quarantine.
+    pub fn quarantined(&self) -> (usize, usize) {
+        self.quarantine.with(|q| (q.bytes(), q.len()))
+    }
+
+    /// Verifies every quarantined block and returns it to the inner allocator (reporting a
+    /// write after free, as an eviction would).
+    pub fn flush_quarantine(&self) {
+        let chain = self.quarantine.with(|q| q.take_all());
+        for h in chain {
+            // SAFETY: popped headers are freed debug blocks this allocator made.
+            unsafe { self.evict(h) };
+        }
+    }
+
+    #[inline]
+    fn limit(&self) -> usize {
+        if self.limit == LIMIT_FROM_ENV {
+            config::quarantine_limit()
+        } else {
+            self.limit
+        }
+    }
+
+    /// Makes a block of `size` bytes at `align` for `api`. `clean_from`: see `init_block`.
+    ///
+    /// # Safety
+    /// `align` is a power of two.
+    #[inline]
+    unsafe fn alloc_block(
+        &self,
+        size: usize,
+        align: usize,
+        api: Api,
+        clean_from: Option<usize>,
+    ) -> *mut u8 {
+        let Some(layout) = inner_layout(size, align) else {
+            return null_mut();
+        };
+        // Reads the environment (and registers the at-exit check) on first use.
+        let _ = config::quarantine_limit();
+        // SAFETY: `layout` has a non-zero size (it includes the header).
+        let base = unsafe {
+            if clean_from.is_none() {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        };
+        if base.is_null() {
+            return null_mut();
+        }
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed) + 1;
+        let stack = traceback_hooks().map_or(0, |hooks| (hooks.capture)());
+        // SAFETY: `base` is a fresh inner allocation of `inner_layout(size, align)`; the new
+        // header is valid and not yet registered.
+        unsafe {
+            let p = init_block(base, size, align, api, clean_from, serial, stack);
+            live::insert(header_of(p));
+            p
+        }
+    }
+
+    /// Validates a pointer handed back through `api` (with the Rust layout, if any); reports
+    /// and aborts on any defect.
+    ///
+    /// # Safety
+    /// `p` is non-null and either a debug block or a pointer whose preceding bytes `probe` may
+    /// read (see `layout::probe`).
+    #[inline]
+    unsafe fn checked(&self, op: Op, p: *mut u8, api: Api, layout: Option<Layout>) -> Block {
+        let b = match probe(p) {
+            Probe::Block(b) => b,
+            // SAFETY: InvalidFree reads nothing at p.
+            Probe::Foreign { reason } => unsafe { fatal(op, p, Defect::InvalidFree { reason }) },
+        };
+        // SAFETY: probe found a valid header, so the block's inner allocation is readable
+        // (unless it already went back to the inner allocator: see the module's limits).
+        unsafe {
+            let h = b.header();
+            if status(h).load(Ordering::Acquire) == FREED {
+                fatal(op, p, Defect::DoubleFree);
+            }
+            if (*h).api != api as u8 {
+                fatal(op, p, Defect::ApiMismatch { used: api });
+            }
+            if let Some(l) = layout {
+                if l.size() != b.size() || l.align() != b.align() {
+                    fatal(
+                        op,
+                        p,
+                        Defect::LayoutMismatch {
+                            size: l.size(),
+                            align: l.align(),
+                        },
+                    );
+                }
+            }
+            if b.bad_leading().is_some() {
+                fatal(op, p, Defect::LeadingPad);
+            }
+            if b.bad_trailing().is_some() {
+                fatal(op, p, Defect::TrailingPad);
+            }
+        }
+        b
+    }
+
+    /// Marks a checked block freed and queues it; releases what the quarantine evicts.
+    ///
+    /// # Safety
+    /// `b` was returned by `checked` and is not used afterwards.
+    #[inline]
+    unsafe fn release(&self, b: Block) {
+        let h = b.header();
+        // SAFETY: the block is live and ours until it is queued or returned below.
+        unsafe {
+            let bytes = b.inner_layout().size();
+            (*h).free_stack = traceback_hooks().map_or(0, |hooks| (hooks.capture)());
+            core::ptr::write_bytes(b.p, DEADBYTE, b.size());
+            // Release: `check_heap` reads FREED and then expects the DEADBYTE fill.
+            status(h).store(FREED, Ordering::Release);
+            let limit = self.limit();
+            if bytes > limit {
+                // Quarantine off, or a block bigger than the whole quarantine.
+                live::remove(h);
+                self.inner.dealloc(b.base(), b.inner_layout());
+                return;
+            }
+            let chain = self
+                .quarantine
+                .with(|q| q.push(h, bytes, limit, inner_size));
+            for old in chain {
+                self.evict(old);
+            }
+        }
+    }
+
+    /// Verifies a block leaving the quarantine and returns it to the inner allocator.
+    ///
+    /// # Safety
+    /// `h` is a freed block of this allocator, no longer in the quarantine.
+    unsafe fn evict(&self, h: *mut Header) {
+        let b = Block { p: user_of(h) };
+        // SAFETY: the block is registered and owned by this call until it is deallocated.
+        unsafe {
+            if let Some(defect) = check::verify(b, true) {
+                fatal(Op::Quarantine, b.p, defect);
+            }
+            live::remove(h);
+            self.inner.dealloc(b.base(), b.inner_layout());
+        }
+    }
+}
+
+/// The inner allocation size a queued header accounts for.
+fn inner_size(h: *mut Header) -> usize {
+    // SAFETY: only called on headers in the quarantine, which are valid.
+    unsafe { Block { p: user_of(h) }.inner_layout().size() }
+}
+
+/// True when `p` starts a block made by a debug allocator (live or quarantined). Reads at most
+/// the 64 bytes before a 16-aligned `p`, following the rules of invalid-free detection, so a
+/// foreign `p` must point into mapped memory. The preload uses it to route `free` of pointers
+/// that the debug layer never made.
+pub fn is_debug_block(p: *const u8) -> bool {
+    !p.is_null() && matches!(probe(p as *mut u8), Probe::Block(_))
+}
+
+/// Blocks currently held by all debug allocators (live plus quarantined).
+pub fn block_count() -> usize {
+    live::count()
+}
+
+// SAFETY: every block is sized and aligned as requested (`init_block` puts `p` at a multiple
+// of the alignment inside an inner allocation large enough for the user bytes, guards and
+// trailer); the inner allocator is only ever called back with the layout it was called with.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Debug<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: Layout alignments are powers of two.
+        unsafe { self.alloc_block(layout.size(), layout.align(), Api::Rust, Some(0)) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.alloc_block(layout.size(), layout.align(), Api::Rust, None) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a pointer it got from this allocator (that is what is
+        // checked); `checked` aborts on anything else it can detect.
+        unsafe {
+            let b = self.checked(Op::Dealloc, ptr, Api::Rust, Some(layout));
+            self.release(b);
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as in dealloc; the new block is fresh and at least `keep` bytes long, the old
+        // one still live until released.
+        unsafe {
+            let old = self.checked(Op::Realloc, ptr, Api::Rust, Some(layout));
+            let keep = old.size().min(new_size);
+            let new = self.alloc_block(new_size, layout.align(), Api::Rust, Some(keep));
+            if new.is_null() {
+                return null_mut();
+            }
+            core::ptr::copy_nonoverlapping(ptr, new, keep);
+            self.release(old);
+            new
+        }
+    }
+}
+
+impl<A: GlobalAlloc> Drop for Debug<A> {
+    /// Returns the quarantine to the inner allocator (a `static` is never dropped; this is for
+    /// local instances in tests and tools).
+    fn drop(&mut self) {
+        self.flush_quarantine();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! `check_heap()`: verify every debug block the inner allocators still hold.
+//!
+//! Live blocks must have intact guards; quarantined blocks must also still be all DEADBYTE.
+//! The registry is walked one shard at a time under that shard's lock (so no block is released
+//! while it is being read); the first bad block is remembered, the lock dropped, and then the
+//! report is written, because the report may call the tracer, which may allocate.
+
+use super::layout::{status, Block, FREED};
+use super::live;
+use super::report::{fatal, Defect, Op};
+use core::sync::atomic::Ordering;
+
+/// Verifies the guards of every live debug block and the guards and DEADBYTE fill of every
+/// quarantined one, across all `Debug` allocators in the process. On the first bad block it
+/// writes the fatal report and aborts; otherwise it returns the number of blocks checked.
+///
+/// With `TIDEMARK_CHECK_AT_EXIT=1` in the environment it also runs at exit.
+pub fn check_heap() -> usize {
+    let mut checked = 0usize;
+    let bad = live::find_map(|h| {
+        checked += 1;
+        let b = Block {
+            p: super::layout::user_of(h),
+        };
+        // SAFETY: `h` is registered, so its whole inner allocation is still ours and readable;
+        // the shard lock keeps it from being released meanwhile.
+        unsafe { verify(b, status(h).load(Ordering::Acquire) == FREED).map(|d| (b, d)) }
+    });
+    if let Some((b, defect)) = bad {
+        // SAFETY: the block was registered a moment ago. Its owner could release it between
+        // the unlock and this read only by freeing it, which would itself have run these same
+        // checks and reported first.
+        unsafe { fatal(Op::CheckHeap, b.p, defect) };
+    }
+    checked
+}
+
+/// The first defect of a registered block, if any.
+///
+/// # Safety
+/// `b` is a registered block.
+pub unsafe fn verify(b: Block, freed: bool) -> Option<Defect> {
+    // SAFETY: the block is registered, hence readable.
+    unsafe {
+        if b.bad_leading().is_some() {
+            return Some(Defect::LeadingPad);
+        }
+        if b.bad_trailing().is_some() {
+            return Some(Defect::TrailingPad);
+        }
+        if freed {
+            if let Some(offset) = b.first_live_byte() {
+                return Some(Defect::WriteAfterFree { offset });
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,427 @@
+//! Where a debug block keeps its bookkeeping, and the byte marks.
+//!
+//! Every block the debug layer hands out is one allocation of the inner allocator:
+//!
+//! ```text
+//!  base (inner alloc, aligned to A = max(align, 16))
+//!  |
+//!  v
+//!  +-----------+-------------+-------------+---------------------+------------+-----------+
+//!  | alignment | header      | front guard | user bytes          | back guard | trailer   |
+//!  | padding   | 56 bytes    | 8 x 0xFD    | size bytes, at p    | 8 x 0xFD   | serial u64|
+//!  +-----------+-------------+-------------+---------------------+------------+-----------+
+//!  <------- front(A) = round_up(64, A) ---->^p                    ^tail = p + size
+//! ```
+//!
+//! Why this shape:
+//!
+//! - The header sits *right before* the front guard, whatever the alignment, so `p - 64` finds
+//!   it from the user pointer alone (C `free(p)` knows nothing else). Large alignments are paid
+//!   for with padding at the front of the inner allocation, which the header records
+//!   implicitly: `front(A)` is a function of the recorded alignment, so the inner pointer and
+//!   layout are recomputed exactly and the inner allocator is always called back with the
+//!   layout it was called with.
+//! - The guards are the bytes an off-by-one writes first (CPython's FORBIDDENBYTE pads). Eight
+//!   on each side catch small overruns; a wild write further away may land in the header or
+//!   trailer and shows up as a bad magic or serial instead.
+//! - The header's last 8 bytes (magic, API, status) are the ones nearest `p`, so the cheap
+//!   "is this one of ours" test reads only `p-16 .. p-8`.
+//! - The trailer is after the back guard, unaligned (the user size is arbitrary), and read with
+//!   unaligned loads. It holds the serial number CPython also puts there: "made by call #N".
+//! - The header links the block into the live registry (`next`/`prev`) and, once freed, into
+//!   the quarantine (`qnext`): the debug layer needs no memory of its own, so it never
+//!   allocates.
+//!
+//! Marks: fresh user bytes are CLEANBYTE (0xCD) unless zeroed; freed user bytes are DEADBYTE
+//! (0xDD) for as long as the block waits in the quarantine; guards are FORBIDDENBYTE (0xFD).
+
+use core::alloc::Layout;
+use core::sync::atomic::AtomicU8;
+
+/// Fresh, never-written memory.
+pub const CLEANBYTE: u8 = 0xCD;
+/// Freed memory (while the block sits in the quarantine).
+pub const DEADBYTE: u8 = 0xDD;
+/// The guard bytes on both sides of the user bytes.
+pub const FORBIDDENBYTE: u8 = 0xFD;
+
+/// Guard bytes on each side of the user bytes.
+pub const GUARD: usize = 8;
+/// Bytes after the back guard: the serial number.
+pub const TRAILER: usize = 8;
+/// Header plus front guard: the distance from the header to `p`.
+pub const HEAD: usize = core::mem::size_of::<Header>() + GUARD;
+
+/// Marks a header as one of ours; anything else before `p` means "not a debug block".
+pub const MAGIC: u32 = 0x7D3B_A10C;
+
+/// The block is handed out to the program.
+pub const LIVE: u8 = 0x4C;
+/// The block was freed and waits in the quarantine.
+pub const FREED: u8 = 0x46;
+
+/// Which family of entry points made (or frees) a block.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Api {
+    /// The Rust global allocator (`GlobalAlloc`).
+    Rust = b'r',
+    /// The C malloc family (the preload library).
+    C = b'c',
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Rust => "rust",
+            Api::C => "c",
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<Api> {
+        match b {
+            b'r' => Some(Api::Rust),
+            b'c' => Some(Api::C),
+            _ => None,
+        }
+    }
+}
+
+/// The bookkeeping in front of every debug block. `repr(C)` so the last fields sit next to the
+/// front guard (see the module docs).
+#[repr(C)]
+pub struct Header {
+    /// Live registry links (every block, live or quarantined, is registered).
+    pub next: *mut Header,
+    pub prev: *mut Header,
+    /// Quarantine FIFO link (only while FREED).
+    pub qnext: *mut Header,
+    /// The size the program asked for.
+    pub size: usize,
+    /// Tracer stack ids (0 = none) of the allocation and of the free.
+    pub alloc_stack: u64,
+    pub free_stack: u64,
+    pub magic: u32,
+    pub api: u8,
+    pub status: u8,
+    /// log2 of the alignment the program asked for.
+    pub align_log2: u8,
+    pub _reserved: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == 56);
+const _: () = assert!(HEAD & 15 == 0);
+
+/// The alignment of the inner allocation for a user alignment.
+#[inline]
+pub fn inner_align(align: usize) -> usize {
+    if align < 16 {
+        16
+    } else {
+        align
+    }
+}
+
+/// Bytes from the inner pointer to `p`: the header and front guard, rounded up so `p` keeps
+/// the alignment.
+#[inline]
+pub fn front(align: usize) -> usize {
+    let a = inner_align(align);
+    (HEAD + a - 1) & !(a - 1)
+}
+
+/// The header's status byte, shared with `check_heap` on other threads.
+///
+/// # Safety
+/// `h` is a valid header.
+#[inline]
+pub unsafe fn status<'a>(h: *mut Header) -> &'a AtomicU8 {
+    // SAFETY: the field is a valid, aligned u8 for the header's lifetime; all concurrent
+    // accesses to it go through this atomic view.
+    unsafe { AtomicU8::from_ptr(core::ptr::addr_of_mut!((*h).status)) }
+}
+
+/// The inner allocation for `size` user bytes at `align`, or `None` if it would overflow.
+#[inline]
+pub fn inner_layout(size: usize, align: usize) -> Option<Layout> {
+    let total = front(align)
+        .checked_add(size)?
+        .checked_add(GUARD + TRAILER)?;
+    Layout::from_size_align(total, inner_align(align)).ok()
+}
+
+/// The header of the block whose user pointer is `p`.
+#[inline]
+pub fn header_of(p: *mut u8) -> *mut Header {
+    p.wrapping_sub(HEAD) as *mut Header
+}
+
+/// The user pointer of the block with header `h`.
+#[inline]
+pub fn user_of(h: *mut Header) -> *mut u8 {
+    (h as *mut u8).wrapping_add(HEAD)
+}
+
+/// Writes header, guards, trailer and the CLEANBYTE fill of user bytes `clean_from..size` into
+/// a fresh inner allocation (`None`: the inner allocation is zeroed, leave it so); returns `p`.
+/// Realloc passes the bytes it will copy over, so they are not written twice.
+///
+/// # Safety
+/// `base` must be an inner allocation of `inner_layout(size, align)`.
+#[inline]
+pub unsafe fn init_block(
+    base: *mut u8,
+    size: usize,
+    align: usize,
+    api: Api,
+    clean_from: Option<usize>,
+    serial: u64,
+    alloc_stack: u64,
+) -> *mut u8 {
+    // SAFETY: the caller gives an allocation of `inner_layout(size, align)`; every write below
+    // stays inside `front(align) + size + GUARD + TRAILER` bytes of it, and the header is
+    // 8-aligned because `front - HEAD` and `base` are multiples of 16.
+    unsafe {
+        let p = base.add(front(align));
+        let h = header_of(p);
+        h.write(Header {
+            next: core::ptr::null_mut(),
+            prev: core::ptr::null_mut(),
+            qnext: core::ptr::null_mut(),
+            size,
+            alloc_stack,
+            free_stack: 0,
+            magic: MAGIC,
+            api: api as u8,
+            status: LIVE,
+            align_log2: align.trailing_zeros() as u8,
+            _reserved: 0,
+        });
+        core::ptr::write_bytes(p.sub(GUARD), FORBIDDENBYTE, GUARD);
+        if let Some(from) = clean_from {
+            let from = from.min(size);
+            core::ptr::write_bytes(p.add(from), CLEANBYTE, size - from);
+        }
+        core::ptr::write_bytes(p.add(size), FORBIDDENBYTE, GUARD);
+        (p.add(size + GUARD) as *mut u64).write_unaligned(serial);
+        p
+    }
+}
+
+/// A view of a block that is known to carry a valid header.
+#[derive(Clone, Copy)]
+pub struct Block {
+    pub p: *mut u8,
+}
+
+impl Block {
+    #[inline]
+    pub fn header(self) -> *mut Header {
+        header_of(self.p)
+    }
+
+    /// # Safety (for all the readers below)
+    /// The header of `p` must be readable (a registered block, or checked with `probe`).
+    #[inline]
+    pub unsafe fn size(self) -> usize {
+        // SAFETY: see the type-level contract.
+        unsafe { (*self.header()).size }
+    }
+
+    #[inline]
+    pub unsafe fn align(self) -> usize {
+        // SAFETY: see the type-level contract; the shift was stored from a valid alignment.
+        unsafe { 1usize << ((*self.header()).align_log2 & 63) }
+    }
+
+    #[inline]
+    pub unsafe fn tail(self) -> *mut u8 {
+        // SAFETY: see the type-level contract.
+        unsafe { self.p.wrapping_add(self.size()) }
+    }
+
+    #[inline]
+    pub unsafe fn serial(self) -> u64 {
+        // SAFETY: the trailer follows the back guard inside the block's inner allocation.
+        unsafe { (self.tail().add(GUARD) as *const u64).read_unaligned() }
+    }
+
+    #[inline]
+    pub unsafe fn base(self) -> *mut u8 {
+        // SAFETY: see the type-level contract.
+        unsafe { self.p.wrapping_sub(front(self.align())) }
+    }
+
+    #[inline]
+    pub unsafe fn inner_layout(self) -> Layout {
+        // SAFETY: see the type-level contract; this layout was valid when the block was made.
+        unsafe {
+            let size = front(self.align()) + self.size() + GUARD + TRAILER;
+            Layout::from_size_align_unchecked(size, inner_align(self.align()))
+        }
+    }
+
+    /// Offset of the first front-guard byte that is not FORBIDDENBYTE (0 = farthest from p).
+    #[inline]
+    pub unsafe fn bad_leading(self) -> Option<usize> {
+        // SAFETY: the front guard lies between the header and `p`.
+        unsafe { first_not(self.p.sub(GUARD), GUARD, FORBIDDENBYTE) }
+    }
+
+    /// Offset (from tail) of the first back-guard byte that is not FORBIDDENBYTE.
+    #[inline]
+    pub unsafe fn bad_trailing(self) -> Option<usize> {
+        // SAFETY: the back guard follows the user bytes inside the inner allocation.
+        unsafe { first_not(self.tail(), GUARD, FORBIDDENBYTE) }
+    }
+
+    /// Offset of the first user byte that is not DEADBYTE (for a freed block).
+    #[inline]
+    pub unsafe fn first_live_byte(self) -> Option<usize> {
+        // SAFETY: the user bytes belong to the inner allocation until the block is released.
+        unsafe { first_not(self.p, self.size(), DEADBYTE) }
+    }
+}
+
+/// The first offset in `[ptr, ptr+len)` whose byte differs from `want`.
+///
+/// # Safety
+/// The range must be readable.
+#[inline]
+pub unsafe fn first_not(ptr: *const u8, len: usize, want: u8) -> Option<usize> {
+    // SAFETY: the caller guarantees the range is readable; u8 has no invalid values.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
+    // Word at a time: freed blocks can be large and eviction scans each one.
+    let word = usize::from_ne_bytes([want; core::mem::size_of::<usize>()]);
+    let mut chunks = bytes.chunks_exact(core::mem::size_of::<usize>());
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut w = [0u8; core::mem::size_of::<usize>()];
+        w.copy_from_slice(chunk);
+        if usize::from_ne_bytes(w) != word {
+            return chunk.iter().position(|&b| b != want).map(|i| offset + i);
+        }
+        offset += chunk.len();
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b != want)
+        .map(|i| offset + i)
+}
+
+/// What sits before a pointer handed to free/realloc/dealloc.
+pub enum Probe {
+    /// A debug block header with the right magic.
+    Block(Block),
+    /// Not one of ours. `reason` says how we could tell.
+    Foreign { reason: &'static str },
+}
+
+/// Decides whether `p` starts a debug block, reading at most the `HEAD` bytes before it and
+/// only when that is safe:
+///
+/// - every debug pointer is 16-aligned, so any other pointer is rejected without reading;
+/// - if the header would cross into the previous page, that page is checked first (arena
+///   memory through `crate::is_ours`, anything else with `mincore`), so a foreign pointer at
+///   the start of a mapping does not fault;
+/// - otherwise the header is on the same page as `p`, which the caller claims is mapped.
+///
+/// A pointer into a page that is not mapped at all still faults, as it would in glibc's free.
+pub fn probe(p: *mut u8) -> Probe {
+    let addr = p as usize;
+    if addr & 15 != 0 {
+        return Probe::Foreign {
+            reason: "the pointer is not 16-aligned, so tidemark never handed it out",
+        };
+    }
+    if addr < HEAD {
+        return Probe::Foreign {
+            reason: "the pointer is too small to be a heap address",
+        };
+    }
+    let start = addr - HEAD;
+    // Pages are at least 4 KiB, so only a pointer in the first HEAD bytes of a 4 KiB frame can
+    // have its header on another page; only then is the page size asked for.
+    if addr & 4095 < HEAD
+        && start / page_size() != addr / page_size()
+        && !crate::is_ours(start as *const u8)
+        && !is_mapped(start, page_size())
+    {
+        return Probe::Foreign {
+            reason: "the bytes before the pointer are not mapped, so tidemark never handed it out",
+        };
+    }
+    let h = header_of(p);
+    // SAFETY: `h` is 8-aligned (p is 16-aligned, HEAD is a multiple of 16) and its page is
+    // mapped (checked above, or it is p's own page). Volatile: the bytes may be anyone's.
+    let (magic, api, status) = unsafe {
+        (
+            core::ptr::addr_of!((*h).magic).read_volatile(),
+            core::ptr::addr_of!((*h).api).read_volatile(),
+            core::ptr::addr_of!((*h).status).read_volatile(),
+        )
+    };
+    if magic != MAGIC || Api::from_byte(api).is_none() || (status != LIVE && status != FREED) {
+        return Probe::Foreign {
+            reason: "no debug block header precedes the pointer (bad magic)",
+        };
+    }
+    Probe::Block(Block { p })
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n <= 0 {
+        4096
+    } else {
+        n as usize
+    }
+}
+
+/// Is the page holding `addr` mapped? (`mincore` fails with ENOMEM for unmapped pages.)
+fn is_mapped(addr: usize, page: usize) -> bool {
+    let mut vec = 0u8;
+    // SAFETY: mincore only inspects the mapping; `vec` has room for one page's entry.
+    let rc = unsafe { libc::mincore((addr & !(page - 1)) as *mut libc::c_void, 1, &mut vec) };
+    rc == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_keeps_alignment_and_header_adjacent() {
+        let mut align = 1;
+        while align <= 4096 {
+            let f = front(align);
+            assert!(f >= HEAD);
+            assert_eq!(f % inner_align(align), 0);
+            align *= 2;
+        }
+        assert_eq!(front(8), 64);
+        assert_eq!(front(4096), 4096);
+    }
+
+    #[test]
+    fn first_not_finds_first_difference() {
+        let mut buf = [DEADBYTE; 37];
+        assert_eq!(unsafe { first_not(buf.as_ptr(), 37, DEADBYTE) }, None);
+        buf[35] = 0;
+        assert_eq!(unsafe { first_not(buf.as_ptr(), 37, DEADBYTE) }, Some(35));
+        buf[9] = 1;
+        assert_eq!(unsafe { first_not(buf.as_ptr(), 37, DEADBYTE) }, Some(9));
+    }
+
+    #[test]
+    fn probe_rejects_unaligned_and_foreign() {
+        #[repr(align(64))]
+        struct Buf([u8; 256]);
+        let mut buf = Buf([0; 256]);
+        let p = buf.0.as_mut_ptr();
+        assert!(matches!(probe(p.wrapping_add(3)), Probe::Foreign { .. }));
+        assert!(matches!(probe(p.wrapping_add(128)), Probe::Foreign { .. }));
+    }
+}

@@ -1,0 +1,337 @@
+//! The fatal report: what is wrong with a block, in CPython's `_PyObject_DebugDumpAddress`
+//! words, with the allocation (and free) tracebacks when a tracer supplies them; then abort.
+//!
+//! Everything is written through `Stderr` (a fixed buffer straight to fd 2): the heap may be
+//! corrupt, so the report itself never allocates. Only the tracer's `write` hook may allocate
+//! (symbolization); no debug-layer lock is held while it runs.
+
+use super::layout::{Api, Block, DEADBYTE, FORBIDDENBYTE, FREED, GUARD};
+use crate::hooks::traceback_hooks;
+use crate::stderr::Stderr;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicI32, Ordering};
+
+/// The operation that found the defect; it names the report's last line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    Dealloc,
+    Realloc,
+    Free,
+    CRealloc,
+    UsableSize,
+    Quarantine,
+    CheckHeap,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Dealloc => "debug dealloc",
+            Op::Realloc => "debug realloc",
+            Op::Free => "debug free",
+            Op::CRealloc => "debug realloc",
+            Op::UsableSize => "debug malloc_usable_size",
+            Op::Quarantine => "debug quarantine",
+            Op::CheckHeap => "check_heap",
+        }
+    }
+
+    /// The entry point the program called, as a user would name it.
+    fn call(self) -> &'static str {
+        match self {
+            Op::Dealloc => "dealloc",
+            Op::Realloc | Op::CRealloc => "realloc",
+            Op::Free => "free",
+            Op::UsableSize => "malloc_usable_size",
+            Op::Quarantine | Op::CheckHeap => "check",
+        }
+    }
+}
+
+/// What is wrong.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Defect {
+    /// A front guard byte changed.
+    LeadingPad,
+    /// A back guard byte changed.
+    TrailingPad,
+    /// Made by one API, released by the other.
+    ApiMismatch { used: Api },
+    /// Rust `dealloc`/`realloc` passed a layout other than the allocation's.
+    LayoutMismatch { size: usize, align: usize },
+    /// Freed while already waiting in the quarantine.
+    DoubleFree,
+    /// Not a pointer tidemark handed out.
+    InvalidFree { reason: &'static str },
+    /// A freed block's byte at `offset` is no longer DEADBYTE.
+    WriteAfterFree { offset: usize },
+}
+
+impl Defect {
+    fn headline(self, out: &mut Stderr) {
+        let _ = match self {
+            Defect::LeadingPad => out.write_str("bad leading pad byte"),
+            Defect::TrailingPad => out.write_str("bad trailing pad byte"),
+            Defect::ApiMismatch { .. } => out.write_str("API mismatch"),
+            Defect::LayoutMismatch { .. } => out.write_str("layout mismatch"),
+            Defect::DoubleFree => out.write_str("double free"),
+            Defect::InvalidFree { .. } => out.write_str("invalid free"),
+            Defect::WriteAfterFree { .. } => out.write_str("write after free"),
+        };
+    }
+}
+
+/// Thread id of the thread writing a report (0 = none).
+static REPORTER: AtomicI32 = AtomicI32::new(0);
+
+/// Writes the report for the block at `p` and aborts the process.
+///
+/// # Safety
+/// Unless `defect` is `InvalidFree`, `p` must be a debug block whose header, guards, user
+/// bytes and trailer are readable.
+#[cold]
+#[inline(never)]
+pub unsafe fn fatal(op: Op, p: *mut u8, defect: Defect) -> ! {
+    enter();
+    let mut out = Stderr::new();
+    let _ = writeln!(out);
+    if let Defect::InvalidFree { reason } = defect {
+        invalid(&mut out, op, p, reason);
+    } else {
+        // SAFETY: the caller promises a readable debug block.
+        unsafe { dump(&mut out, op, Block { p }, defect) };
+    }
+    let _ = writeln!(out);
+    let _ = write!(out, "Fatal error: tidemark {}: ", op.name());
+    defect.headline(&mut out);
+    let _ = writeln!(out);
+    out.flush();
+    drop(out);
+    // SAFETY: abort has no preconditions; it raises SIGABRT and never returns.
+    unsafe { libc::abort() }
+}
+
+/// Only one report at a time: another thread that finds a defect meanwhile waits for the
+/// abort; a defect found on the reporting thread itself (inside the tracer's write hook)
+/// aborts at once.
+fn enter() {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    loop {
+        match REPORTER.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(owner) if owner == me => {
+                let mut out = Stderr::new();
+                let _ = writeln!(
+                    out,
+                    "Fatal error: tidemark: heap corruption found while reporting one"
+                );
+                out.flush();
+                // SAFETY: abort has no preconditions.
+                unsafe { libc::abort() }
+            }
+            Err(_) => {
+                // SAFETY: sleep has no preconditions; the other thread will abort the process.
+                unsafe { libc::sleep(1) };
+            }
+        }
+    }
+}
+
+fn invalid(out: &mut Stderr, op: Op, p: *mut u8, reason: &str) {
+    let _ = writeln!(
+        out,
+        "Debug memory block at address p={:#x}: not a tidemark debug block",
+        p as usize
+    );
+    let _ = writeln!(
+        out,
+        "    {} was called with a pointer tidemark did not hand out:",
+        op.call()
+    );
+    let _ = writeln!(out, "    {reason}.");
+    if crate::is_ours(p) {
+        let _ = writeln!(
+            out,
+            "    The pointer is inside a tidemark arena, but not at the start of a block."
+        );
+    } else {
+        let _ = writeln!(out, "    The pointer is not inside a tidemark arena.");
+    }
+    current_stack(out, op, true);
+}
+
+/// # Safety
+/// `b` is a readable debug block.
+unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
+    // SAFETY: the caller guarantees the header, guards, user bytes and trailer are readable.
+    let (h, size, align) = unsafe { (&*b.header(), b.size(), b.align()) };
+    let api = Api::from_byte(h.api).map_or("?", Api::name);
+    let p = b.p as usize;
+    let _ = writeln!(out, "Debug memory block at address p={p:#x}: API '{api}'");
+    let _ = writeln!(out, "    {size} bytes originally requested, align {align}");
+
+    // SAFETY: the front guard is readable (caller).
+    let front = unsafe { core::slice::from_raw_parts(b.p.sub(GUARD), GUARD) };
+    if front.iter().all(|&x| x == FORBIDDENBYTE) {
+        let _ = writeln!(
+            out,
+            "    The {GUARD} pad bytes at p-{GUARD} are FORBIDDENBYTE, as expected."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "    The {GUARD} pad bytes at p-{GUARD} are not all FORBIDDENBYTE ({FORBIDDENBYTE:#04x}):"
+        );
+        for (i, &x) in front.iter().enumerate() {
+            let _ = write!(out, "        at p-{}: {x:#04x}", GUARD - i);
+            let _ = writeln!(out, "{}", if x == FORBIDDENBYTE { "" } else { " *** OUCH" });
+        }
+    }
+
+    let tail = p + size;
+    // SAFETY: the back guard is readable (caller).
+    let back = unsafe { core::slice::from_raw_parts(b.tail(), GUARD) };
+    if back.iter().all(|&x| x == FORBIDDENBYTE) {
+        let _ = writeln!(
+            out,
+            "    The {GUARD} pad bytes at tail={tail:#x} are FORBIDDENBYTE, as expected."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "    The {GUARD} pad bytes at tail={tail:#x} are not all FORBIDDENBYTE ({FORBIDDENBYTE:#04x}):"
+        );
+        for (i, &x) in back.iter().enumerate() {
+            let _ = write!(out, "        at tail+{i}: {x:#04x}");
+            let _ = writeln!(out, "{}", if x == FORBIDDENBYTE { "" } else { " *** OUCH" });
+        }
+    }
+
+    // SAFETY: the trailer is readable (caller).
+    let serial = unsafe { b.serial() };
+    let _ = writeln!(
+        out,
+        "    The block was made by call #{serial} to debug malloc/realloc."
+    );
+    let freed = h.status == FREED;
+    if freed {
+        let _ = writeln!(
+            out,
+            "    The block was freed and waits in the quarantine; its bytes should all be DEADBYTE ({DEADBYTE:#04x})."
+        );
+    }
+    match defect {
+        Defect::ApiMismatch { used } => {
+            let _ = writeln!(
+                out,
+                "    The block was allocated with API '{api}' but {} was called through API '{}'.",
+                op.call(),
+                used.name()
+            );
+        }
+        Defect::LayoutMismatch { size: s, align: a } => {
+            let _ = writeln!(
+                out,
+                "    {} was called with size {s}, align {a} *** OUCH",
+                op.call()
+            );
+        }
+        Defect::DoubleFree => {
+            let _ = writeln!(
+                out,
+                "    {} was called on a block that was already freed.",
+                op.call()
+            );
+        }
+        Defect::WriteAfterFree { offset } => {
+            // SAFETY: offset < size, inside the readable user bytes.
+            let x = unsafe { *b.p.add(offset) };
+            let _ = writeln!(
+                out,
+                "    The byte at p+{offset} changed after the free: {x:#04x} *** OUCH"
+            );
+        }
+        _ => {}
+    }
+
+    // SAFETY: the user bytes are readable (caller).
+    let data = unsafe { core::slice::from_raw_parts(b.p, size) };
+    let _ = write!(out, "    Data at p:");
+    hex(out, data, 0);
+    if let Defect::WriteAfterFree { offset } = defect {
+        if size > 16 && offset >= 8 && offset < size - 8 {
+            let start = offset - 8;
+            let _ = write!(out, "    Data at p+{start}:");
+            hex(out, &data[start..(offset + 8).min(size)], usize::MAX);
+        }
+    }
+
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Memory block allocated at (most recent call first):");
+    traceback(out, h.alloc_stack, "allocated");
+    if freed {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Memory block freed at (most recent call first):");
+        traceback(out, h.free_stack, "freed");
+    }
+    if !matches!(op, Op::Quarantine | Op::CheckHeap) {
+        current_stack(out, op, false);
+    }
+}
+
+/// Bytes in hex, like CPython: up to 8 from each end with " ..." between; `limit` = MAX shows
+/// every byte.
+fn hex(out: &mut Stderr, data: &[u8], limit: usize) {
+    let show = if limit == usize::MAX { data.len() } else { 8 };
+    if data.len() <= 2 * show {
+        for x in data {
+            let _ = write!(out, " {x:02x}");
+        }
+    } else {
+        for x in &data[..show] {
+            let _ = write!(out, " {x:02x}");
+        }
+        let _ = write!(out, " ...");
+        for x in &data[data.len() - show..] {
+            let _ = write!(out, " {x:02x}");
+        }
+    }
+    let _ = writeln!(out);
+}
+
+/// The frames of stack `id`, or one line saying why there are none.
+fn traceback(out: &mut Stderr, id: u64, what: &str) {
+    match traceback_hooks() {
+        None => {
+            let _ = writeln!(
+                out,
+                "  (tracing is off: run with TIDEMARK_TRACE=32 to see where blocks are {what})"
+            );
+        }
+        Some(_) if id == 0 => {
+            let _ = writeln!(out, "  (no traceback was recorded for this block)");
+        }
+        Some(hooks) => {
+            (hooks.write)(id, &mut |line: &str| {
+                let _ = writeln!(out, "  {line}");
+            });
+        }
+    }
+}
+
+/// Where the defect was found (the stack of the call that found it): when tracing, or
+/// `always` (then the line says how to turn tracing on).
+fn current_stack(out: &mut Stderr, op: Op, always: bool) {
+    if traceback_hooks().is_none() && !always {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{} called at (most recent call first):", op.call());
+    let id = traceback_hooks().map_or(0, |hooks| (hooks.capture)());
+    if id == 0 && traceback_hooks().is_some() {
+        let _ = writeln!(out, "  (the tracer returned no traceback)");
+    } else {
+        traceback(out, id, "called");
+    }
+}
