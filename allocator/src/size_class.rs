@@ -40,7 +40,7 @@ pub const POOL_MASK: usize = POOL_SIZE - 1;
 pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 
 /// Bytes at the start of each pool taken by its header (a multiple of `ALIGNMENT`).
-pub const POOL_OVERHEAD: usize = 64;
+pub const POOL_OVERHEAD: usize = 128;
 
 /// Can a request of this size and alignment be served from a pool?
 #[inline(always)]
@@ -89,8 +89,9 @@ mod tests {
     fn geometry() {
         assert_eq!(NUM_CLASSES, 32);
         assert_eq!(POOLS_PER_ARENA, 64);
-        assert_eq!(blocks_per_pool(0), 1020);
+        assert_eq!(blocks_per_pool(0), 1016);
         assert_eq!(blocks_per_pool(31), 31);
+        assert_eq!(blocks_per_pool(2), 338);
         assert!(!is_small(513, 8));
         assert!(!is_small(16, 32));
         assert!(is_small(512, 16));

@@ -306,13 +306,24 @@ pub fn print_stats() {
     let _ = fmt::Write::write_fmt(&mut out, format_args!("{}", stats()));
 }
 
+/// A private copy of stderr for the exit report: programs often close fd 2 in an exit handler
+/// of their own (GNU coreutils' `close_stdout` does), and those run before ours.
+static EXIT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+
 extern "C" fn print_stats_at_exit() {
-    print_stats();
+    let mut out = crate::stderr::Stderr::to_fd(EXIT_FD.load(Ordering::Relaxed));
+    let _ = fmt::Write::write_fmt(&mut out, format_args!("{}", stats()));
 }
 
 /// Registers the `TIDEMARK_MALLOCSTATS=1` exit hook (called once, outside any allocator lock).
 pub fn register_exit_hook_from_env() {
     if crate::env::flag(c"TIDEMARK_MALLOCSTATS") {
+        // SAFETY: duplicating fd 2 (close-on-exec, so children do not inherit it); on failure
+        // the report goes to fd 2 itself.
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd >= 0 {
+            EXIT_FD.store(fd, Ordering::Relaxed);
+        }
         // SAFETY: registering a plain extern "C" function with no captured state.
         unsafe { libc::atexit(print_stats_at_exit) };
     }

@@ -3,17 +3,24 @@
 
 use core::fmt;
 
-/// A `fmt::Write` sink for stderr with a fixed 4 KiB buffer.
+/// A `fmt::Write` sink for stderr (or another fd) with a fixed 4 KiB buffer.
 pub struct Stderr {
     buf: [u8; 4096],
     len: usize,
+    fd: i32,
 }
 
 impl Stderr {
     pub const fn new() -> Self {
+        Stderr::to_fd(2)
+    }
+
+    /// A writer to `fd` instead of 2.
+    pub const fn to_fd(fd: i32) -> Self {
         Stderr {
             buf: [0; 4096],
             len: 0,
+            fd,
         }
     }
 
@@ -37,7 +44,7 @@ impl Stderr {
             // SAFETY: the range lies inside `buf`, which is initialized.
             let n = unsafe {
                 libc::write(
-                    2,
+                    self.fd,
                     self.buf.as_ptr().add(done) as *const libc::c_void,
                     self.len - done,
                 )

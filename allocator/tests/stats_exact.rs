@@ -25,7 +25,7 @@ fn stats_partition_the_arenas_and_count_blocks() {
     let c = during.classes[2];
     assert_eq!(
         c.blocks_in_use + c.available_blocks,
-        c.pools * ((16384 - 64) / 48)
+        c.pools * ((16384 - 128) / 48)
     );
 
     for &b in &blocks {

@@ -1,1 +1,100 @@
-//! tidemark-tests: end-to-end tests live in tests/tests/.
+//! # tidemark-tests
+//!
+//! End-to-end tests across the tidemark crates, in `tests/`: real programs (C, Python, `sort`,
+//! `git`) run on the preload library and compared with glibc runs, and Rust workloads run with
+//! tidemark as their global allocator.
+//!
+//! Every test binary here uses [`tidemark_alloc::Tidemark`] as its global allocator, so the
+//! same suite runs on plain pymalloc by default and on the debug hooks with
+//! `TIDEMARK_MALLOC=pymalloc_debug cargo test -p tidemark-tests` (CI runs both).
+//!
+//! This library holds what the tests share: finding (building) the preload library and
+//! running programs on it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The directory cargo builds this profile's artifacts into (`target/debug` or
+/// `target/release`), found from the running test binary (`target/<profile>/deps/<test>`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// `libtidemark_preload.so` of this profile, built on first use.
+pub fn preload_library() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = profile_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "tidemark-preload"]);
+        if release {
+            build.arg("--release");
+        }
+        // The library must land beside this test binary's profile directory.
+        build.env("CARGO_TARGET_DIR", dir.parent().expect("target dir"));
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building tidemark-preload failed");
+        let lib = dir.join("libtidemark_preload.so");
+        assert!(lib.exists(), "{} was not built", lib.display());
+        lib
+    })
+}
+
+/// Runs `cmd` on glibc and then on tidemark (the preload library); returns both outputs.
+pub fn run_both(make: impl Fn() -> Command) -> (Output, Output) {
+    let glibc = make().output().expect("program runs on glibc");
+    let tidemark = make()
+        .env("LD_PRELOAD", preload_library())
+        .output()
+        .expect("program runs on tidemark");
+    (glibc, tidemark)
+}
+
+/// Asserts two runs behaved the same: exit status and stdout.
+pub fn assert_same(what: &str, glibc: &Output, tidemark: &Output) {
+    assert_eq!(
+        glibc.status.code(),
+        tidemark.status.code(),
+        "{what}: exit status differs\n--- glibc stderr\n{}\n--- tidemark stderr\n{}",
+        String::from_utf8_lossy(&glibc.stderr),
+        String::from_utf8_lossy(&tidemark.stderr)
+    );
+    assert!(
+        glibc.stdout == tidemark.stdout,
+        "{what}: stdout differs\n--- glibc\n{}\n--- tidemark\n{}",
+        String::from_utf8_lossy(&glibc.stdout),
+        String::from_utf8_lossy(&tidemark.stdout)
+    );
+}
+
+/// A scratch directory unique to this test process and `name`, emptied first.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tidemark-tests-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Compiles a C source file from `tests/programs/` with `cc`, returning the executable.
+pub fn compile_c(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source);
+    let exe = out_dir.join(source.trim_end_matches(".c"));
+    let status = Command::new("cc")
+        .args(["-O1", "-g", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(extra)
+        .status()
+        .expect("cc runs (install gcc)");
+    assert!(status.success(), "cc failed on {}", src.display());
+    exe
+}
