@@ -6,9 +6,6 @@ use crate::pool::{sentinel, Block, Pool};
 use crate::thread::thread_init;
 use core::ptr;
 
-/// Blocks moved from a pool into an empty class cache at once.
-const REFILL_BATCH: u32 = 32;
-
 /// Allocates a block of `class`, or returns null when out of memory.
 ///
 /// # Safety
@@ -100,15 +97,17 @@ fn alloc_slow(class: usize) -> *mut u8 {
     }
 }
 
-/// Moves up to `REFILL_BATCH` free blocks of the current pool into the empty cache.
+/// Moves up to half the cache's limit of free blocks of the current pool into the empty
+/// cache.
 unsafe fn refill(heap: &mut Heap, class: usize) {
     let pool = heap.current[class];
+    let batch = heap.cache[class].limit / 2;
     let mut head: *mut Block = ptr::null_mut();
     let mut taken = 0;
     // SAFETY: the current pool is owned by this heap; its free blocks and never-used blocks
     // are ours to move.
     unsafe {
-        while taken < REFILL_BATCH && !(*pool).free.is_null() {
+        while taken < batch && !(*pool).free.is_null() {
             let block = (*pool).free;
             (*pool).free = (*block).next;
             (*block).next = head;
@@ -116,7 +115,7 @@ unsafe fn refill(heap: &mut Heap, class: usize) {
             taken += 1;
         }
         bump_used(pool, taken);
-        while taken < REFILL_BATCH {
+        while taken < batch {
             let block = Pool::carve(pool) as *mut Block;
             if block.is_null() {
                 break;

@@ -7,9 +7,6 @@ use crate::pool::{pool_of, Block, Pool};
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-/// Blocks a class cache holds before half of them go back to their pools.
-const CACHE_LIMIT: u32 = 64;
-
 /// Frees a block handed out by `alloc`.
 ///
 /// # Safety
@@ -40,7 +37,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
         (*block).next = cache.head;
         cache.head = block;
         cache.set_count(count + 1);
-        if count + 1 >= CACHE_LIMIT {
+        if count + 1 >= cache.limit {
             flush(&mut *heap, class);
         }
     }
@@ -66,10 +63,10 @@ unsafe fn free_remote(pool: *mut Pool, block: *mut Block) {
 #[cold]
 #[inline(never)]
 unsafe fn flush(heap: &mut Heap, class: usize) {
-    let keep = CACHE_LIMIT / 2;
     let cache = &mut heap.cache[class];
+    let keep = cache.limit / 2;
     let mut last_kept = cache.head;
-    // SAFETY: the cache holds `CACHE_LIMIT` blocks, so `keep - 1` links exist.
+    // SAFETY: the cache holds `limit` blocks, so `keep - 1` links exist.
     let rest = unsafe {
         for _ in 1..keep {
             last_kept = (*last_kept).next;

@@ -13,7 +13,8 @@
 //! straight back to the next allocation of its class (still hot in the CPU cache), and moves
 //! blocks between cache and pools in batches. Pools still know exactly which of their blocks
 //! are out (`used` counts blocks in caches too), so an empty pool is still detected and
-//! returned — only a bounded number of blocks (`CACHE_LIMIT` per class) waits in a cache.
+//! returned — only a bounded number of blocks (`size_class::cache_limit`, 32 KiB of blocks per class)
+//! waits in a cache.
 //!
 //! The fast paths (`alloc.rs`, `free.rs`) touch only the calling thread's heap, the block and,
 //! on free, the block's pool header (to learn its owner and class), with no atomic
@@ -71,14 +72,29 @@ pub struct ClassCache {
     pub head: *mut Block,
     /// Blocks on the list (written by the owner only; read by statistics).
     pub count: AtomicU32,
+    /// `size_class::cache_limit` of this class, kept beside the count the free path
+    /// compares it with.
+    pub limit: u32,
 }
 
 impl ClassCache {
-    pub const fn empty() -> ClassCache {
+    pub const fn empty(class: usize) -> ClassCache {
         ClassCache {
             head: ptr::null_mut(),
             count: AtomicU32::new(0),
+            limit: crate::size_class::cache_limit(class),
         }
+    }
+
+    /// The caches of every class, empty.
+    pub const fn all_empty() -> [ClassCache; NUM_CLASSES] {
+        let mut caches = [const { ClassCache::empty(0) }; NUM_CLASSES];
+        let mut class = 1;
+        while class < NUM_CLASSES {
+            caches[class] = ClassCache::empty(class);
+            class += 1;
+        }
+        caches
     }
 
     #[inline(always)]
@@ -123,7 +139,7 @@ pub struct SentinelHeap(#[allow(dead_code)] Heap);
 unsafe impl Sync for SentinelHeap {}
 
 pub static SENTINEL_HEAP: SentinelHeap = SentinelHeap(Heap {
-    cache: [const { ClassCache::empty() }; NUM_CLASSES],
+    cache: ClassCache::all_empty(),
     current: [&crate::pool::SENTINEL as *const crate::pool::Sentinel as *mut Pool; NUM_CLASSES],
     partial: [ptr::null_mut(); NUM_CLASSES],
     empty: ptr::null_mut(),

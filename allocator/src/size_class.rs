@@ -42,6 +42,30 @@ pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// Bytes at the start of each pool taken by its header (a multiple of `ALIGNMENT`).
 pub const POOL_OVERHEAD: usize = 128;
 
+/// Bytes of free blocks a thread's class cache may hold before it sends half back to the
+/// pools, and the bounds on the block count that gives: small blocks are cheap to keep and
+/// churn most, so their caches hold more blocks (jemalloc sizes its tcache bins the same way).
+const CACHE_BYTES: usize = 32 * 1024;
+const CACHE_MIN_BLOCKS: usize = 64;
+const CACHE_MAX_BLOCKS: usize = 1024;
+
+/// Blocks a thread's cache of `class` holds at most: 1024 blocks of 16 bytes down to 64 of
+/// 512.
+#[inline(always)]
+pub const fn cache_limit(class: usize) -> u32 {
+    let blocks = CACHE_BYTES / block_size(class);
+    let blocks = if blocks < CACHE_MIN_BLOCKS {
+        CACHE_MIN_BLOCKS
+    } else {
+        blocks
+    };
+    (if blocks > CACHE_MAX_BLOCKS {
+        CACHE_MAX_BLOCKS
+    } else {
+        blocks
+    }) as u32
+}
+
 /// Can a request of this size and alignment be served from a pool?
 #[inline(always)]
 pub const fn is_small(size: usize, align: usize) -> bool {
@@ -95,5 +119,9 @@ mod tests {
         assert!(!is_small(513, 8));
         assert!(!is_small(16, 32));
         assert!(is_small(512, 16));
+        assert_eq!(cache_limit(0), 1024);
+        assert_eq!(cache_limit(3), 512);
+        assert_eq!(cache_limit(15), 128);
+        assert_eq!(cache_limit(31), 64);
     }
 }

@@ -79,7 +79,7 @@ pub fn thread_init() -> *mut Heap {
             reg.chunk = reg.chunk.add(size);
             reg.chunk_left -= size;
             heap.write(Heap {
-                cache: [const { ClassCache::empty() }; NUM_CLASSES],
+                cache: ClassCache::all_empty(),
                 current: [sentinel(); NUM_CLASSES],
                 partial: [ptr::null_mut(); NUM_CLASSES],
                 empty: ptr::null_mut(),
