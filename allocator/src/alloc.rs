@@ -98,36 +98,56 @@ fn alloc_slow(class: usize) -> *mut u8 {
 }
 
 /// Moves up to half the cache's limit of free blocks of the current pool into the empty
-/// cache.
+/// cache: a prefix of the pool's free list as it is, then never-used blocks in ascending
+/// address order. Address order matters: a program that allocates a structure in one go (a
+/// tree, a list) and then walks it in allocation order touches memory sequentially, as with a
+/// bump allocator (measured on bintrees: blocks handed out in descending batches ran 1.5x
+/// slower in wall time for the same instructions and simulated cache misses). An array of
+/// pointers instead of a list (jemalloc's tcache bins) was tried too: 5-7% slower on bintrees
+/// and churn here.
 unsafe fn refill(heap: &mut Heap, class: usize) {
     let pool = heap.current[class];
     let batch = heap.cache[class].limit / 2;
-    let mut head: *mut Block = ptr::null_mut();
-    let mut taken = 0;
     // SAFETY: the current pool is owned by this heap; its free blocks and never-used blocks
     // are ours to move.
     unsafe {
-        while taken < batch && !(*pool).free.is_null() {
-            let block = (*pool).free;
-            (*pool).free = (*block).next;
-            (*block).next = head;
-            head = block;
+        let head = (*pool).free;
+        let mut tail: *mut Block = ptr::null_mut();
+        let mut rest = head;
+        let mut taken = 0;
+        while taken < batch && !rest.is_null() {
+            tail = rest;
+            rest = (*rest).next;
             taken += 1;
         }
+        (*pool).free = rest;
         bump_used(pool, taken);
+        let mut head = if tail.is_null() {
+            ptr::null_mut()
+        } else {
+            head
+        };
+        if !tail.is_null() {
+            (*tail).next = ptr::null_mut();
+        }
         while taken < batch {
             let block = Pool::carve(pool) as *mut Block;
             if block.is_null() {
                 break;
             }
-            (*block).next = head;
-            head = block;
+            (*block).next = ptr::null_mut();
+            if tail.is_null() {
+                head = block;
+            } else {
+                (*tail).next = block;
+            }
+            tail = block;
             taken += 1;
         }
+        let cache = &mut heap.cache[class];
+        cache.head = head;
+        cache.set_count(taken);
     }
-    let cache = &mut heap.cache[class];
-    cache.head = head;
-    cache.set_count(taken);
 }
 
 /// Takes one block of `class` from the pools: the current pool's free list, its never-used

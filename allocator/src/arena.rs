@@ -76,20 +76,7 @@ struct Arenas {
 // SAFETY: the raw pointers point into our own mappings; all access is under the lock.
 unsafe impl Send for Arenas {}
 
-static ARENAS: SpinLock<Arenas> = SpinLock::new(Arenas {
-    table: ptr::null_mut(),
-    len: 0,
-    unused: NIL,
-    buckets: [NIL; POOLS_PER_ARENA + 1],
-    nonempty: 0,
-    free_arenas: 0,
-    counters: ArenaCounters {
-        allocated_total: 0,
-        reclaimed: 0,
-        highwater: 0,
-        current: 0,
-    },
-});
+static ARENAS: SpinLock<Arenas> = SpinLock::new(Arenas::new());
 
 /// Holds the arena lock across `fork` (see `thread::register_fork_handlers`).
 pub fn fork_prepare() {
@@ -149,6 +136,23 @@ pub fn visit(mut visit: impl FnMut(&Pool)) -> (ArenaCounters, usize) {
 }
 
 impl Arenas {
+    const fn new() -> Self {
+        Arenas {
+            table: ptr::null_mut(),
+            len: 0,
+            unused: NIL,
+            buckets: [NIL; POOLS_PER_ARENA + 1],
+            nonempty: 0,
+            free_arenas: 0,
+            counters: ArenaCounters {
+                allocated_total: 0,
+                reclaimed: 0,
+                highwater: 0,
+                current: 0,
+            },
+        }
+    }
+
     fn arena(&mut self, index: u32) -> &mut Arena {
         // SAFETY: indices handed around are below `len`, inside the touched table.
         unsafe { &mut *self.table.add(index as usize) }
@@ -298,5 +302,76 @@ impl Arenas {
         if next != NIL {
             self.arena(next).prev = prev;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A private set of arenas (the global one serves the rest of the test binary).
+    fn take(arenas: &mut Arenas, n: usize) -> Vec<*mut Pool> {
+        (0..n)
+            .map(|_| arenas.take_pool().expect("memory").0)
+            .collect()
+    }
+
+    fn arena_base(pool: *mut Pool) -> usize {
+        pool as usize & !(ARENA_SIZE - 1)
+    }
+
+    #[test]
+    fn pools_come_fresh_then_reused_and_fullest_arena_first() {
+        let mut arenas = Arenas::new();
+        let first = take(&mut arenas, POOLS_PER_ARENA);
+        assert!(first.iter().all(|&p| arena_base(p) == arena_base(first[0])));
+        assert!(crate::arena_map::contains(first[0] as *const u8));
+        let second = take(&mut arenas, 2);
+        assert_ne!(arena_base(second[0]), arena_base(first[0]));
+        assert_eq!(arenas.counters.current, 2);
+
+        // Free 3 pools of the first arena: it has 3 free, the second 62, so the first (the
+        // fuller) serves next, and its pools are no longer fresh.
+        for &p in &first[..3] {
+            // SAFETY: pools taken above, unused.
+            unsafe { arenas.give_back(p) };
+        }
+        let (again, fresh) = arenas.take_pool().unwrap();
+        assert_eq!(arena_base(again), arena_base(first[0]));
+        assert!(!fresh);
+        let (_, fresh) = {
+            let rest = take(&mut arenas, 2);
+            assert!(rest.iter().all(|&p| arena_base(p) == arena_base(first[0])));
+            arenas.take_pool().unwrap()
+        };
+        assert!(
+            fresh,
+            "the first arena is full again, so the second's fresh pools serve"
+        );
+    }
+
+    #[test]
+    fn wholly_free_arenas_are_kept_up_to_the_bound_then_unmapped() {
+        let mut arenas = Arenas::new();
+        let n = RETAINED_FREE_ARENAS as usize + 3;
+        let pools = take(&mut arenas, n * POOLS_PER_ARENA);
+        assert_eq!(arenas.counters.current, n);
+        let bases: Vec<usize> = (0..n)
+            .map(|i| arena_base(pools[i * POOLS_PER_ARENA]))
+            .collect();
+        for &p in &pools {
+            // SAFETY: pools taken above, unused.
+            unsafe { arenas.give_back(p) };
+        }
+        assert_eq!(arenas.free_arenas, RETAINED_FREE_ARENAS);
+        assert_eq!(arenas.counters.current, RETAINED_FREE_ARENAS as usize);
+        assert_eq!(arenas.counters.reclaimed, 3);
+        assert_eq!(arenas.counters.highwater, n);
+        // The kept arenas are still claimed by the arena map. (The unmapped ones may already
+        // have been mapped again by other tests' allocations, so they prove nothing.)
+        let kept = &bases[..RETAINED_FREE_ARENAS as usize];
+        assert!(kept
+            .iter()
+            .all(|&b| crate::arena_map::contains(b as *const u8)));
     }
 }
