@@ -79,15 +79,15 @@ fn alloc_slow(class: usize) -> *mut u8 {
     // SAFETY: `heap` is this thread's own heap; every pool reached from it is owned by it.
     unsafe {
         let heap = &mut *heap;
-        // Blocks other threads gave back come before anything else.
-        if heap.collect_remote() {
+        // Blocks this thread freed for others go out; blocks others freed for this heap
+        // come before anything else.
+        heap.send_outboxes();
+        if heap.take_remote_batch(class) {
             let cache = &mut heap.cache[class];
             let block = cache.head;
-            if !block.is_null() {
-                cache.head = (*block).next;
-                cache.set_count(cache.len() - 1);
-                return block as *mut u8;
-            }
+            cache.head = (*block).next;
+            cache.set_count(cache.len() - 1);
+            return block as *mut u8;
         }
         let Some((block, _)) = take_from_pools(heap, class) else {
             return ptr::null_mut();
@@ -167,7 +167,16 @@ unsafe fn take_from_pools(heap: &mut Heap, class: usize) -> Option<(*mut u8, boo
             heap.unlink_partial(class, next);
             next
         } else {
-            heap.empty_pool(class)?
+            // Before new memory: every block other threads gave back, of any class, goes to
+            // its pool (which may give this class a partly used pool again).
+            heap.collect_all_remote();
+            if !heap.partial[class].is_null() {
+                let next = heap.partial[class];
+                heap.unlink_partial(class, next);
+                next
+            } else {
+                heap.empty_pool(class)?
+            }
         };
         let old = heap.current[class];
         if old != sentinel() {

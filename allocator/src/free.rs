@@ -4,6 +4,7 @@
 
 use crate::heap::{bump_used, current, Heap};
 use crate::pool::{pool_of, Block, Pool};
+use crate::remote::free_remote;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
@@ -21,7 +22,7 @@ pub unsafe fn free(block: *mut u8) {
         if (*pool).owner.load(Ordering::Relaxed) == heap {
             free_local(heap, pool, block as *mut Block);
         } else {
-            free_remote(pool, block as *mut Block);
+            free_remote(heap, pool, block as *mut Block);
         }
     }
 }
@@ -39,21 +40,6 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
         cache.set_count(count + 1);
         if count + 1 >= cache.limit {
             flush(&mut *heap, class);
-        }
-    }
-}
-
-/// Pushes a block on its owner heap's remote stack.
-unsafe fn free_remote(pool: *mut Pool, block: *mut Block) {
-    // SAFETY: the pool has a live block, so its owner is a real heap, never unmapped.
-    let remote = unsafe { &(*(*pool).owner.load(Ordering::Relaxed)).remote.0 };
-    let mut head = remote.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the block is ours to reuse as a list node until the owner pops it.
-        unsafe { (*block).next = head };
-        match remote.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(now) => head = now,
         }
     }
 }
@@ -99,14 +85,18 @@ unsafe fn return_to_pools(heap: &mut Heap, mut block: *mut Block) {
         // SAFETY: each block belongs to a pool this heap owns.
         unsafe {
             let next = (*block).next;
-            return_to_pool(heap, pool_of(block as *mut u8), block);
+            return_to_pool(heap, block);
             block = next;
         }
     }
 }
 
 /// Pushes a block on its pool's free list; a full pool becomes partial, an empty one retires.
-unsafe fn return_to_pool(heap: &mut Heap, pool: *mut Pool, block: *mut Block) {
+///
+/// # Safety
+/// `block` is a free block of a pool `heap` owns, counted as out of that pool.
+pub unsafe fn return_to_pool(heap: &mut Heap, block: *mut Block) {
+    let pool = pool_of(block as *mut u8);
     // SAFETY: the caller owns `pool` through `heap`, and `block` is one of its blocks.
     unsafe {
         (*block).next = (*pool).free;
@@ -128,28 +118,5 @@ unsafe fn return_to_pool(heap: &mut Heap, pool: *mut Pool, block: *mut Block) {
             heap.unlink_partial(class, pool);
             heap.retire(pool);
         }
-    }
-}
-
-impl Heap {
-    /// Frees every block other threads have pushed on the remote stack. Returns whether any.
-    ///
-    /// # Safety
-    /// `self` must be the calling thread's heap (or one it is abandoning).
-    pub unsafe fn collect_remote(&mut self) -> bool {
-        let mut block = self.remote.0.swap(ptr::null_mut(), Ordering::Acquire);
-        if block.is_null() {
-            return false;
-        }
-        let me = self as *mut Heap;
-        while !block.is_null() {
-            // SAFETY: blocks on our remote stack belong to pools this heap owns.
-            unsafe {
-                let next = (*block).next;
-                free_local(me, pool_of(block as *mut u8), block);
-                block = next;
-            }
-        }
-        true
     }
 }

@@ -29,10 +29,11 @@
 
 use crate::arena;
 use crate::pool::{Block, Pool, UNUSED};
+use crate::remote::{Inbox, Outbox};
 use crate::size_class::NUM_CLASSES;
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Empty pools a heap keeps for reuse before giving them back to the arenas.
 const EMPTY_POOL_CACHE: u32 = 4;
@@ -124,13 +125,14 @@ pub struct Heap {
     pub next_all: *mut Heap,
     pub next_abandoned: *mut Heap,
     pub raw: RawCounters,
-    /// Blocks freed by other threads, pushed lock-free; on its own cache line because other
-    /// threads write it while the owner works on the fields above.
-    pub remote: RemoteList,
+    /// Blocks other threads freed for this heap, sorted by class and batched by them (see
+    /// `remote.rs`): the owner's side of it.
+    pub inbox: Inbox,
+    /// Blocks this thread freed for other heaps, not yet sent: the sender's side.
+    pub outbox: [Outbox; NUM_CLASSES],
+    /// Bit `class` set when that outbox may hold blocks.
+    pub outbox_pending: u32,
 }
-
-#[repr(C, align(128))]
-pub struct RemoteList(pub AtomicPtr<Block>);
 
 /// The heap of threads that have not allocated yet. Never written: its caches are empty and
 /// its pools are the sentinel, and it owns no pool, so frees from such threads go remote.
@@ -138,17 +140,7 @@ pub struct SentinelHeap(#[allow(dead_code)] Heap);
 // SAFETY: never written after construction.
 unsafe impl Sync for SentinelHeap {}
 
-pub static SENTINEL_HEAP: SentinelHeap = SentinelHeap(Heap {
-    cache: ClassCache::all_empty(),
-    current: [&crate::pool::SENTINEL as *const crate::pool::Sentinel as *mut Pool; NUM_CLASSES],
-    partial: [ptr::null_mut(); NUM_CLASSES],
-    empty: ptr::null_mut(),
-    empty_count: 0,
-    next_all: ptr::null_mut(),
-    next_abandoned: ptr::null_mut(),
-    raw: RawCounters::new(),
-    remote: RemoteList(AtomicPtr::new(ptr::null_mut())),
-});
+pub static SENTINEL_HEAP: SentinelHeap = SentinelHeap(Heap::new(ptr::null_mut()));
 
 #[inline(always)]
 pub fn sentinel_heap() -> *mut Heap {
@@ -209,6 +201,24 @@ pub unsafe fn bump_used(pool: *mut Pool, delta: u32) {
 }
 
 impl Heap {
+    /// A heap with no pools, linked in front of `next_all`.
+    pub const fn new(next_all: *mut Heap) -> Heap {
+        Heap {
+            cache: ClassCache::all_empty(),
+            current: [&crate::pool::SENTINEL as *const crate::pool::Sentinel as *mut Pool;
+                NUM_CLASSES],
+            partial: [ptr::null_mut(); NUM_CLASSES],
+            empty: ptr::null_mut(),
+            empty_count: 0,
+            next_all,
+            next_abandoned: ptr::null_mut(),
+            raw: RawCounters::new(),
+            inbox: Inbox::new(),
+            outbox: [const { Outbox::new() }; NUM_CLASSES],
+            outbox_pending: 0,
+        }
+    }
+
     /// An empty pool made ready for `class`, from the cache or the arenas.
     pub unsafe fn empty_pool(&mut self, class: usize) -> Option<*mut Pool> {
         let (pool, fresh) = if !self.empty.is_null() {

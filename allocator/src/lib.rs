@@ -10,7 +10,8 @@
 //!        |
 //!   [1] Pymalloc      pymalloc.rs  GlobalAlloc + C malloc family; small vs raw
 //!        |  alloc.rs     fast path: pop the class cache; slow path: refill from pools
-//!        |  free.rs      fast path: push the class cache; remote frees; flush to pools
+//!        |  free.rs      fast path: push the class cache; flush to pools
+//!        |  remote.rs    frees from other threads: batched by class, one CAS per batch
 //!        |  heap.rs      per-thread heap: class caches, current pool, partial pools
 //!        |  thread.rs    a heap per thread, handed on at thread exit
 //!        |  pool.rs      16 KiB pool of one size class, lazily carved free list
@@ -37,8 +38,9 @@
 //!
 //! Requests of 1..=512 bytes with alignment ≤ 16 are served from pools; a block's size class
 //! is `(size - 1) >> 4`. Each thread allocates from pools its own heap owns, with no lock and
-//! no atomic read-modify-write on the fast path. A block freed by another thread is pushed on
-//! the owning heap's lock-free remote list, which the owner drains when it runs out of blocks.
+//! no atomic read-modify-write on the fast path. A block freed by another thread is batched by
+//! class in the freeing thread and pushed to the owning heap a batch at a time; the owner
+//! splices a batch into an empty class cache in O(1).
 //! Pools come from 1 MiB arenas under one lock (the slow path, once per 16 KiB); an arena whose
 //! pools are all free goes back to the OS (one spare is kept). A thread's heap passes to the
 //! next new thread when it exits. See each module for the why of its structure.
@@ -83,6 +85,7 @@ mod heap;
 mod os;
 mod pool;
 mod pymalloc;
+mod remote;
 mod stats;
 mod thread;
 

@@ -9,7 +9,7 @@
 
 use crate::arena;
 use crate::free::drain_cache;
-use crate::heap::{sentinel_heap, set_current, ClassCache, Heap, RawCounters, RemoteList};
+use crate::heap::{sentinel_heap, set_current, Heap};
 use crate::os;
 use crate::pool::sentinel;
 use crate::size_class::NUM_CLASSES;
@@ -78,17 +78,7 @@ pub fn thread_init() -> *mut Heap {
         unsafe {
             reg.chunk = reg.chunk.add(size);
             reg.chunk_left -= size;
-            heap.write(Heap {
-                cache: ClassCache::all_empty(),
-                current: [sentinel(); NUM_CLASSES],
-                partial: [ptr::null_mut(); NUM_CLASSES],
-                empty: ptr::null_mut(),
-                empty_count: 0,
-                next_all: reg.all,
-                next_abandoned: ptr::null_mut(),
-                raw: RawCounters::new(),
-                remote: RemoteList(core::sync::atomic::AtomicPtr::new(ptr::null_mut())),
-            });
+            heap.write(Heap::new(reg.all));
         }
         reg.all = heap;
         Some((heap, key))
@@ -141,7 +131,8 @@ unsafe extern "C" fn thread_exit(value: *mut libc::c_void) {
     // SAFETY: the heap belonged to this exiting thread; nobody else uses it until adopted.
     unsafe {
         let h = &mut *heap;
-        h.collect_remote();
+        h.send_outboxes();
+        h.collect_all_remote();
         for class in 0..NUM_CLASSES {
             drain_cache(h, class);
         }

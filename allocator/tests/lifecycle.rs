@@ -164,3 +164,36 @@ fn cross_thread_frees_from_many_threads() {
     }
     assert_eq!(consumer.join().unwrap(), 4 * 200 * 100);
 }
+
+#[test]
+fn blocks_freed_by_another_thread_return_to_their_owner() {
+    const NAME: &str = "blocks_freed_by_another_thread_return_to_their_owner";
+    if is_child(NAME) {
+        // The main thread allocates 64 MiB of 64-byte blocks; a helper thread frees them all
+        // (in batches, through its outboxes) and exits. Allocating the same again must reuse
+        // those blocks: no new arena.
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let alloc_all = || {
+            (0..1_000_000)
+                .map(|_| unsafe { GLOBAL.alloc(layout) } as usize)
+                .collect::<Vec<usize>>()
+        };
+        let blocks = alloc_all();
+        let arenas = stats().arenas_current;
+        std::thread::spawn(move || {
+            for p in blocks {
+                unsafe { GLOBAL.dealloc(p as *mut u8, layout) };
+            }
+        })
+        .join()
+        .unwrap();
+        let again = alloc_all();
+        println!("\narenas {arenas}\nagain {}", stats().arenas_current);
+        for p in again {
+            unsafe { GLOBAL.dealloc(p as *mut u8, layout) };
+        }
+        return;
+    }
+    let out = in_child(NAME);
+    assert_eq!(reported(&out, "again"), reported(&out, "arenas"), "{out}");
+}
