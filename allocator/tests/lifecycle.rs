@@ -197,3 +197,44 @@ fn blocks_freed_by_another_thread_return_to_their_owner() {
     let out = in_child(NAME);
     assert_eq!(reported(&out, "again"), reported(&out, "arenas"), "{out}");
 }
+
+#[test]
+fn out_of_memory_returns_null() {
+    const NAME: &str = "out_of_memory_returns_null";
+    if is_child(NAME) {
+        // Cap the address space 64 MiB above what the process uses now, then allocate small
+        // and large blocks until the allocator says no: it must return null, not abort.
+        let mut held: Vec<(usize, Layout)> = Vec::with_capacity(400_000);
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().next().unwrap().parse().unwrap();
+        let cap = pages * 4096 + (64 << 20);
+        let limit = libc::rlimit {
+            rlim_cur: cap,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+        let small = Layout::from_size_align(256, 8).unwrap();
+        let big = Layout::from_size_align(1 << 20, 8).unwrap();
+        let mut nulls = 0;
+        for layout in [small, big] {
+            loop {
+                let p = unsafe { GLOBAL.alloc(layout) };
+                if p.is_null() {
+                    nulls += 1;
+                    break;
+                }
+                held.push((p as usize, layout));
+            }
+        }
+        for (p, layout) in held.drain(..) {
+            unsafe { GLOBAL.dealloc(p as *mut u8, layout) };
+        }
+        // After freeing, allocation works again.
+        let p = unsafe { GLOBAL.alloc(small) };
+        println!("\nnulls {nulls}\nrecovered {}", !p.is_null() as u8);
+        return;
+    }
+    let out = in_child(NAME);
+    assert_eq!(reported(&out, "nulls"), 2, "{out}");
+    assert_eq!(reported(&out, "recovered"), 1, "{out}");
+}
