@@ -1,19 +1,188 @@
-//! Capture files: writer, reader, format (issue 5).
+//! Capture files: recording a whole run for memray-style reports afterwards.
 //!
-//! The recording entry points below are called by the tracer's hook (`Traced`) when
-//! `is_recording()` is true. They are no-ops until recording lands.
+//! ```text
+//!  allocation hook (Traced)                     writer thread (every 10 ms)
+//!   on_alloc / on_free / on_realloc              steal blocks, take full blocks
+//!     │ one atomic seq, varint-encode             │ zstd each block → Events chunk
+//!     ▼                                            │ new stack nodes, thread names,
+//!   per-thread Block (64 KiB, mmap) ── full ──►    │ a memory Sample (time, seq, RSS)
+//!                                                  ▼
+//!                                               capture file ──► CaptureReader ──► reports
+//! ```
+//!
+//! * [`format`]: the file layout (header, self-delimiting checksummed chunks, records).
+//! * [`events`]: event encodings (rows on the allocation path, columns in the file).
+//! * `buffers`: the only code on allocation paths; never allocates through the global
+//!   allocator, never panics, holds its spin locks for a few pointer moves only.
+//! * [`writer`]: the background thread.
+//! * [`reader`]: the streaming [`CaptureReader`].
+//!
+//! Start a recording with [`record`] (or `TIDEMARK_RECORD=path` in the environment, picked up
+//! by [`start_from_env`]); it stops and flushes when the guard drops, on [`stop`], or at exit.
+
+mod buffers;
+pub mod builder;
+pub mod events;
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use format::CaptureError;
+pub use reader::{CaptureReader, Item};
+pub use writer::{RecordOptions, RecordSummary};
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// True while a capture file is being recorded (one relaxed atomic load).
 #[inline]
 pub fn is_recording() -> bool {
-    false
+    buffers::ACCEPTING.load(Ordering::Relaxed)
 }
 
-/// An allocation of `size` bytes at `ptr` by `api` (0 = Rust, 1 = C malloc family) at stack `stack`.
-pub fn on_alloc(_ptr: usize, _size: usize, _api: u8, _stack: u32) {}
+/// An allocation of `size` bytes at `ptr` by `api` (0 = Rust, 1 = C malloc family) at stack
+/// `stack`. Call after the underlying allocation succeeded.
+#[inline]
+pub fn on_alloc(ptr: usize, size: usize, api: u8, stack: u32) {
+    buffers::record_alloc(ptr, size, api, stack);
+}
 
-/// A free of `ptr` by `api`.
-pub fn on_free(_ptr: usize, _api: u8) {}
+/// A free of `ptr` by `api`. Call before the underlying free, so that a reuse of the address
+/// by another thread is ordered after it.
+#[inline]
+pub fn on_free(ptr: usize, api: u8) {
+    buffers::record_free(ptr, api);
+}
 
 /// A realloc of `old` to `new` with `size` bytes at stack `stack`.
-pub fn on_realloc(_old: usize, _new: usize, _size: usize, _stack: u32) {}
+#[inline]
+pub fn on_realloc(old: usize, new: usize, size: usize, stack: u32) {
+    buffers::record_realloc(old, new, size, stack);
+}
+
+struct Active {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<io::Result<RecordSummary>>,
+}
+
+static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
+
+/// A running recording; dropping it stops the recording and flushes the file.
+#[must_use = "dropping the guard stops the recording"]
+pub struct RecordingGuard {
+    path: PathBuf,
+}
+
+impl RecordingGuard {
+    /// The capture file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops recording, writes the end marker, and says what was written.
+    pub fn stop(self) -> io::Result<RecordSummary> {
+        let result = stop().unwrap_or_else(|| Err(io::Error::other("recording already stopped")));
+        std::mem::forget(self);
+        result
+    }
+}
+
+impl Drop for RecordingGuard {
+    fn drop(&mut self) {
+        let _ = stop();
+    }
+}
+
+/// Starts recording every allocation of this process into `path`.
+///
+/// One recording at a time per process; the tracer's hook must be installed
+/// (`#[global_allocator] static G: Traced<...>`) for events to arrive.
+pub fn record(path: impl AsRef<Path>, options: RecordOptions) -> io::Result<RecordingGuard> {
+    let path = path.as_ref().to_path_buf();
+    let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if active.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a recording is already running",
+        ));
+    }
+    let file = std::fs::File::create(&path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create capture {}: {e}", path.display()),
+        )
+    })?;
+    let max_frames = options.max_frames;
+    let writer = writer::Writer::new(file, options)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    buffers::ACCEPTING.store(true, Ordering::SeqCst);
+    let handle = std::thread::Builder::new()
+        .name("tidemark-writer".into())
+        .spawn(move || writer::run(writer, stop2))
+        .inspect_err(|_| buffers::ACCEPTING.store(false, Ordering::SeqCst))?;
+    crate::hook::set_recording(true, max_frames);
+    *active = Some(Active {
+        path: path.clone(),
+        stop,
+        handle,
+    });
+    register_atexit();
+    Ok(RecordingGuard { path })
+}
+
+/// Stops the running recording, if any, and waits for the file to be complete.
+pub fn stop() -> Option<io::Result<RecordSummary>> {
+    let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    crate::hook::set_recording(false, crate::hook::DEFAULT_RECORD_FRAMES);
+    active.stop.store(true, Ordering::Release);
+    active.handle.thread().unpark();
+    let result = match active.handle.join() {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::other("the capture writer thread panicked")),
+    };
+    Some(result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", active.path.display()))))
+}
+
+fn register_atexit() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        extern "C" fn at_exit() {
+            let _ = stop();
+        }
+        // SAFETY: `at_exit` is an extern "C" fn with no arguments, valid for the whole run.
+        unsafe { libc::atexit(at_exit) };
+    }
+}
+
+/// Starts a recording when `TIDEMARK_RECORD=path` is set (`TIDEMARK_RECORD_AGGREGATE=1` for
+/// aggregate mode). The tracer calls this once from its first-allocation initialisation,
+/// with its re-entrancy guard held: this function allocates (file, writer thread). The
+/// recording runs until exit. Errors are reported on stderr in one line.
+pub fn start_from_env() {
+    let Some(path) = tidemark_alloc::env::var(c"TIDEMARK_RECORD") else {
+        return;
+    };
+    if path.is_empty() || is_recording() {
+        return;
+    }
+    let options = RecordOptions {
+        aggregate: tidemark_alloc::env::flag(c"TIDEMARK_RECORD_AGGREGATE"),
+        ..RecordOptions::default()
+    };
+    let path = PathBuf::from(String::from_utf8_lossy(path).into_owned());
+    match record(&path, options) {
+        Ok(guard) => std::mem::forget(guard),
+        Err(e) => {
+            let mut err = tidemark_alloc::stderr::Stderr::new();
+            err.write_bytes(b"tidemark: TIDEMARK_RECORD: ");
+            err.write_bytes(e.to_string().as_bytes());
+            err.write_bytes(b"\n");
+            err.flush();
+        }
+    }
+}

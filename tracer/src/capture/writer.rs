@@ -1,0 +1,376 @@
+//! The background writer thread: drains the per-thread blocks, compresses them into chunks,
+//! appends stack nodes, modules, thread names and a memory sample every tick, and writes the
+//! end marker when recording stops.
+//!
+//! Each tick's output goes to the file with a single `write`, so a killed process leaves only
+//! whole ticks behind, except at most one partial chunk at the end (which the reader skips).
+
+use super::buffers::{self, Block};
+use super::events::{decode_rows, encode_events};
+use super::format::*;
+use crate::report::replay::{Replay, ReplayOptions};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to record.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// Keep only per-stack totals at the high-water mark and at the end (plus samples): the
+    /// file stays small however long the run.
+    pub aggregate: bool,
+    /// Milliseconds between memory samples (and block flushes). Default 10.
+    pub sample_interval_ms: u32,
+    /// zstd level for event chunks. Default 3.
+    pub compression_level: i32,
+    /// Frames captured per recorded stack. Default 64.
+    pub max_frames: usize,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            aggregate: false,
+            sample_interval_ms: 10,
+            compression_level: 3,
+            max_frames: crate::hook::DEFAULT_RECORD_FRAMES,
+        }
+    }
+}
+
+/// Appends one chunk (compressed when worthwhile) to `out`.
+pub fn put_chunk(out: &mut Vec<u8>, kind: ChunkKind, payload: &[u8], level: i32) {
+    thread_local! {
+        // One compression context per thread, reused: creating one per chunk shows up.
+        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let compressed = if payload.len() >= 64 {
+        COMPRESSOR
+            .with(|c| {
+                let mut c = c.borrow_mut();
+                if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                    *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+                }
+                c.as_mut().and_then(|(_, z)| z.compress(payload).ok())
+            })
+            .filter(|c| c.len() < payload.len())
+    } else {
+        None
+    };
+    let (codec, stored): (u8, &[u8]) = match &compressed {
+        Some(c) => (CODEC_ZSTD, c),
+        None => (CODEC_RAW, payload),
+    };
+    out.push(kind as u8);
+    out.push(codec);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32(stored).to_le_bytes());
+    out.extend_from_slice(stored);
+}
+
+/// The 16-byte file header.
+pub fn header_bytes(aggregate: bool) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    let flags = if aggregate { FLAG_AGGREGATE } else { 0 };
+    h[10..12].copy_from_slice(&flags.to_le_bytes());
+    h
+}
+
+pub(crate) fn module_records() -> Vec<ModuleRecord> {
+    crate::symbolize::current_modules()
+        .into_iter()
+        .map(|m| ModuleRecord {
+            path: m.path.to_string_lossy().into_owned(),
+            build_id: m.build_id,
+            base: m.base,
+            segments: m.segments,
+        })
+        .collect()
+}
+
+/// What the writer thread reports when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub events: u64,
+    pub dropped: u64,
+    pub bytes_written: u64,
+    pub duration_ns: u64,
+}
+
+pub(crate) struct Writer {
+    file: File,
+    out: Vec<u8>,
+    options: RecordOptions,
+    start: Instant,
+    stack_nodes_written: u32,
+    announced: HashSet<(u32, u32)>,
+    replay: Option<(Replay, Vec<Event>)>,
+    statm: Option<File>,
+    page_size: u64,
+    bytes_written: u64,
+    events: u64,
+    scratch: Vec<Event>,
+}
+
+impl Writer {
+    pub(crate) fn new(mut file: File, options: RecordOptions) -> io::Result<Self> {
+        let meta = Meta {
+            pid: std::process::id(),
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            sample_interval_ms: options.sample_interval_ms,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            executable: std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            aggregate: options.aggregate,
+        };
+        let mut out = Vec::with_capacity(1 << 20);
+        out.extend_from_slice(&header_bytes(options.aggregate));
+        let mut e = Encoder::default();
+        meta.encode(&mut e);
+        put_chunk(&mut out, ChunkKind::Meta, &e.buf, options.compression_level);
+        let mut e = Encoder::default();
+        encode_modules(&module_records(), &mut e);
+        put_chunk(
+            &mut out,
+            ChunkKind::Modules,
+            &e.buf,
+            options.compression_level,
+        );
+        file.write_all(&out)?;
+        let bytes_written = out.len() as u64;
+        out.clear();
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        let replay = options
+            .aggregate
+            .then(|| (Replay::new(ReplayOptions::default()), Vec::<Event>::new()));
+        Ok(Writer {
+            file,
+            out,
+            options,
+            start: Instant::now(),
+            stack_nodes_written: 1,
+            announced: HashSet::new(),
+            replay,
+            statm: File::open("/proc/self/statm").ok(),
+            page_size,
+            bytes_written,
+            events: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn rss(&mut self) -> u64 {
+        let Some(f) = self.statm.as_mut() else {
+            return 0;
+        };
+        let mut text = String::new();
+        if f.rewind().is_err() || f.read_to_string(&mut text).is_err() {
+            return 0;
+        }
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * self.page_size
+    }
+
+    fn block(&mut self, block: *mut Block) {
+        // SAFETY: the buffers module hands the writer exclusive ownership of the block.
+        let b = unsafe { &*block };
+        self.events += b.count as u64;
+        self.scratch.clear();
+        let scratch = &mut self.scratch;
+        // Our own row encoding: it always decodes.
+        let _ = decode_rows(b.thread, b.first_seq, b.count as usize, b.data(), |ev| {
+            scratch.push(ev)
+        });
+        buffers::free_block(block);
+        match &mut self.replay {
+            Some((_, pending)) => pending.extend_from_slice(&self.scratch),
+            None => {
+                let mut e = Encoder {
+                    buf: Vec::with_capacity(self.scratch.len() * 4 + 32),
+                };
+                encode_events(
+                    self.scratch.first().map_or(0, |ev| ev.thread),
+                    &self.scratch,
+                    &mut e,
+                );
+                put_chunk(
+                    &mut self.out,
+                    ChunkKind::Events,
+                    &e.buf,
+                    self.options.compression_level,
+                );
+            }
+        }
+    }
+
+    /// One tick: everything recorded before `barrier` reaches the output.
+    pub(crate) fn tick(&mut self, last: bool) -> io::Result<()> {
+        let barrier = if last {
+            u64::MAX
+        } else {
+            buffers::SEQ.load(Ordering::SeqCst)
+        };
+        let mut stolen = Vec::new();
+        let mut new_threads = Vec::new();
+        buffers::steal_all(
+            |b| stolen.push(b),
+            |info| {
+                if self.announced.insert((info.index, info.os_tid)) {
+                    new_threads.push(ThreadRecord {
+                        index: info.index,
+                        os_tid: info.os_tid,
+                        name: info.name,
+                    });
+                }
+            },
+        );
+        let mut full = buffers::take_full();
+        while !full.is_null() {
+            // SAFETY: the full list is ours now.
+            let next = unsafe { (*full).next };
+            self.block(full);
+            full = next;
+        }
+        for b in stolen {
+            self.block(b);
+        }
+        let level = self.options.compression_level;
+        let count = crate::stack::stack_node_count();
+        if count > self.stack_nodes_written {
+            let first = self.stack_nodes_written;
+            let nodes: Vec<(u64, u32)> = (first..count).map(crate::stack::stack_node).collect();
+            let mut e = Encoder::default();
+            encode_stacks(first, &nodes, &mut e);
+            put_chunk(&mut self.out, ChunkKind::Stacks, &e.buf, level);
+            self.stack_nodes_written = count;
+        }
+        if !new_threads.is_empty() {
+            let mut e = Encoder::default();
+            encode_threads(&new_threads, &mut e);
+            put_chunk(&mut self.out, ChunkKind::Threads, &e.buf, level);
+        }
+        let mut heap = 0;
+        if let Some((replay, pending)) = &mut self.replay {
+            pending.sort_unstable_by_key(|e| e.seq);
+            let ready = pending.partition_point(|e| e.seq < barrier);
+            for ev in pending.drain(..ready) {
+                replay.event(&ev);
+            }
+            heap = replay.heap;
+        }
+        let time_ns = self.start.elapsed().as_nanos() as u64;
+        let sample = Sample {
+            time_ns,
+            seq: barrier.min(buffers::SEQ.load(Ordering::SeqCst)),
+            rss: self.rss(),
+            heap,
+        };
+        let mut e = Encoder::default();
+        encode_samples(&[sample], &mut e);
+        put_chunk(&mut self.out, ChunkKind::Samples, &e.buf, level);
+        if last {
+            let mut e = Encoder::default();
+            encode_modules(&module_records(), &mut e);
+            put_chunk(&mut self.out, ChunkKind::Modules, &e.buf, level);
+            if let Some((replay, _)) = &mut self.replay {
+                replay.finish();
+                let record = AggregateRecord {
+                    peak_bytes: replay.peak_bytes,
+                    peak_time_ns: replay.peak_time_ns,
+                    total_allocs: replay.totals.allocs,
+                    total_bytes: replay.totals.alloc_bytes,
+                    total_frees: replay.totals.frees,
+                    entries: replay
+                        .sites
+                        .iter()
+                        .map(|s| AggregateEntry {
+                            stack: s.stack,
+                            thread: s.thread,
+                            peak_bytes: s.peak_bytes,
+                            peak_count: s.peak_count,
+                            end_bytes: s.cur_bytes,
+                            end_count: s.cur_count,
+                            total_bytes: s.total_bytes,
+                            total_count: s.total_count,
+                        })
+                        .collect(),
+                };
+                let mut e = Encoder::default();
+                encode_aggregate(&record, &mut e);
+                put_chunk(&mut self.out, ChunkKind::Aggregate, &e.buf, level);
+            }
+            let end = EndRecord {
+                time_ns,
+                events: self.events,
+                dropped: buffers::DROPPED.load(Ordering::Relaxed),
+            };
+            let mut e = Encoder::default();
+            encode_end(&end, &mut e);
+            put_chunk(&mut self.out, ChunkKind::End, &e.buf, level);
+        }
+        self.file.write_all(&self.out)?;
+        self.bytes_written += self.out.len() as u64;
+        self.out.clear();
+        if self.out.capacity() > 8 << 20 {
+            self.out.shrink_to(1 << 20);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn summary(&self) -> RecordSummary {
+        RecordSummary {
+            events: self.events,
+            dropped: buffers::DROPPED.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written,
+            duration_ns: self.start.elapsed().as_nanos() as u64,
+        }
+    }
+}
+
+/// Runs the writer loop until `stop` is set, then writes the last tick.
+pub(crate) fn run(writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSummary> {
+    buffers::SUPPRESS.with(|s| s.set(true));
+    // The writer's own allocations (compression, file buffers) are neither traced nor recorded.
+    crate::hook::with_reentrancy_guard(|| run_loop(writer, stop))
+}
+
+fn run_loop(mut writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSummary> {
+    let interval = Duration::from_millis(writer.options.sample_interval_ms.max(1) as u64);
+    let mut next = Instant::now() + interval;
+    let mut result = Ok(());
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::park_timeout(next - now);
+            continue;
+        }
+        next += interval;
+        if next < now {
+            next = now + interval;
+        }
+        if let Err(e) = writer.tick(false) {
+            result = Err(e);
+            break;
+        }
+    }
+    buffers::ACCEPTING.store(false, Ordering::SeqCst);
+    result?;
+    writer.tick(true)?;
+    writer.file.flush()?;
+    Ok(writer.summary())
+}

@@ -1,0 +1,229 @@
+//! The diff report: what grew and shrank between two captures (or two snapshot JSON files).
+//!
+//! A tracemalloc `compare_to`-style table by allocation site, and inferno's differential
+//! flamegraph (red = grew, blue = shrank; widths are the new profile).
+
+use super::analysis::Analysis;
+use super::symbols::{label, Symbols};
+use super::{text, Moment};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// One side of a diff: bytes and blocks per folded stack (outermost frame first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    /// folded stack → (bytes, blocks)
+    pub stacks: HashMap<String, (u64, u64)>,
+}
+
+impl Profile {
+    /// The memory of a capture at `moment`.
+    pub fn from_analysis(a: &Analysis, syms: &mut Symbols, moment: Moment) -> Profile {
+        let mut stacks: HashMap<String, (u64, u64)> = HashMap::new();
+        for s in &a.sites {
+            let (bytes, count) = moment.value(s);
+            if bytes == 0 && count == 0 {
+                continue;
+            }
+            let frames = syms.frames(a, s.stack);
+            let mut labels: Vec<String> = frames.iter().map(super::symbols::folded_label).collect();
+            if labels.is_empty() {
+                labels.push("[unknown]".into());
+            }
+            labels.reverse();
+            let e = stacks.entry(labels.join(";")).or_default();
+            e.0 += bytes;
+            e.1 += count;
+        }
+        Profile {
+            name: a.path.clone(),
+            stacks,
+        }
+    }
+
+    /// A tracer snapshot (`Snapshot::dump` / `tidemark_tracer::take_snapshot`).
+    pub fn from_snapshot(name: &str, snapshot: &crate::Snapshot) -> Profile {
+        let mut stacks: HashMap<String, (u64, u64)> = HashMap::new();
+        for t in snapshot.traces() {
+            let mut labels: Vec<String> = t
+                .traceback
+                .frames()
+                .iter()
+                .map(super::symbols::folded_label)
+                .collect();
+            if labels.is_empty() {
+                labels.push("[unknown]".into());
+            }
+            labels.reverse();
+            let e = stacks.entry(labels.join(";")).or_default();
+            e.0 += t.size as u64;
+            e.1 += 1;
+        }
+        Profile {
+            name: name.to_string(),
+            stacks,
+        }
+    }
+
+    fn folded(&self) -> String {
+        let mut v: Vec<_> = self.stacks.iter().filter(|(_, (b, _))| *b > 0).collect();
+        v.sort();
+        v.iter().map(|(s, (b, _))| format!("{s} {b}\n")).collect()
+    }
+}
+
+/// One row of the compare table (tracemalloc's `StatisticDiff`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    pub site: String,
+    pub size: u64,
+    pub size_diff: i64,
+    pub count: u64,
+    pub count_diff: i64,
+}
+
+/// Per allocation site (most recent frame), sorted like tracemalloc's compare_to:
+/// biggest |size_diff| first, then size, |count_diff|, count, site.
+pub fn compare(old: &Profile, new: &Profile) -> Vec<Change> {
+    let site = |stack: &str| stack.rsplit(';').next().unwrap_or("").to_string();
+    let mut by: HashMap<String, Change> = HashMap::new();
+    for (stack, &(b, c)) in &new.stacks {
+        let e = by.entry(site(stack)).or_default();
+        e.size += b;
+        e.count += c;
+        e.size_diff += b as i64;
+        e.count_diff += c as i64;
+    }
+    for (stack, &(b, c)) in &old.stacks {
+        let e = by.entry(site(stack)).or_default();
+        e.size_diff -= b as i64;
+        e.count_diff -= c as i64;
+    }
+    let mut v: Vec<Change> = by
+        .into_iter()
+        .map(|(k, mut c)| {
+            c.site = k;
+            c
+        })
+        .collect();
+    v.sort_by(|x, y| {
+        (
+            y.size_diff.unsigned_abs(),
+            y.size,
+            y.count_diff.unsigned_abs(),
+            y.count,
+        )
+            .cmp(&(
+                x.size_diff.unsigned_abs(),
+                x.size,
+                x.count_diff.unsigned_abs(),
+                x.count,
+            ))
+            .then(x.site.cmp(&y.site))
+    });
+    v
+}
+
+/// The compare table as text (`site: size=.. (+..), count=.. (+..)`), `limit` rows.
+pub fn render_table(changes: &[Change], limit: usize) -> String {
+    let mut o = String::new();
+    for c in changes.iter().take(limit) {
+        let _ = writeln!(
+            o,
+            "{}: size={} ({}), count={} ({:+})",
+            c.site,
+            text::bytes(c.size),
+            text::signed_bytes(c.size_diff),
+            c.count,
+            c.count_diff
+        );
+    }
+    o
+}
+
+/// Diff options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rows: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { rows: 30 }
+    }
+}
+
+/// The differential flamegraph SVG (widths from the new profile).
+pub fn differential_svg(old: &Profile, new: &Profile) -> io::Result<Vec<u8>> {
+    let (before, after) = (old.folded(), new.folded());
+    if after.is_empty() {
+        return super::flamegraph::svg(&[], "differential flamegraph", "");
+    }
+    let mut merged = Vec::new();
+    inferno::differential::from_readers(
+        inferno::differential::Options::default(),
+        before.as_bytes(),
+        after.as_bytes(),
+        &mut merged,
+    )?;
+    let mut opt = inferno::flamegraph::Options::default();
+    opt.title = "differential flamegraph (red grew, blue shrank)".into();
+    opt.count_name = "bytes".into();
+    opt.deterministic = true;
+    opt.image_width = Some(1200);
+    let mut out = Vec::new();
+    inferno::flamegraph::from_reader(&mut opt, merged.as_slice(), &mut out)
+        .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
+    Ok(out)
+}
+
+/// The HTML diff report: header, compare table, differential flamegraph.
+pub fn write_html(
+    old: &Profile,
+    new: &Profile,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let changes = compare(old, new);
+    let total = |p: &Profile| p.stacks.values().map(|v| v.0).sum::<u64>();
+    writeln!(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tidemark diff</title>")?;
+    writeln!(out, "<style>body{{font-family:system-ui,sans-serif;margin:16px}}td{{padding:2px 8px}}td.n{{text-align:right}}iframe{{border:0;width:1220px;height:700px}}</style></head><body>")?;
+    writeln!(
+        out,
+        "<h1>tidemark diff</h1><p>old: {} ({})<br>new: {} ({})</p>",
+        text::html(&old.name),
+        text::bytes(total(old)),
+        text::html(&new.name),
+        text::bytes(total(new))
+    )?;
+    writeln!(
+        out,
+        "<table><tr><th>site</th><th>size</th><th>change</th><th>blocks</th><th>change</th></tr>"
+    )?;
+    for c in changes.iter().take(opts.rows) {
+        writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:+}</td></tr>",
+            text::html(&c.site),
+            text::bytes(c.size),
+            text::signed_bytes(c.size_diff),
+            c.count,
+            c.count_diff
+        )?;
+    }
+    writeln!(out, "</table>")?;
+    let svg = differential_svg(old, new)?;
+    writeln!(
+        out,
+        "<iframe title=\"differential flamegraph\" src=\"data:image/svg+xml;base64,{}\"></iframe>",
+        text::base64(&svg)
+    )?;
+    writeln!(out, "</body></html>")
+}
+
+/// Label helper re-exported for callers building profiles by hand.
+pub fn frame_label(f: &crate::symbolize::Frame) -> String {
+    label(f)
+}

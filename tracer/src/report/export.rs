@@ -1,0 +1,100 @@
+//! Exports for other tools: folded stacks (any flamegraph tool) and DHAT's JSON (open it in
+//! Valgrind's `dh_view.html`).
+
+use super::analysis::Analysis;
+use super::flamegraph::folded_stacks;
+use super::symbols::Symbols;
+use super::Moment;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Export options.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub moment: Moment,
+    /// Folded only: allocation site first.
+    pub inverted: bool,
+}
+
+/// `frame;frame;frame bytes` lines, outermost frame first.
+pub fn folded(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
+    let mut out = String::new();
+    for (stack, bytes) in folded_stacks(a, syms, opts.moment, opts.inverted, None) {
+        out.push_str(&stack);
+        out.push(' ');
+        out.push_str(&bytes.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// DHAT's JSON format (`dhatFileVersion` 2, as written by DHAT and dhat-rs): one program
+/// point per stack with totals, maximum, at-global-peak and at-end bytes and blocks.
+pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
+    #[derive(Default)]
+    struct Pp {
+        tb: u64,
+        tbk: u64,
+        mb: u64,
+        mbk: u64,
+        gb: u64,
+        gbk: u64,
+        eb: u64,
+        ebk: u64,
+    }
+    let mut ftbl: Vec<String> = vec!["[root]".into()];
+    let mut frame_index: HashMap<String, usize> = HashMap::new();
+    let mut pps: HashMap<Vec<usize>, Pp> = HashMap::new();
+    for s in &a.sites {
+        let frames = syms.frames(a, s.stack);
+        let fs: Vec<usize> = frames
+            .iter()
+            .map(|f| {
+                let function = if f.function.is_empty() {
+                    "???"
+                } else {
+                    &f.function
+                };
+                let text = format!("{}:{}:0", f.filename, f.lineno);
+                let key = format!("{function} ({text})");
+                *frame_index.entry(key).or_insert_with_key(|key| {
+                    ftbl.push(format!("0x{:x}: {key}", ftbl.len()));
+                    ftbl.len() - 1
+                })
+            })
+            .collect();
+        let pp = pps.entry(fs).or_default();
+        pp.tb += s.total_bytes;
+        pp.tbk += s.total_count;
+        pp.mb += s.max_bytes;
+        pp.mbk += s.max_count;
+        pp.gb += s.peak_bytes;
+        pp.gbk += s.peak_count;
+        pp.eb += s.cur_bytes;
+        pp.ebk += s.cur_count;
+    }
+    let mut pps: Vec<(Vec<usize>, Pp)> = pps.into_iter().collect();
+    pps.sort_by(|x, y| y.1.tb.cmp(&x.1.tb).then(x.0.cmp(&y.0)));
+    json!({
+        "dhatFileVersion": 2,
+        "mode": "rust-heap",
+        "verb": "Allocated",
+        "bklt": true,
+        "bkacc": false,
+        "tu": "µs",
+        "Mtu": "s",
+        "tuth": 10,
+        "cmd": a.meta.command,
+        "pid": a.meta.pid,
+        "tg": a.peak_time_ns / 1000,
+        "te": a.duration_ns / 1000,
+        "pps": pps.iter().map(|(fs, p)| json!({
+            "tb": p.tb, "tbk": p.tbk, "tl": 0,
+            "mb": p.mb, "mbk": p.mbk,
+            "gb": p.gb, "gbk": p.gbk,
+            "eb": p.eb, "ebk": p.ebk,
+            "fs": fs,
+        })).collect::<Vec<_>>(),
+        "ftbl": ftbl,
+    })
+}

@@ -1,0 +1,338 @@
+//! The flamegraph report: one self-contained HTML file.
+//!
+//! Header (command, duration, allocations, peak, leaked), an inline-SVG chart of RSS and heap
+//! over time with the high-water mark marked, inferno's flamegraph of the memory live at the
+//! chosen moment (embedded as a `data:` SVG so its own script runs, no network), and a table
+//! of the top allocation sites. Every piece of text from the capture is HTML-escaped.
+
+use super::analysis::Analysis;
+use super::symbols::{folded_label, label, Symbols};
+use super::text;
+use super::Moment;
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+/// Flamegraph options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Peak (default; the analysis window decides which peak) or end (leaks).
+    pub moment: Moment,
+    /// Allocation site at the root instead of `main`.
+    pub inverted: bool,
+    /// One graph per thread.
+    pub per_thread: bool,
+    /// Rows in the top-sites table.
+    pub top: usize,
+    pub title: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            moment: Moment::Peak,
+            inverted: false,
+            per_thread: false,
+            top: 20,
+            title: None,
+        }
+    }
+}
+
+/// Folded stacks (`outer;...;inner`, or inner first when `inverted`) with their bytes at
+/// `moment`, merged and sorted; only stacks with a non-zero value.
+pub fn folded_stacks(
+    a: &Analysis,
+    syms: &mut Symbols,
+    moment: Moment,
+    inverted: bool,
+    thread: Option<u32>,
+) -> Vec<(String, u64)> {
+    let mut merged: HashMap<String, u64> = HashMap::new();
+    for s in &a.sites {
+        if thread.is_some_and(|t| t != s.thread) {
+            continue;
+        }
+        let (bytes, _) = moment.value(s);
+        if bytes == 0 {
+            continue;
+        }
+        let frames = syms.frames(a, s.stack);
+        let mut labels: Vec<String> = frames.iter().map(folded_label).collect();
+        if labels.is_empty() {
+            labels.push("[unknown]".into());
+        }
+        if !inverted {
+            labels.reverse();
+        }
+        *merged.entry(labels.join(";")).or_default() += bytes;
+    }
+    let mut out: Vec<(String, u64)> = merged.into_iter().collect();
+    out.sort();
+    out
+}
+
+/// Renders folded stacks into an inferno SVG (a "nothing live" placeholder when empty).
+pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
+    if folded.is_empty() {
+        let msg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"60\"><text x=\"10\" \
+             y=\"35\" font-family=\"Verdana\" font-size=\"14\">{}: no memory live at this moment</text></svg>",
+            text::html(title)
+        );
+        return Ok(msg.into_bytes());
+    }
+    let mut opt = inferno::flamegraph::Options::default();
+    opt.title = title.to_string();
+    opt.subtitle = Some(subtitle.to_string());
+    opt.count_name = "bytes".into();
+    opt.name_type = "Function:".into();
+    opt.colors =
+        inferno::flamegraph::color::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);
+    opt.hash = true;
+    opt.deterministic = true;
+    opt.image_width = Some(1200);
+    let lines: Vec<String> = folded.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    let mut out = Vec::new();
+    inferno::flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut out)
+        .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
+    Ok(out)
+}
+
+/// The memory-over-time chart as inline SVG, the high-water mark marked.
+pub fn memory_chart(a: &Analysis) -> String {
+    const W: f64 = 1000.0;
+    const H: f64 = 180.0;
+    const LEFT: f64 = 70.0;
+    let points = &a.timeline;
+    if points.is_empty() {
+        return "<p>No memory samples in this capture.</p>".to_string();
+    }
+    let t_max = points.last().map(|p| p.time_ns).unwrap_or(1).max(1) as f64;
+    let y_max = points
+        .iter()
+        .map(|p| p.rss.max(p.heap))
+        .max()
+        .unwrap_or(1)
+        .max(a.peak_bytes)
+        .max(1) as f64;
+    let x = |t: u64| LEFT + (t as f64 / t_max) * (W - LEFT - 10.0);
+    let y = |v: u64| 10.0 + H - (v as f64 / y_max) * H;
+    // At most ~2 points per pixel column: keep each bucket's maximum.
+    let step = (points.len() / 2000).max(1);
+    let mut rss = String::new();
+    let mut heap = String::new();
+    for chunk in points.chunks(step) {
+        let t = chunk[0].time_ns;
+        let r = chunk.iter().map(|p| p.rss).max().unwrap_or(0);
+        let h = chunk.iter().map(|p| p.heap).max().unwrap_or(0);
+        rss.push_str(&format!("{:.1},{:.1} ", x(t), y(r)));
+        heap.push_str(&format!("{:.1},{:.1} ", x(t), y(h)));
+    }
+    let px = x(a.peak_time_ns);
+    format!(
+        r##"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" role="img" aria-label="memory over time">
+<line x1="{LEFT}" y1="{top}" x2="{LEFT}" y2="{bottom}" stroke="#888"/>
+<line x1="{LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#888"/>
+<text x="4" y="18" font-size="11">{ymax}</text><text x="4" y="{bottom}" font-size="11">0</text>
+<text x="{right}" y="{label_y}" font-size="11" text-anchor="end">{tmax}</text>
+<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{rss}"/>
+<polyline fill="none" stroke="#ff7f0e" stroke-width="1.5" points="{heap}"/>
+<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{bottom}" stroke="#d62728" stroke-dasharray="4,3"/>
+<text x="{pxl:.1}" y="22" font-size="11" fill="#d62728">high-water mark {peak} at {ptime}</text>
+<text x="{legend}" y="{label_y}" font-size="11"><tspan fill="#1f77b4">■ RSS</tspan> <tspan fill="#ff7f0e">■ traced heap</tspan></text>
+</svg>"##,
+        h = H + 40.0,
+        top = 10.0,
+        bottom = 10.0 + H,
+        right = W - 10.0,
+        label_y = H + 32.0,
+        legend = LEFT,
+        ymax = text::bytes(y_max as u64),
+        tmax = text::duration(t_max as u64),
+        pxl = (px + 4.0).min(W - 260.0),
+        peak = text::bytes(a.peak_bytes),
+        ptime = text::duration(a.peak_time_ns),
+    )
+}
+
+/// One row of the top-sites table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopSite {
+    pub location: String,
+    pub bytes: u64,
+    pub count: u64,
+    /// The full (trimmed) stack, most recent first.
+    pub stack: Vec<String>,
+}
+
+/// The `n` biggest allocation sites (by most recent frame) at `moment`.
+pub fn top_sites(a: &Analysis, syms: &mut Symbols, moment: Moment, n: usize) -> Vec<TopSite> {
+    let mut by_location: HashMap<String, TopSite> = HashMap::new();
+    for s in &a.sites {
+        let (bytes, count) = moment.value(s);
+        if bytes == 0 && count == 0 {
+            continue;
+        }
+        let frames = syms.frames(a, s.stack);
+        let location = frames
+            .first()
+            .map(label)
+            .unwrap_or_else(|| "[unknown]".into());
+        let e = by_location
+            .entry(location.clone())
+            .or_insert_with(|| TopSite {
+                location,
+                bytes: 0,
+                count: 0,
+                stack: frames.iter().map(label).collect(),
+            });
+        e.bytes += bytes;
+        e.count += count;
+    }
+    let mut v: Vec<TopSite> = by_location.into_values().collect();
+    v.sort_by(|x, y| {
+        y.bytes
+            .cmp(&x.bytes)
+            .then(y.count.cmp(&x.count))
+            .then(x.location.cmp(&y.location))
+    });
+    v.truncate(n);
+    v
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:16px;color:#222}\
+table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b00}iframe{border:0;width:1220px}\
+details pre{margin:2px 0 6px 12px;font-size:12px}h2{margin-top:24px}";
+
+/// Writes the whole HTML report.
+pub fn write_html(
+    a: &Analysis,
+    syms: &mut Symbols,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let what = match (opts.moment, a.window_ns) {
+        (Moment::End, _) => "memory leaked (live at exit)".to_string(),
+        (Moment::Peak, Some((f, t))) => format!(
+            "memory live at the high-water mark between {} and {}",
+            text::duration(f),
+            text::duration(t)
+        ),
+        (Moment::Peak, None) => "memory live at the high-water mark".to_string(),
+    };
+    let title = opts
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("tidemark: {what}"));
+    writeln!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    )?;
+    writeln!(
+        out,
+        "<title>{}</title><style>{STYLE}</style></head><body>",
+        text::html(&title)
+    )?;
+    writeln!(out, "<h1>{}</h1>", text::html(&title))?;
+    writeln!(out, "<table class=\"header\">")?;
+    let row = |out: &mut dyn Write, k: &str, v: &str| {
+        writeln!(
+            out,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            text::html(k),
+            text::html(v)
+        )
+    };
+    row(out, "command", &a.meta.command)?;
+    row(out, "capture", &a.path)?;
+    row(out, "pid", &a.meta.pid.to_string())?;
+    row(out, "duration", &text::duration(a.duration_ns))?;
+    row(
+        out,
+        "total allocations",
+        &format!(
+            "{} ({})",
+            text::count(a.totals.allocs),
+            text::bytes(a.totals.alloc_bytes)
+        ),
+    )?;
+    row(
+        out,
+        "peak (high-water mark)",
+        &format!(
+            "{} at {}",
+            text::bytes(a.peak_bytes),
+            text::duration(a.peak_time_ns)
+        ),
+    )?;
+    row(
+        out,
+        "leaked",
+        &format!(
+            "{} in {} blocks",
+            text::bytes(a.leaked_bytes),
+            text::count(a.leaked_count)
+        ),
+    )?;
+    writeln!(out, "</table>")?;
+    if let Some(t) = &a.truncated {
+        writeln!(
+            out,
+            "<p class=\"warn\">Capture incomplete: {} — showing data up to there.</p>",
+            text::html(t)
+        )?;
+    }
+    writeln!(out, "<h2>Memory over time</h2>\n{}", memory_chart(a))?;
+    let graphs: Vec<(String, Option<u32>)> = if opts.per_thread {
+        let mut threads: Vec<u32> = a.sites.iter().map(|s| s.thread).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        threads
+            .into_iter()
+            .map(|t| (a.thread_name(t), Some(t)))
+            .collect()
+    } else {
+        vec![(String::new(), None)]
+    };
+    for (name, thread) in graphs {
+        let folded = folded_stacks(a, syms, opts.moment, opts.inverted, thread);
+        let total: u64 = folded.iter().map(|(_, n)| n).sum();
+        let heading = if name.is_empty() {
+            what.clone()
+        } else {
+            format!("{what} — {name}")
+        };
+        writeln!(out, "<h2>{}</h2>", text::html(&heading))?;
+        let svg = svg(&folded, &heading, &format!("{} live", text::bytes(total)))?;
+        let rows = 1 + folded
+            .iter()
+            .map(|(s, _)| s.matches(';').count() + 1)
+            .max()
+            .unwrap_or(1);
+        writeln!(
+            out,
+            "<iframe class=\"flamegraph\" title=\"flamegraph\" style=\"height:{}px\" src=\"data:image/svg+xml;base64,{}\"></iframe>",
+            (rows * 16 + 120).min(4000),
+            text::base64(&svg)
+        )?;
+    }
+    writeln!(out, "<h2>Top {} allocation sites</h2>", opts.top)?;
+    writeln!(
+        out,
+        "<table class=\"top\"><tr><th>#</th><th>site</th><th>bytes</th><th>blocks</th></tr>"
+    )?;
+    for (i, site) in top_sites(a, syms, opts.moment, opts.top).iter().enumerate() {
+        writeln!(
+            out,
+            "<tr><td class=\"n\">{}</td><td><details><summary>{}</summary><pre>{}</pre></details></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            i + 1,
+            text::html(&site.location),
+            text::html(&site.stack.join("\n")),
+            text::bytes(site.bytes),
+            text::count(site.count)
+        )?;
+    }
+    writeln!(out, "</table>\n</body></html>")?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The stats report: totals, peak, leaks, size histogram, API mix, temporary allocations,
+//! and the top sites by bytes and by count (over the whole run), as text or JSON.
+
+use super::analysis::Analysis;
+use super::symbols::{label, Symbols};
+use super::text;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Stats options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Rows in each top-N list.
+    pub top: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { top: 10 }
+    }
+}
+
+/// Names of the API codes recorded in events.
+pub const API_NAMES: [&str; 4] = ["rust (GlobalAlloc)", "C malloc family", "realloc", "other"];
+
+/// Whole-run totals per allocation site (most recent frame): (location, bytes, count).
+fn site_totals(a: &Analysis, syms: &mut Symbols) -> Vec<(String, u64, u64)> {
+    let mut by: HashMap<String, (u64, u64)> = HashMap::new();
+    for s in &a.sites {
+        let frames = syms.frames(a, s.stack);
+        let location = frames
+            .first()
+            .map(label)
+            .unwrap_or_else(|| "[unknown]".into());
+        let e = by.entry(location).or_default();
+        e.0 += s.total_bytes;
+        e.1 += s.total_count;
+    }
+    by.into_iter().map(|(k, (b, c))| (k, b, c)).collect()
+}
+
+fn top_by(mut v: Vec<(String, u64, u64)>, n: usize, by_count: bool) -> Vec<(String, u64, u64)> {
+    v.sort_by(|x, y| {
+        let (kx, ky) = if by_count { (x.2, y.2) } else { (x.1, y.1) };
+        ky.cmp(&kx).then(x.0.cmp(&y.0))
+    });
+    v.truncate(n);
+    v
+}
+
+/// Histogram buckets with at least one allocation: (lower bound, upper bound, count, bytes).
+pub fn histogram(a: &Analysis) -> Vec<(u64, u64, u64, u64)> {
+    a.totals
+        .size_histogram
+        .iter()
+        .enumerate()
+        .filter(|(_, (c, _))| *c > 0)
+        .map(|(b, &(c, bytes))| {
+            let lo = if b == 0 { 0 } else { 1u64 << (b - 1) };
+            let hi = if b == 0 {
+                0
+            } else {
+                (1u128 << b).min(u64::MAX as u128) as u64 - 1
+            };
+            (lo, hi, c, bytes)
+        })
+        .collect()
+}
+
+/// The text report.
+pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
+    let mut o = String::new();
+    let t = &a.totals;
+    let _ = writeln!(o, "📏 Total allocations:\n\t{}", text::count(t.allocs));
+    let _ = writeln!(
+        o,
+        "📦 Total memory allocated:\n\t{}",
+        text::bytes(t.alloc_bytes)
+    );
+    let _ = writeln!(
+        o,
+        "📈 Peak memory usage (high-water mark):\n\t{} at {}",
+        text::bytes(a.peak_bytes),
+        text::duration(a.peak_time_ns)
+    );
+    let _ = writeln!(
+        o,
+        "💧 Leaked (live at exit):\n\t{} in {} blocks",
+        text::bytes(a.leaked_bytes),
+        text::count(a.leaked_count)
+    );
+    let pct = if t.allocs > 0 {
+        100.0 * t.temporary as f64 / t.allocs as f64
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        o,
+        "⏱  Temporary allocations (freed right after, by the next event of the thread):\n\t{} ({pct:.1}%)",
+        text::count(t.temporary)
+    );
+    let _ = writeln!(o, "🕑 Duration:\n\t{}", text::duration(a.duration_ns));
+    let _ = writeln!(
+        o,
+        "🧵 Threads:\n\t{}",
+        a.threads.len().max(t.threads_seen as usize)
+    );
+    if t.unmatched_frees > 0 {
+        let _ = writeln!(
+            o,
+            "❔ Frees of blocks allocated before recording:\n\t{}",
+            text::count(t.unmatched_frees)
+        );
+    }
+    if let Some(e) = &a.end {
+        if e.dropped > 0 {
+            let _ = writeln!(
+                o,
+                "⚠  Events dropped while recording: {}",
+                text::count(e.dropped)
+            );
+        }
+    }
+    if let Some(why) = &a.truncated {
+        let _ = writeln!(o, "⚠  Capture incomplete: {why}");
+    } else if a.end.is_none() {
+        let _ = writeln!(
+            o,
+            "⚠  Capture has no end marker (the run did not stop cleanly)"
+        );
+    }
+    let hist = histogram(a);
+    if !hist.is_empty() {
+        let _ = writeln!(o, "\n📊 Allocation size histogram (log scale):");
+        let max = hist.iter().map(|h| h.2).max().unwrap_or(1).max(1);
+        for (lo, hi, c, _) in &hist {
+            let bar = ((*c as f64).ln_1p() / (max as f64).ln_1p() * 40.0).round() as usize;
+            let _ = writeln!(
+                o,
+                "\t{:>10} – {:<10} {:<40} {}",
+                text::bytes(*lo),
+                text::bytes(*hi),
+                "▇".repeat(bar.max(1)),
+                text::count(*c)
+            );
+        }
+    }
+    let apis: Vec<(usize, u64)> = t
+        .api_counts
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    if !apis.is_empty() {
+        let _ = writeln!(o, "\n🔌 Allocations by API:");
+        for (i, c) in apis {
+            let _ = writeln!(o, "\t{:<20} {}", API_NAMES[i], text::count(c));
+        }
+    }
+    let sites = site_totals(a, syms);
+    let _ = writeln!(o, "\n🥇 Top {} allocation sites by bytes:", opts.top);
+    for (loc, b, c) in top_by(sites.clone(), opts.top, false) {
+        let _ = writeln!(
+            o,
+            "\t- {loc} -> {} in {} allocations",
+            text::bytes(b),
+            text::count(c)
+        );
+    }
+    let _ = writeln!(o, "\n🥇 Top {} allocation sites by count:", opts.top);
+    for (loc, b, c) in top_by(sites, opts.top, true) {
+        let _ = writeln!(
+            o,
+            "\t- {loc} -> {} allocations ({})",
+            text::count(c),
+            text::bytes(b)
+        );
+    }
+    o
+}
+
+/// The JSON report (same content as the text one, numbers in bytes and nanoseconds).
+pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
+    let t = &a.totals;
+    let sites = site_totals(a, syms);
+    let list = |v: Vec<(String, u64, u64)>| {
+        v.into_iter()
+            .map(|(l, b, c)| json!({"location": l, "bytes": b, "count": c}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "capture": a.path,
+        "command": a.meta.command,
+        "pid": a.meta.pid,
+        "duration_ns": a.duration_ns,
+        "total_allocations": t.allocs,
+        "total_bytes": t.alloc_bytes,
+        "frees": t.frees,
+        "reallocs": t.reallocs,
+        "peak_bytes": a.peak_bytes,
+        "peak_time_ns": a.peak_time_ns,
+        "leaked_bytes": a.leaked_bytes,
+        "leaked_blocks": a.leaked_count,
+        "temporary_allocations": t.temporary,
+        "unmatched_frees": t.unmatched_frees,
+        "threads": a.threads.len().max(t.threads_seen as usize),
+        "truncated": a.truncated,
+        "complete": a.end.is_some(),
+        "size_histogram": histogram(a).into_iter().map(|(lo, hi, c, b)| json!({"min": lo, "max": hi, "count": c, "bytes": b})).collect::<Vec<_>>(),
+        "api": t.api_counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| json!({"api": API_NAMES[i], "count": c})).collect::<Vec<_>>(),
+        "top_by_bytes": list(top_by(sites.clone(), opts.top, false)),
+        "top_by_count": list(top_by(sites, opts.top, true)),
+    })
+}

@@ -1,0 +1,455 @@
+//! Turning return addresses into functions, files and lines.
+//!
+//! Only snapshots and reports symbolize, never the allocation path. The loaded objects come from
+//! `dl_iterate_phdr` (path, build id, load base, executable segments), so a capture file can
+//! carry them and symbolize later; addr2line reads each object's DWARF once, lazily, and every
+//! resolved ip is cached. Inlined calls become frames of their own, innermost first.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One loaded object (the executable or a shared library).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub path: PathBuf,
+    /// The GNU build id (empty when the object has none).
+    pub build_id: Vec<u8>,
+    /// Load bias: runtime address minus the address in the file.
+    pub base: u64,
+    /// [start, end) of the executable mappings, runtime addresses.
+    pub segments: Vec<(u64, u64)>,
+}
+
+/// One frame of a symbolized stack. Ordered by (filename, lineno, function), as tracemalloc
+/// orders frames by (filename, lineno).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Frame {
+    pub filename: String,
+    pub lineno: u32,
+    pub function: String,
+}
+
+impl Frame {
+    /// A frame with a file and a line (tracemalloc's frame).
+    pub fn new(filename: impl Into<String>, lineno: u32) -> Frame {
+        Frame {
+            filename: filename.into(),
+            lineno,
+            function: String::new(),
+        }
+    }
+
+    /// A frame with a function name too.
+    pub fn with_function(
+        function: impl Into<String>,
+        filename: impl Into<String>,
+        lineno: u32,
+    ) -> Frame {
+        Frame {
+            filename: filename.into(),
+            lineno,
+            function: function.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Frame {
+    /// `filename:lineno`, or the function name alone for a frame that has no file (the key of
+    /// `KeyType::Function` statistics).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.filename.is_empty() {
+            write!(f, "{}", self.function)
+        } else {
+            write!(f, "{}:{}", self.filename, self.lineno)
+        }
+    }
+}
+
+/// The objects loaded in this process now.
+pub fn current_modules() -> Vec<Module> {
+    let mut modules: Vec<Module> = Vec::new();
+    // SAFETY: the callback only reads the `dl_phdr_info` it is handed, for the duration of the
+    // call, and `data` is the `Vec` above, alive for the whole iteration.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(collect_module),
+            &mut modules as *mut Vec<Module> as *mut _,
+        );
+    }
+    modules
+}
+
+unsafe extern "C" fn collect_module(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: dl_iterate_phdr hands a valid info and our `data` pointer (see current_modules).
+    let (info, modules) = unsafe { (&*info, &mut *(data as *mut Vec<Module>)) };
+    let base = info.dlpi_addr;
+    // SAFETY: dlpi_name is null or a NUL-terminated string owned by the loader.
+    let name = if info.dlpi_name.is_null() {
+        Vec::new()
+    } else {
+        unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }
+            .to_bytes()
+            .to_vec()
+    };
+    let path = if name.is_empty() {
+        if modules.is_empty() {
+            std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::new())
+        } else {
+            PathBuf::new()
+        }
+    } else {
+        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name))
+    };
+    let mut segments = Vec::new();
+    let mut build_id = Vec::new();
+    let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+        &[]
+    } else {
+        // SAFETY: the loader guarantees dlpi_phnum headers at dlpi_phdr.
+        unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+    };
+    for ph in phdrs {
+        if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+            let start = base.wrapping_add(ph.p_vaddr);
+            segments.push((start, start.wrapping_add(ph.p_memsz)));
+        } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
+            // SAFETY: a PT_NOTE segment is mapped at base + p_vaddr for p_memsz bytes.
+            let notes = unsafe {
+                std::slice::from_raw_parts(
+                    base.wrapping_add(ph.p_vaddr) as *const u8,
+                    ph.p_memsz as usize,
+                )
+            };
+            build_id = find_build_id(notes).unwrap_or_default();
+        }
+    }
+    modules.push(Module {
+        path,
+        build_id,
+        base,
+        segments,
+    });
+    0
+}
+
+/// The NT_GNU_BUILD_ID descriptor in a block of ELF notes.
+fn find_build_id(mut notes: &[u8]) -> Option<Vec<u8>> {
+    let align4 = |n: usize| (n + 3) & !3;
+    while notes.len() >= 12 {
+        let word =
+            |i: usize| u32::from_ne_bytes([notes[i], notes[i + 1], notes[i + 2], notes[i + 3]]);
+        let (namesz, descsz, kind) = (word(0) as usize, word(4) as usize, word(8));
+        let name_end = 12 + align4(namesz);
+        let desc_end = name_end.checked_add(align4(descsz))?;
+        if desc_end > notes.len() {
+            return None;
+        }
+        if kind == 3 && namesz == 4 && &notes[12..16] == b"GNU\0" {
+            return Some(notes[name_end..name_end + descsz].to_vec());
+        }
+        notes = &notes[desc_end..];
+    }
+    None
+}
+
+/// Demangles a Rust (v0 or legacy, without the `::h<hash>` suffix) or C++ symbol name;
+/// anything else is returned as is.
+pub fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if name.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::default()) {
+                return s;
+            }
+        }
+    }
+    name.to_string()
+}
+
+/// Resolves ips to frames, caching per ip and per object.
+pub struct Symbolizer {
+    modules: Vec<Module>,
+    loaders: Vec<Option<Option<addr2line::Loader>>>,
+    cache: HashMap<u64, Vec<Frame>>,
+}
+
+impl Symbolizer {
+    pub fn new(modules: Vec<Module>) -> Self {
+        let loaders = modules.iter().map(|_| None).collect();
+        Symbolizer {
+            modules,
+            loaders,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The modules this symbolizer knows.
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    /// Is `ip` inside an executable segment of a known module?
+    pub fn knows(&self, ip: u64) -> bool {
+        self.module_of(ip).is_some()
+    }
+
+    fn module_of(&self, ip: u64) -> Option<usize> {
+        self.modules
+            .iter()
+            .position(|m| m.segments.iter().any(|&(s, e)| ip >= s && ip < e))
+    }
+
+    /// Frames for the return address `ip`: innermost (inlined) first, outermost (the function
+    /// that contains the call) last. The lookup uses `ip - 1`, inside the call instruction.
+    /// An unknown ip gives one frame with function `0x...` and filename `??`.
+    pub fn resolve(&mut self, ip: u64) -> Vec<Frame> {
+        if let Some(f) = self.cache.get(&ip) {
+            return f.clone();
+        }
+        let frames = self.resolve_uncached(ip);
+        self.cache.insert(ip, frames.clone());
+        frames
+    }
+
+    fn resolve_uncached(&mut self, ip: u64) -> Vec<Frame> {
+        let unknown = || vec![Frame::with_function(format!("{ip:#x}"), "??", 0)];
+        let Some(m) = self.module_of(ip) else {
+            return unknown();
+        };
+        if self.loaders[m].is_none() {
+            let path = &self.modules[m].path;
+            let loader = if path.as_os_str().is_empty() || !Path::new(path).exists() {
+                None
+            } else {
+                addr2line::Loader::new(path).ok()
+            };
+            self.loaders[m] = Some(loader);
+        }
+        let Some(Some(loader)) = &self.loaders[m] else {
+            return unknown();
+        };
+        let probe = ip.wrapping_sub(1).wrapping_sub(self.modules[m].base);
+        let mut out = Vec::new();
+        if let Ok(mut iter) = loader.find_frames(probe) {
+            while let Ok(Some(f)) = iter.next() {
+                let function = f
+                    .function
+                    .as_ref()
+                    .and_then(|n| n.raw_name().ok())
+                    .map(|n| demangle(&n))
+                    .unwrap_or_default();
+                let (filename, lineno) = match &f.location {
+                    Some(loc) => (loc.file.unwrap_or("??").to_string(), loc.line.unwrap_or(0)),
+                    None => ("??".to_string(), 0),
+                };
+                out.push(Frame {
+                    filename,
+                    lineno,
+                    function,
+                });
+            }
+        }
+        let symbol = || loader.find_symbol(probe).map(demangle);
+        if out.is_empty() {
+            let function = symbol().unwrap_or_else(|| format!("{ip:#x}"));
+            out.push(Frame {
+                filename: "??".into(),
+                lineno: 0,
+                function,
+            });
+        } else if let Some(last) = out.last_mut() {
+            // The outermost frame is the function the code belongs to; with line-tables-only
+            // debug info its DWARF name lacks the path (`main`), the symbol table has it all.
+            if !last.function.contains("::") {
+                if let Some(full) = symbol() {
+                    last.function = full;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn strip_generic_open(name: &str) -> &str {
+    name.trim_start_matches('<')
+        .trim_start_matches('&')
+        .trim_start_matches("mut ")
+}
+
+/// tidemark-tracer's and tidemark-alloc's `src/` directories as the compiler saw them.
+fn own_source_dirs() -> (&'static str, &'static str) {
+    static DIRS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (t, a) = DIRS.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tracer = format!("{}/src/", manifest.display());
+        let alloc = match manifest.parent() {
+            Some(root) => format!("{}/allocator/src/", root.display()),
+            None => tracer.clone(),
+        };
+        (tracer, alloc)
+    });
+    (t, a)
+}
+
+const RUNTIME_CRATES: [&str; 7] = [
+    "core::",
+    "alloc::",
+    "std::",
+    "hashbrown::",
+    "tidemark_tracer::",
+    "tidemark_alloc::",
+    "__rust",
+];
+
+/// Is `frame` part of the machinery between user code and the allocator: tidemark itself, or
+/// Rust's standard library (`core`, `alloc`, `std`, and the crates std vendors)? Tracebacks are
+/// trimmed of such frames at the top so that their most recent frame is the user's call.
+pub fn is_runtime_frame(frame: &Frame) -> bool {
+    let f = &frame.function;
+    let g = strip_generic_open(f);
+    // The allocator shims (`__rust_alloc`, `__rg_alloc`, ...) are generated into the crate that
+    // declares `#[global_allocator]`, so they carry that crate's path and file.
+    let last = f.rsplit("::").next().unwrap_or(f);
+    if g.starts_with("tidemark_tracer::")
+        || g.starts_with("tidemark_alloc::")
+        || ["__rust_", "__rg_", "__rdl_"]
+            .iter()
+            .any(|p| last.starts_with(p))
+    {
+        return true;
+    }
+    let file = &frame.filename;
+    if !file.is_empty() && file != "??" {
+        // With `debug = "line-tables-only"` inlined frames carry short names (`alloc<..>`), so
+        // tidemark's own frames are recognized by their source files too.
+        let (tracer_src, alloc_src) = own_source_dirs();
+        return file.starts_with(tracer_src)
+            || file.starts_with(alloc_src)
+            || file.contains("/tidemark-tracer-")
+            || file.contains("/tidemark-alloc-")
+            || file.starts_with("/rustc/")
+            || file.contains("/library/core/src/")
+            || file.contains("/library/alloc/src/")
+            || file.contains("/library/std/src/")
+            || file.contains("/rust/deps/");
+    }
+    // No line info: judge by the path of the implementing type, or for `<T as Trait>` with a
+    // primitive or generic T, by the trait.
+    if RUNTIME_CRATES.iter().any(|c| g.starts_with(c)) {
+        return true;
+    }
+    if let Some((ty, rest)) = g.split_once(" as ") {
+        if !ty.contains("::") {
+            return RUNTIME_CRATES.iter().any(|c| rest.starts_with(c));
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn here() -> u64 {
+        let mut ips = [0u64; 4];
+        crate::capture_stack(0, &mut ips);
+        ips[1] // ips[0] is inside here(); ips[1] is the call of here()
+    }
+
+    #[test]
+    fn resolves_own_code_with_lines() {
+        let line = line!() + 1;
+        let ip = here();
+        let mut s = Symbolizer::new(current_modules());
+        let frames = s.resolve(ip);
+        // Optimized builds may inline the test body and move the call: lines are checked
+        // exactly in debug builds only (the accuracy tests check them in release too).
+        if cfg!(debug_assertions) {
+            let f = frames
+                .iter()
+                .find(|f| f.lineno == line)
+                .expect("a frame at the call line");
+            assert!(f.filename.ends_with("symbolize.rs"), "{frames:?}");
+        }
+        assert!(
+            frames.iter().any(|f| f.filename.ends_with("symbolize.rs")),
+            "{frames:?}"
+        );
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.function.contains("resolves_own_code_with_lines")),
+            "{frames:?}"
+        );
+        let last = frames.last().unwrap();
+        assert!(!last.function.contains("::h"), "{frames:?}");
+        assert_eq!(s.resolve(ip), frames, "cached");
+        let unknown = s.resolve(8);
+        assert_eq!(unknown, vec![Frame::with_function("0x8", "??", 0)]);
+    }
+
+    #[test]
+    fn modules_have_the_executable_first() {
+        let m = current_modules();
+        assert!(!m.is_empty());
+        assert!(!m[0].segments.is_empty());
+        assert!(m[0].path.exists());
+    }
+
+    #[test]
+    fn demangles_rust_and_cpp() {
+        assert_eq!(
+            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
+            "core::ptr::drop_in_place"
+        );
+        assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
+        assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
+        assert_eq!(demangle("malloc"), "malloc");
+    }
+
+    #[test]
+    fn runtime_frames() {
+        let std_frame = Frame::with_function(
+            "alloc::raw_vec::RawVec<T,A>::grow_one",
+            "/rustc/abc/library/alloc/src/raw_vec.rs",
+            10,
+        );
+        assert!(is_runtime_frame(&std_frame));
+        let user_impl =
+            Frame::with_function("<app::Foo as core::clone::Clone>::clone", "src/main.rs", 3);
+        assert!(!is_runtime_frame(&user_impl));
+        assert!(is_runtime_frame(&Frame::with_function(
+            "__rust_alloc",
+            "??",
+            0
+        )));
+        assert!(is_runtime_frame(&Frame::with_function(
+            "app::_::__rust_alloc",
+            "src/main.rs",
+            3
+        )));
+        assert!(is_runtime_frame(&Frame::with_function(
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "??",
+            0
+        )));
+        assert!(!is_runtime_frame(&Frame::with_function(
+            "app::main",
+            "??",
+            0
+        )));
+        assert!(is_runtime_frame(&Frame::with_function(
+            "<tidemark_tracer::Traced<A> as core::alloc::global::GlobalAlloc>::alloc",
+            "/work/main/tracer/src/hook.rs",
+            1
+        )));
+    }
+}

@@ -1,0 +1,332 @@
+//! The live trace table: (domain, pointer) → (size, stack id, depth).
+//!
+//! tracemalloc keeps one hash table under the GIL. Here any number of threads allocate at once,
+//! so the table is split into 64 shards chosen by a hash of the pointer, each behind its own
+//! non-allocating `SpinLock`: two threads collide only when their pointers hash to the same
+//! shard, and then only for a few loads. Each shard is an open-addressing table with linear
+//! probing and backward-shift deletion (no tombstones, so long runs of churn don't degrade it),
+//! stored in mmap'd memory.
+
+use crate::stack::StackId;
+use crate::sysmem::{map_zeroed, unmap, MapVec};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use tidemark_alloc::sync::SpinLock;
+
+/// One live block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct TraceEntry {
+    pub ptr: usize, // 0 = empty slot
+    pub size: usize,
+    pub stack: StackId,
+    pub domain: u32,
+    /// Frames on the stack when it was captured (before truncation), at most u32::MAX.
+    pub total_nframe: u32,
+    _pad: u32,
+}
+
+impl TraceEntry {
+    pub fn new(domain: u32, ptr: usize, size: usize, stack: StackId, total_nframe: u32) -> Self {
+        TraceEntry {
+            ptr,
+            size,
+            stack,
+            domain,
+            total_nframe,
+            _pad: 0,
+        }
+    }
+}
+
+struct Shard {
+    slots: *mut TraceEntry,
+    cap: usize, // 0 or a power of two
+    len: usize,
+}
+
+// SAFETY: the shard owns its mapping and is only reached through its lock.
+unsafe impl Send for Shard {}
+
+#[repr(align(128))]
+struct Padded(SpinLock<Shard>);
+
+const SHARDS: usize = 64;
+static TABLE: [Padded; SHARDS] = [const {
+    Padded(SpinLock::new(Shard {
+        slots: core::ptr::null_mut(),
+        cap: 0,
+        len: 0,
+    }))
+}; SHARDS];
+
+/// Bytes of traced memory now and at the peak (all domains).
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Traces dropped because the table could not grow.
+static LOST: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn hash(domain: u32, ptr: usize) -> u64 {
+    let h = (ptr as u64 ^ ((domain as u64) << 47)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 32)
+}
+
+#[inline]
+fn shard_of(h: u64) -> &'static SpinLock<Shard> {
+    &TABLE[(h >> 58) as usize & (SHARDS - 1)].0
+}
+
+impl Shard {
+    #[inline]
+    fn find(&self, domain: u32, ptr: usize, h: u64) -> Option<usize> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mask = self.cap - 1;
+        let mut i = h as usize & mask;
+        loop {
+            // SAFETY: i is masked to cap; the mapping holds cap slots.
+            let e = unsafe { &*self.slots.add(i) };
+            if e.ptr == 0 {
+                return None;
+            }
+            if e.ptr == ptr && e.domain == domain {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Inserts or replaces; returns the replaced entry's size, or None if there was none.
+    /// Err(()) when the table is full and cannot grow.
+    fn insert(&mut self, e: TraceEntry, h: u64) -> Result<Option<usize>, ()> {
+        if let Some(i) = self.find(e.domain, e.ptr, h) {
+            // SAFETY: i < cap.
+            let slot = unsafe { &mut *self.slots.add(i) };
+            let old = slot.size;
+            *slot = e;
+            return Ok(Some(old));
+        }
+        if (self.len + 1) * 2 > self.cap && !self.grow() && self.len + 1 >= self.cap {
+            return Err(());
+        }
+        let mask = self.cap - 1;
+        let mut i = h as usize & mask;
+        // SAFETY: i is masked; the table keeps at least one empty slot so the loop ends.
+        unsafe {
+            while (*self.slots.add(i)).ptr != 0 {
+                i = (i + 1) & mask;
+            }
+            *self.slots.add(i) = e;
+        }
+        self.len += 1;
+        Ok(None)
+    }
+
+    fn remove(&mut self, domain: u32, ptr: usize, h: u64) -> Option<TraceEntry> {
+        let mut i = self.find(domain, ptr, h)?;
+        let mask = self.cap - 1;
+        // SAFETY: all indices are masked to cap.
+        unsafe {
+            let removed = *self.slots.add(i);
+            // Backward-shift deletion: pull later members of the probe run into the hole.
+            let mut j = i;
+            loop {
+                j = (j + 1) & mask;
+                let e = *self.slots.add(j);
+                if e.ptr == 0 {
+                    break;
+                }
+                let home = hash(e.domain, e.ptr) as usize & mask;
+                // Move e into the hole at i if its home is not in (i, j] cyclically.
+                let in_between = if i <= j {
+                    home > i && home <= j
+                } else {
+                    home > i || home <= j
+                };
+                if !in_between {
+                    *self.slots.add(i) = e;
+                    i = j;
+                }
+            }
+            *self.slots.add(i) = TraceEntry::default();
+            self.len -= 1;
+            Some(removed)
+        }
+    }
+
+    fn grow(&mut self) -> bool {
+        let new_cap = if self.cap == 0 { 128 } else { self.cap * 2 };
+        let slots = map_zeroed(new_cap * core::mem::size_of::<TraceEntry>()) as *mut TraceEntry;
+        if slots.is_null() {
+            return false;
+        }
+        let mask = new_cap - 1;
+        for j in 0..self.cap {
+            // SAFETY: j < old cap; i masked to new cap, which has free slots.
+            unsafe {
+                let e = *self.slots.add(j);
+                if e.ptr == 0 {
+                    continue;
+                }
+                let mut i = hash(e.domain, e.ptr) as usize & mask;
+                while (*slots.add(i)).ptr != 0 {
+                    i = (i + 1) & mask;
+                }
+                *slots.add(i) = e;
+            }
+        }
+        // SAFETY: the old mapping is ours and no longer referenced.
+        unsafe {
+            unmap(
+                self.slots as *mut u8,
+                self.cap * core::mem::size_of::<TraceEntry>(),
+            )
+        };
+        self.slots = slots;
+        self.cap = new_cap;
+        true
+    }
+
+    fn release(&mut self) {
+        // SAFETY: slots/cap describe our mapping (or null).
+        unsafe {
+            unmap(
+                self.slots as *mut u8,
+                self.cap * core::mem::size_of::<TraceEntry>(),
+            )
+        };
+        self.slots = core::ptr::null_mut();
+        self.cap = 0;
+        self.len = 0;
+    }
+}
+
+/// Records a live block (replacing any trace of the same (domain, ptr)).
+pub(crate) fn insert(e: TraceEntry) {
+    let h = hash(e.domain, e.ptr);
+    match shard_of(h).with(|s| s.insert(e, h)) {
+        Ok(None) => add_current(e.size),
+        Ok(Some(old)) => {
+            CURRENT.fetch_sub(old, Ordering::Relaxed);
+            add_current(e.size);
+        }
+        Err(()) => {
+            LOST.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[inline]
+fn add_current(size: usize) {
+    let now = CURRENT
+        .fetch_add(size, Ordering::Relaxed)
+        .wrapping_add(size);
+    if now > PEAK.load(Ordering::Relaxed) {
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// Forgets a block; returns its trace if it had one.
+pub(crate) fn remove(domain: u32, ptr: usize) -> Option<TraceEntry> {
+    let h = hash(domain, ptr);
+    let r = shard_of(h).with(|s| s.remove(domain, ptr, h));
+    if let Some(e) = r {
+        CURRENT.fetch_sub(e.size, Ordering::Relaxed);
+    }
+    r
+}
+
+pub(crate) fn get(domain: u32, ptr: usize) -> Option<TraceEntry> {
+    let h = hash(domain, ptr);
+    shard_of(h).with(|s| {
+        // SAFETY: find returns an index < cap.
+        s.find(domain, ptr, h).map(|i| unsafe { *s.slots.add(i) })
+    })
+}
+
+/// Copies every trace into `out` (mmap'd, so nothing here goes through the traced allocator
+/// while a shard lock is held). Returns false if `out` could not grow.
+pub(crate) fn collect(out: &mut MapVec<TraceEntry>) -> bool {
+    let mut ok = true;
+    for shard in &TABLE {
+        shard.0.with(|s| {
+            for i in 0..s.cap {
+                // SAFETY: i < cap.
+                let e = unsafe { *s.slots.add(i) };
+                if e.ptr != 0 && !out.push(e) {
+                    ok = false;
+                }
+            }
+        });
+    }
+    ok
+}
+
+/// Drops every trace and frees the shards; resets the counters.
+pub(crate) fn clear() {
+    for shard in &TABLE {
+        shard.0.with(|s| s.release());
+    }
+    CURRENT.store(0, Ordering::Relaxed);
+    PEAK.store(0, Ordering::Relaxed);
+}
+
+pub(crate) fn traced_memory() -> (usize, usize) {
+    let cur = CURRENT.load(Ordering::Relaxed);
+    (cur, PEAK.load(Ordering::Relaxed).max(cur))
+}
+
+pub(crate) fn reset_peak() {
+    PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+pub(crate) fn lost() -> usize {
+    LOST.load(Ordering::Relaxed)
+}
+
+/// Bytes mapped for the shards.
+pub(crate) fn table_bytes() -> usize {
+    TABLE
+        .iter()
+        .map(|s| s.0.with(|s| s.cap * core::mem::size_of::<TraceEntry>()))
+        .sum()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Exercises one private shard (the global table is shared with the tracer tests).
+    #[test]
+    fn shard_insert_remove_with_collisions() {
+        let mut s = Shard {
+            slots: core::ptr::null_mut(),
+            cap: 0,
+            len: 0,
+        };
+        let n = 5000usize;
+        for p in 1..=n {
+            let h = hash(0, p * 16);
+            assert_eq!(s.insert(TraceEntry::new(0, p * 16, p, 1, 1), h), Ok(None));
+        }
+        assert_eq!(s.len, n);
+        assert!(s.cap >= n * 4 / 3, "grew with the load");
+        // Remove every other, then all the rest must still be found.
+        for p in (1..=n).step_by(2) {
+            assert_eq!(
+                s.remove(0, p * 16, hash(0, p * 16)).map(|e| e.size),
+                Some(p)
+            );
+        }
+        for p in 1..=n {
+            let found = s.find(0, p * 16, hash(0, p * 16)).is_some();
+            assert_eq!(found, p % 2 == 0, "{p}");
+        }
+        // Same pointer, other domain: a separate trace; replace returns the old size.
+        let h = hash(7, 32);
+        assert_eq!(s.insert(TraceEntry::new(7, 32, 9, 1, 1), h), Ok(None));
+        assert_eq!(s.insert(TraceEntry::new(7, 32, 10, 1, 1), h), Ok(Some(9)));
+        s.release();
+    }
+}

@@ -1,0 +1,277 @@
+//! Recording end to end: the real writer (per-thread buffers, writer thread, barriers),
+//! then the reader and the reports, with exact byte counts at the peak, at the end, inside a
+//! time window and per thread. And a run killed by SIGKILL still reads.
+//!
+//! Events are fed through the hook entry points (`capture::on_alloc/on_free`) with stacks
+//! interned in the real stack table, so the test does not depend on a global allocator.
+
+use std::collections::HashMap;
+use std::time::Duration;
+use tidemark_tracer::capture::{self, RecordOptions};
+use tidemark_tracer::report::{self, AnalyzeOptions, Moment, Symbols};
+use tidemark_tracer::symbolize::Frame;
+
+/// Fake return addresses, one per "function".
+const MAIN: u64 = 0x10_0000;
+const SITE_A: u64 = 0x10_1000;
+const SITE_B: u64 = 0x10_2000;
+const SITE_C: u64 = 0x10_3000;
+const SITE_D: u64 = 0x10_4000;
+const SITE_E: u64 = 0x10_5000;
+
+fn names() -> HashMap<u64, &'static str> {
+    HashMap::from([
+        (MAIN, "main"),
+        (SITE_A, "site_a"),
+        (SITE_B, "site_b"),
+        (SITE_C, "site_c"),
+        (SITE_D, "site_d"),
+        (SITE_E, "<script>alert(1)</script>"),
+    ])
+}
+
+fn symbols() -> Symbols {
+    let names = names();
+    Symbols::with_resolver(move |ip| {
+        vec![Frame::with_function(
+            names.get(&ip).copied().unwrap_or("?"),
+            "src/main.rs",
+            (ip >> 12) as u32,
+        )]
+    })
+}
+
+fn stack(site: u64) -> u32 {
+    tidemark_tracer::stack::intern(&[site, MAIN])
+}
+
+/// Runs the known workload under recording and returns the capture path.
+fn record_known(dir: &std::path::Path, aggregate: bool) -> std::path::PathBuf {
+    let path = dir.join(if aggregate {
+        "known-agg.tdm"
+    } else {
+        "known.tdm"
+    });
+    let guard = capture::record(
+        &path,
+        RecordOptions {
+            aggregate,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (a, b, c, d, e) = (
+        stack(SITE_A),
+        stack(SITE_B),
+        stack(SITE_C),
+        stack(SITE_D),
+        stack(SITE_E),
+    );
+    // Phase 1 (t < ~100 ms): A keeps 10 x 1000 B; thread "worker" allocates B 5 x 4096 and
+    // frees them: the run's high-water mark is 10,000 + 20,480 = 30,480 B.
+    for i in 0..10 {
+        capture::on_alloc(0x7000_0000 + i * 0x1000, 1000, 0, a);
+    }
+    std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            for i in 0..5 {
+                capture::on_alloc(0x7100_0000 + i * 0x2000, 4096, 1, b);
+            }
+            for i in 0..5 {
+                capture::on_free(0x7100_0000 + i * 0x2000, 1);
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    // C: 5000 B, never freed. A temporary allocation at E (freed right away).
+    capture::on_alloc(0x7200_0000, 5000, 0, c);
+    capture::on_alloc(0x7300_0000, 64, 0, e);
+    capture::on_free(0x7300_0000, 0);
+    std::thread::sleep(Duration::from_millis(150));
+    // Phase 2 (t > 150 ms): D 3 x 2000 B live together, then freed: the window's peak is
+    // 10,000 + 5,000 + 6,000 = 21,000 B.
+    for i in 0..3 {
+        capture::on_alloc(0x7400_0000 + i * 0x1000, 2000, 0, d);
+    }
+    for i in 0..3 {
+        capture::on_free(0x7400_0000 + i * 0x1000, 0);
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    let summary = guard.stop().unwrap();
+    assert_eq!(summary.events, 10 + 10 + 1 + 2 + 6);
+    assert_eq!(summary.dropped, 0);
+    path
+}
+
+fn by_site(a: &report::Analysis, moment: Moment) -> HashMap<String, (u64, u64)> {
+    let mut syms = symbols();
+    let mut m: HashMap<String, (u64, u64)> = HashMap::new();
+    for s in &a.sites {
+        let loc = syms.frames(a, s.stack)[0].function.clone();
+        let v = moment.value(s);
+        let e = m.entry(loc).or_default();
+        e.0 += v.0;
+        e.1 += v.1;
+    }
+    m.retain(|_, v| v.0 > 0);
+    m
+}
+
+#[test]
+fn known_allocations_end_to_end() {
+    let dir = tempdir();
+    let path = record_known(&dir, false);
+    let a = report::analyze(&path, &AnalyzeOptions::default()).unwrap();
+    assert!(a.truncated.is_none());
+    assert!(a.end.is_some());
+    assert_eq!(a.totals.allocs, 10 + 5 + 1 + 1 + 3);
+    assert_eq!(a.totals.alloc_bytes, 10_000 + 20_480 + 5000 + 64 + 6000);
+    assert_eq!(a.peak_bytes, 30_480);
+    assert_eq!(a.leaked_bytes, 15_000);
+    assert_eq!(a.leaked_count, 11);
+    assert_eq!(a.totals.temporary, 1);
+    assert_eq!(a.totals.api_counts[1], 5);
+
+    let peak = by_site(&a, Moment::Peak);
+    assert_eq!(
+        peak,
+        HashMap::from([
+            ("site_a".into(), (10_000, 10)),
+            ("site_b".into(), (20_480, 5))
+        ])
+    );
+    let leaks = by_site(&a, Moment::End);
+    assert_eq!(
+        leaks,
+        HashMap::from([
+            ("site_a".into(), (10_000, 10)),
+            ("site_c".into(), (5000, 1))
+        ])
+    );
+
+    // Per thread at the peak: the worker holds B, the main thread A.
+    let worker = a
+        .threads
+        .iter()
+        .find(|t| t.name == "worker")
+        .expect("worker thread named");
+    assert_eq!(a.peak_of(Some(worker.index)), (20_480, 5));
+    let main_thread = a
+        .sites
+        .iter()
+        .find(|s| s.peak_bytes == 10_000)
+        .unwrap()
+        .thread;
+    assert_eq!(a.peak_of(Some(main_thread)), (10_000, 10));
+
+    // The window after the sleep: its own peak is phase 2's.
+    let w = report::analyze(
+        &path,
+        &AnalyzeOptions {
+            window_ns: Some((120_000_000, u64::MAX)),
+            progress: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(w.peak_bytes, 21_000);
+    assert_eq!(
+        by_site(&w, Moment::Peak),
+        HashMap::from([
+            ("site_a".into(), (10_000, 10)),
+            ("site_c".into(), (5000, 1)),
+            ("site_d".into(), (6000, 3))
+        ])
+    );
+
+    // The reports show the same numbers.
+    let mut syms = symbols();
+    let stats = report::stats::render_json(&a, &mut syms, &Default::default());
+    assert_eq!(stats["peak_bytes"], 30_480);
+    assert_eq!(stats["leaked_bytes"], 15_000);
+    assert_eq!(
+        stats["top_by_bytes"][0]["location"],
+        "site_b at src/main.rs:258"
+    );
+    let mut html = Vec::new();
+    report::flamegraph::write_html(&a, &mut syms, &Default::default(), &mut html).unwrap();
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains("29.8 KiB at"), "peak in header");
+    assert!(html.contains("high-water mark"));
+    let folded = report::export::folded(&a, &mut syms, &Default::default());
+    assert!(
+        folded.contains("main at src/main.rs:256;site_a at src/main.rs:257 10000\n"),
+        "{folded}"
+    );
+    assert!(
+        folded.contains("main at src/main.rs:256;site_b at src/main.rs:258 20480\n"),
+        "{folded}"
+    );
+
+    // Aggregate mode gives the same per-site numbers from a tiny file.
+    let agg_path = record_known(&dir, true);
+    let g = report::analyze(&agg_path, &AnalyzeOptions::default()).unwrap();
+    assert_eq!(g.peak_bytes, 30_480);
+    assert_eq!(g.leaked_bytes, 15_000);
+    assert_eq!(by_site(&g, Moment::Peak), peak);
+    assert_eq!(by_site(&g, Moment::End), leaks);
+    assert!(g.timeline.iter().any(|p| p.heap == 15_000));
+}
+
+/// The child half of `sigkill_leaves_a_readable_capture`.
+fn child_main(path: &str) -> ! {
+    let _guard = capture::record(path, RecordOptions::default()).unwrap();
+    let s = stack(SITE_A);
+    let mut i = 0usize;
+    loop {
+        capture::on_alloc(0x9000_0000 + (i % 1000) * 0x100, 100, 0, s);
+        if i >= 1000 {
+            capture::on_free(0x9000_0000 + ((i - 1000) % 1000) * 0x100, 0);
+        }
+        i += 1;
+        if i.is_multiple_of(10_000) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn sigkill_leaves_a_readable_capture() {
+    if let Ok(path) = std::env::var("TIDEMARK_TEST_CHILD_CAPTURE") {
+        child_main(&path);
+    }
+    let dir = tempdir();
+    let path = dir.join("killed.tdm");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_leaves_a_readable_capture",
+            "--nocapture",
+        ])
+        .env("TIDEMARK_TEST_CHILD_CAPTURE", &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let a = report::analyze(&path, &AnalyzeOptions::default())
+        .unwrap_or_else(|e| panic!("killed run must read: {e}"));
+    assert!(a.end.is_none(), "no end marker after SIGKILL");
+    assert!(
+        a.totals.allocs > 1000,
+        "events up to the last flush: {}",
+        a.totals.allocs
+    );
+    // Every alloc past the first 1000 is paired with a free, so at most 1000 live.
+    assert!(a.leaked_count <= 1001, "{}", a.leaked_count);
+    assert!(a.duration_ns > 0);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tidemark-capture-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
