@@ -162,20 +162,15 @@ unsafe fn take_from_pools(heap: &mut Heap, class: usize) -> Option<(*mut u8, boo
                 return Some(found);
             }
         }
-        let next = if !heap.partial[class].is_null() {
-            let next = heap.partial[class];
-            heap.unlink_partial(class, next);
-            next
-        } else {
-            // Before new memory: every block other threads gave back, of any class, goes to
-            // its pool (which may give this class a partly used pool again).
-            heap.collect_all_remote();
-            if !heap.partial[class].is_null() {
-                let next = heap.partial[class];
-                heap.unlink_partial(class, next);
-                next
-            } else {
-                heap.empty_pool(class)?
+        let next = match heap.partial_or_empty_pool(class, false) {
+            Some(pool) => pool,
+            None => {
+                // Before mapping a new arena: every block other threads gave back, of any
+                // class, goes to its pool, which may free whole pools for this class. Only
+                // here, not on every new pool: walking the inbox touches every block in it
+                // (on xthread, doing it per pool walked the inbox 12,000 times).
+                heap.collect_all_remote();
+                heap.partial_or_empty_pool(class, true)?
             }
         };
         let old = heap.current[class];
@@ -186,6 +181,20 @@ unsafe fn take_from_pools(heap: &mut Heap, class: usize) -> Option<(*mut u8, boo
         }
         heap.current[class] = next;
         take_block(next)
+    }
+}
+
+impl Heap {
+    /// A partly used pool of `class`, else an empty one (mapping an arena only when `grow`).
+    unsafe fn partial_or_empty_pool(&mut self, class: usize, grow: bool) -> Option<*mut Pool> {
+        let next = self.partial[class];
+        if !next.is_null() {
+            // SAFETY: pools on our partial list are ours.
+            unsafe { self.unlink_partial(class, next) };
+            return Some(next);
+        }
+        // SAFETY: as above.
+        unsafe { self.empty_pool(class, grow) }
     }
 }
 

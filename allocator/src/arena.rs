@@ -90,10 +90,11 @@ pub fn fork_release() {
     unsafe { ARENAS.force_unlock() }
 }
 
-/// Takes an empty pool, mapping a new arena when none has one. Returns the pool header and
-/// whether its memory is fresh from `mmap` (all zero), or `None` when out of memory.
-pub fn take_pool() -> Option<(*mut Pool, bool)> {
-    ARENAS.with(|arenas| arenas.take_pool())
+/// Takes an empty pool, mapping a new arena when none has one and `grow` allows it. Returns
+/// the pool header and whether its memory is fresh from `mmap` (all zero), or `None` when out
+/// of memory (or no pool is free and `grow` is false).
+pub fn take_pool(grow: bool) -> Option<(*mut Pool, bool)> {
+    ARENAS.with(|arenas| arenas.take_pool(grow))
 }
 
 /// Gives back pools linked through `next` (their class already set to `UNUSED`).
@@ -158,8 +159,11 @@ impl Arenas {
         unsafe { &mut *self.table.add(index as usize) }
     }
 
-    fn take_pool(&mut self) -> Option<(*mut Pool, bool)> {
+    fn take_pool(&mut self, grow: bool) -> Option<(*mut Pool, bool)> {
         if self.nonempty == 0 {
+            if !grow {
+                return None;
+            }
             self.new_arena()?;
         }
         let k = self.nonempty.trailing_zeros() + 1;
@@ -312,7 +316,7 @@ mod tests {
     /// A private set of arenas (the global one serves the rest of the test binary).
     fn take(arenas: &mut Arenas, n: usize) -> Vec<*mut Pool> {
         (0..n)
-            .map(|_| arenas.take_pool().expect("memory").0)
+            .map(|_| arenas.take_pool(true).expect("memory").0)
             .collect()
     }
 
@@ -336,13 +340,13 @@ mod tests {
             // SAFETY: pools taken above, unused.
             unsafe { arenas.give_back(p) };
         }
-        let (again, fresh) = arenas.take_pool().unwrap();
+        let (again, fresh) = arenas.take_pool(true).unwrap();
         assert_eq!(arena_base(again), arena_base(first[0]));
         assert!(!fresh);
         let (_, fresh) = {
             let rest = take(&mut arenas, 2);
             assert!(rest.iter().all(|&p| arena_base(p) == arena_base(first[0])));
-            arenas.take_pool().unwrap()
+            arenas.take_pool(true).unwrap()
         };
         assert!(
             fresh,

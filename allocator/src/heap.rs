@@ -219,8 +219,9 @@ impl Heap {
         }
     }
 
-    /// An empty pool made ready for `class`, from the cache or the arenas.
-    pub unsafe fn empty_pool(&mut self, class: usize) -> Option<*mut Pool> {
+    /// An empty pool made ready for `class`, from the cache or the arenas; a new arena is
+    /// mapped only when `grow`.
+    pub unsafe fn empty_pool(&mut self, class: usize, grow: bool) -> Option<*mut Pool> {
         let (pool, fresh) = if !self.empty.is_null() {
             let pool = self.empty;
             // SAFETY: cached pools are ours and unused.
@@ -228,7 +229,7 @@ impl Heap {
             self.empty_count -= 1;
             (pool, false)
         } else {
-            arena::take_pool()?
+            arena::take_pool(grow)?
         };
         // SAFETY: the pool is empty and now ours alone.
         unsafe { Pool::init(pool, class, self, fresh) };
