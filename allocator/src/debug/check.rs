@@ -1,9 +1,10 @@
 //! `check_heap()`: verify every debug block the inner allocators still hold.
 //!
 //! Live blocks must have intact guards; quarantined blocks must also still be all DEADBYTE.
-//! The registry is walked one shard at a time under that shard's lock (so no block is released
-//! while it is being read); the first bad block is remembered, the lock dropped, and then the
-//! report is written, because the report may call the tracer, which may allocate.
+//! The registry is walked under its release lock (so no block goes back to its allocator while
+//! it is being read; allocations and frees go on meanwhile, evictions wait); the first bad
+//! block is remembered, the lock dropped, and then the report is written, because the report
+//! may call the tracer, which may allocate.
 
 use super::layout::{status, Block, FREED};
 use super::live;
@@ -17,14 +18,16 @@ use core::sync::atomic::Ordering;
 /// With `TIDEMARK_CHECK_AT_EXIT=1` in the environment it also runs at exit.
 pub fn check_heap() -> usize {
     let mut checked = 0usize;
-    let bad = live::find_map(|h| {
-        checked += 1;
-        let b = Block {
-            p: super::layout::user_of(h),
-        };
-        // SAFETY: `h` is registered, so its whole inner allocation is still ours and readable;
-        // the shard lock keeps it from being released meanwhile.
-        unsafe { verify(b, status(h).load(Ordering::Acquire) == FREED).map(|d| (b, d)) }
+    let bad = live::RELEASE.with(|()| {
+        live::find_map(|h| {
+            checked += 1;
+            let b = Block {
+                p: super::layout::user_of(h),
+            };
+            // SAFETY: `h` is registered, so its whole inner allocation is still ours and
+            // readable; the release lock keeps it from being released meanwhile.
+            unsafe { verify(b, status(h).load(Ordering::Acquire) == FREED).map(|d| (b, d)) }
+        })
     });
     if let Some((b, defect)) = bad {
         // SAFETY: the block was registered a moment ago. Its owner could release it between

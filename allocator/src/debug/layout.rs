@@ -8,14 +8,14 @@
 //!  v
 //!  +-----------+-------------+-------------+---------------------+------------+-----------+
 //!  | alignment | header      | front guard | user bytes          | back guard | trailer   |
-//!  | padding   | 56 bytes    | 8 x 0xFD    | size bytes, at p    | 8 x 0xFD   | serial u64|
+//!  | padding   | 40 bytes    | 8 x 0xFD    | size bytes, at p    | 8 x 0xFD   | serial u64|
 //!  +-----------+-------------+-------------+---------------------+------------+-----------+
-//!  <------- front(A) = round_up(64, A) ---->^p                    ^tail = p + size
+//!  <------- front(A) = round_up(48, A) ---->^p                    ^tail = p + size
 //! ```
 //!
 //! Why this shape:
 //!
-//! - The header sits *right before* the front guard, whatever the alignment, so `p - 64` finds
+//! - The header sits *right before* the front guard, whatever the alignment, so `p - 48` finds
 //!   it from the user pointer alone (C `free(p)` knows nothing else). Large alignments are paid
 //!   for with padding at the front of the inner allocation, which the header records
 //!   implicitly: `front(A)` is a function of the recorded alignment, so the inner pointer and
@@ -28,9 +28,9 @@
 //!   "is this one of ours" test reads only `p-16 .. p-8`.
 //! - The trailer is after the back guard, unaligned (the user size is arbitrary), and read with
 //!   unaligned loads. It holds the serial number CPython also puts there: "made by call #N".
-//! - The header links the block into the live registry (`next`/`prev`) and, once freed, into
-//!   the quarantine (`qnext`): the debug layer needs no memory of its own, so it never
-//!   allocates.
+//! - The header remembers the block's registry slot (`slot`, see `live.rs`); the registry and
+//!   the quarantine ring live in mappings of their own, so the debug layer never allocates
+//!   through the global allocator.
 //!
 //! Marks: fresh user bytes are CLEANBYTE (0xCD) unless zeroed; freed user bytes are DEADBYTE
 //! (0xDD) for as long as the block waits in the quarantine; guards are FORBIDDENBYTE (0xFD).
@@ -91,11 +91,8 @@ impl Api {
 /// front guard (see the module docs).
 #[repr(C)]
 pub struct Header {
-    /// Live registry links (every block, live or quarantined, is registered).
-    pub next: *mut Header,
-    pub prev: *mut Header,
-    /// Quarantine FIFO link (only while FREED).
-    pub qnext: *mut Header,
+    /// The block's slot in the registry (every block, live or quarantined, is registered).
+    pub slot: usize,
     /// The size the program asked for.
     pub size: usize,
     /// Tracer stack ids (0 = none) of the allocation and of the free.
@@ -109,7 +106,7 @@ pub struct Header {
     pub _reserved: u8,
 }
 
-const _: () = assert!(core::mem::size_of::<Header>() == 56);
+const _: () = assert!(core::mem::size_of::<Header>() == 40);
 const _: () = assert!(HEAD & 15 == 0);
 
 /// The alignment of the inner allocation for a user alignment.
@@ -185,9 +182,7 @@ pub unsafe fn init_block(
         let p = base.add(front(align));
         let h = header_of(p);
         h.write(Header {
-            next: core::ptr::null_mut(),
-            prev: core::ptr::null_mut(),
-            qnext: core::ptr::null_mut(),
+            slot: 0,
             size,
             alloc_stack,
             free_stack: 0,
@@ -300,14 +295,62 @@ pub unsafe fn first_not(ptr: *const u8, len: usize, want: u8) -> Option<usize> {
 }
 
 /// Whether every byte of `[ptr, ptr+len)` is `want`. Eviction scans every freed block, so
-/// this is the hot loop of the debug layer: 32 bytes per step with unaligned u64 loads whose
-/// differences are OR-ed together and tested once per step (the compiler turns the step into
-/// two vector loads and one test), then the tail a word or a byte at a time.
+/// this is the hot loop of the debug layer: 64 bytes per step (four 16-byte SSE2 compares,
+/// ANDed, one mask test), then the tail 16 bytes at a time and one overlapping load for the
+/// rest. Other targets compare u64 words, four per step.
 ///
 /// # Safety
 /// The range must be readable.
 #[inline]
 pub unsafe fn all_equal(ptr: *const u8, len: usize, want: u8) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if len >= 16 {
+            // SAFETY: SSE2 is part of x86_64; every load is of 16 bytes inside the range.
+            return unsafe { all_equal_sse2(ptr, len, want) };
+        }
+    }
+    // SAFETY: as required by this function.
+    unsafe { all_equal_words(ptr, len, want) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn all_equal_sse2(ptr: *const u8, len: usize, want: u8) -> bool {
+    use core::arch::x86_64::*;
+    // SAFETY (all loads): `len >= 16`; every load reads 16 bytes inside `[ptr, ptr+len)`.
+    unsafe {
+        let w = _mm_set1_epi8(want as i8);
+        let load = |at: usize| _mm_loadu_si128(ptr.add(at) as *const __m128i);
+        let eq = |at: usize| _mm_cmpeq_epi8(load(at), w);
+        let mut i = 0;
+        while i + 64 <= len {
+            let all = _mm_and_si128(
+                _mm_and_si128(eq(i), eq(i + 16)),
+                _mm_and_si128(eq(i + 32), eq(i + 48)),
+            );
+            if _mm_movemask_epi8(all) != 0xFFFF {
+                return false;
+            }
+            i += 64;
+        }
+        while i + 16 <= len {
+            if _mm_movemask_epi8(eq(i)) != 0xFFFF {
+                return false;
+            }
+            i += 16;
+        }
+        // The last (overlapping) 16 bytes cover the remaining 0..15.
+        _mm_movemask_epi8(eq(len - 16)) == 0xFFFF
+    }
+}
+
+/// The portable version of [`all_equal`] (and its tail below 16 bytes on x86_64).
+///
+/// # Safety
+/// The range must be readable.
+#[inline]
+unsafe fn all_equal_words(ptr: *const u8, len: usize, want: u8) -> bool {
     const W: usize = core::mem::size_of::<u64>();
     let word = u64::from_ne_bytes([want; W]);
     let mut i = 0;
@@ -363,6 +406,7 @@ pub enum Probe {
 /// - otherwise the header is on the same page as `p`, which the caller claims is mapped.
 ///
 /// A pointer into a page that is not mapped at all still faults, as it would in glibc's free.
+#[inline]
 pub fn probe(p: *mut u8) -> Probe {
     let addr = p as usize;
     if addr & 15 != 0 {
@@ -375,14 +419,9 @@ pub fn probe(p: *mut u8) -> Probe {
             reason: "the pointer is too small to be a heap address",
         };
     }
-    let start = addr - HEAD;
     // Pages are at least 4 KiB, so only a pointer in the first HEAD bytes of a 4 KiB frame can
     // have its header on another page; only then is the page size asked for.
-    if addr & 4095 < HEAD
-        && start / page_size() != addr / page_size()
-        && !crate::is_ours(start as *const u8)
-        && !is_mapped(start, page_size())
-    {
+    if addr & 4095 < HEAD && !header_page_mapped(addr) {
         return Probe::Foreign {
             reason: "the bytes before the pointer are not mapped, so tidemark never handed it out",
         };
@@ -403,6 +442,16 @@ pub fn probe(p: *mut u8) -> Probe {
         };
     }
     Probe::Block(Block { p })
+}
+
+/// Whether the header of a pointer near the start of a 4 KiB frame is readable (it may be on
+/// the previous page).
+#[cold]
+fn header_page_mapped(addr: usize) -> bool {
+    let start = addr - HEAD;
+    start / page_size() == addr / page_size()
+        || crate::is_ours(start as *const u8)
+        || is_mapped(start, page_size())
 }
 
 fn page_size() -> usize {
@@ -436,7 +485,7 @@ mod tests {
             assert_eq!(f % inner_align(align), 0);
             align *= 2;
         }
-        assert_eq!(front(8), 64);
+        assert_eq!(front(8), 48);
         assert_eq!(front(4096), 4096);
     }
 
@@ -448,6 +497,19 @@ mod tests {
         assert_eq!(unsafe { first_not(buf.as_ptr(), 37, DEADBYTE) }, Some(35));
         buf[9] = 1;
         assert_eq!(unsafe { first_not(buf.as_ptr(), 37, DEADBYTE) }, Some(9));
+    }
+
+    #[test]
+    fn all_equal_words_sees_every_byte() {
+        for len in 0..100 {
+            let mut buf = vec![DEADBYTE; len];
+            assert!(unsafe { all_equal_words(buf.as_ptr(), len, DEADBYTE) });
+            for at in 0..len {
+                buf[at] = 0;
+                assert!(!unsafe { all_equal_words(buf.as_ptr(), len, DEADBYTE) });
+                buf[at] = DEADBYTE;
+            }
+        }
     }
 
     #[test]

@@ -14,14 +14,14 @@
 //!  inner allocation (aligned to max(align, 16))
 //!  +---------+--------+-------------+------------------+------------+---------+
 //!  | padding | header | front guard | user bytes       | back guard | trailer |
-//!  | (align) | 56 B   | 8 x 0xFD    | 0xCD when fresh, | 8 x 0xFD   | serial  |
+//!  | (align) | 40 B   | 8 x 0xFD    | 0xCD when fresh, | 8 x 0xFD   | serial  |
 //!  |         |        |             | 0xDD when freed  |            | (u64)   |
 //!  +---------+--------+-------------+------------------+------------+---------+
 //!                                   ^ p (the pointer the program gets)
 //! ```
 //!
-//! The header (requested size, alignment, API, status, tracer stack ids, registry and
-//! quarantine links) always sits right before the front guard, so `p - 64` finds it from the
+//! The header (requested size, alignment, API, status, tracer stack ids, registry slot)
+//! always sits right before the front guard, so `p - 48` finds it from the
 //! pointer alone; alignments above 16 are paid for with padding in front. See `layout.rs`
 //! for the reasons behind each field.
 //!
@@ -46,20 +46,43 @@
 //! - A double free of a block that already left the quarantine is not reliably caught: its
 //!   memory belongs to the inner allocator again, and may even hold a new debug block. A
 //!   bigger quarantine widens the window.
-//! - Invalid free reads the 64 bytes before a 16-aligned pointer (checking the previous page
+//! - Invalid free reads the 48 bytes before a 16-aligned pointer (checking the previous page
 //!   is mapped when the header would cross into it). A pointer into a page that is not mapped
 //!   at all faults, as it does in glibc.
 //! - Writes that skip over the guards (more than 8 bytes past the end) are caught only if they
 //!   land in the guard, or spoil a neighbour's header (then that block is reported as invalid).
 //! - Realloc always moves the block, so stale pointers to the old one are caught as
 //!   write-after-free rather than silently working.
-//! - `fork` while another thread holds a registry or quarantine lock (a few list operations
-//!   long) leaves that lock held in the child; `SpinLock` has no raw lock/unlock for
-//!   `pthread_atfork` handlers yet.
-//! - Cost: every allocation writes its user bytes (0xCD) and every free writes them again
-//!   (0xDD) and reads them back when the block leaves the quarantine, so a program whose
-//!   blocks are cold in cache pays several cache misses per free that the plain allocator
-//!   does not. Expect several times the plain allocator's time on allocation-bound churn.
+//! - `fork` while another thread holds the registry's release lock, the thread-state lock or a
+//!   quarantine lock (each held for a few ring or slot operations, or one eviction batch)
+//!   leaves that lock held in the child; no `pthread_atfork` handlers take them yet.
+//! - The quarantine also holds at most 2^20 blocks (`quarantine::MAX_BLOCKS`), which only
+//!   matters for bounds above 64 MiB of tiny blocks.
+//!
+//! # Speed
+//!
+//! What the checks need is paid; nothing else is shared:
+//!
+//! - no lock and no atomic read-modify-write on the allocation path, one uncontended lock per
+//!   free (the quarantine's ring) and one per eviction batch: serial numbers come from
+//!   per-thread ranges (`local.rs`), the registry is a table of slots that each thread writes
+//!   without locking (`live.rs`), and the quarantine is emptied ~64 KiB at a time
+//!   (`quarantine.rs`), so the release lock that `check_heap` synchronizes with is taken once
+//!   per batch;
+//! - the quarantine is a ring of (block, size) entries, so evicting reads no block to find the
+//!   next one, and the evicting thread prefetches the blocks it is about to verify;
+//! - fills are `memset`, the write-after-free check compares 64 bytes per step (SSE2);
+//! - the header is 40 bytes, so a block costs 64 bytes more than asked (48 in front, 16
+//!   behind).
+//!
+//! What remains is the work the checks are made of: every allocation writes its user bytes
+//! (0xCD), every free reads the header and guards and writes the user bytes again (0xDD), and
+//! every block is read back when it leaves the quarantine (4 MiB later, so from L3 or memory).
+//! A program that frees blocks it has not touched for a while (the benchmark's `churn`, which
+//! only ever writes one byte of each object) pays several cache misses per free that the plain
+//! allocator, which does not touch a freed block at all, does not: expect about 10× its time
+//! there, and 1.5–2× on ordinary allocation-heavy code (`strings`). `TIDEMARK_QUARANTINE=0`
+//! removes the read-back, not the fills.
 //!
 //! Tracebacks come from the tracer through [`crate::hooks`]; without it the report says
 //! tracing is off and how to turn it on (`TIDEMARK_TRACE=32`).
@@ -69,6 +92,7 @@ mod check;
 mod config;
 mod layout;
 mod live;
+mod local;
 mod quarantine;
 mod report;
 
@@ -81,15 +105,10 @@ use crate::hooks::traceback_hooks;
 use crate::sync::SpinLock;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicU64, Ordering};
-use layout::{
-    header_of, init_block, inner_layout, probe, status, user_of, Block, Header, Probe, FREED,
-};
-use quarantine::Quarantine;
+use core::sync::atomic::Ordering;
+use layout::{header_of, init_block, inner_layout, probe, status, user_of, Block, Probe, FREED};
+use quarantine::{Batch, Entry, Quarantine};
 use report::{fatal, Defect, Op};
-
-/// Counts allocations through every debug allocator: "made by call #N".
-static SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// Read the limit from `TIDEMARK_QUARANTINE` at first use.
 const LIMIT_FROM_ENV: usize = usize::MAX;
@@ -138,10 +157,14 @@ impl<A: GlobalAlloc> Debug<A> {
     /// Verifies every quarantined block and returns it to the inner allocator (reporting a
     /// write after free, as an eviction would).
     pub fn flush_quarantine(&self) {
-        let chain = self.quarantine.with(|q| q.take_all());
-        for h in chain {
-            // SAFETY: popped headers are freed debug blocks this allocator made.
-            unsafe { self.evict(h) };
+        loop {
+            let mut batch = Batch::new();
+            self.quarantine.with(|q| q.take(&mut batch));
+            if batch.len == 0 {
+                return;
+            }
+            // SAFETY: popped entries are freed debug blocks this allocator made.
+            unsafe { self.evict(batch.as_slice()) };
         }
     }
 
@@ -182,13 +205,24 @@ impl<A: GlobalAlloc> Debug<A> {
         if base.is_null() {
             return null_mut();
         }
-        let serial = SERIAL.fetch_add(1, Ordering::Relaxed) + 1;
         let stack = traceback_hooks().map_or(0, |hooks| (hooks.capture)());
+        // The thread state is taken after every call out (the inner allocator, the tracer's
+        // capture) that might come back into the debug layer, and only plain code runs while
+        // it is held.
+        let Some(local) = local::local() else {
+            // SAFETY: `base` came from the inner allocator with `layout` just above.
+            unsafe { self.inner.dealloc(base, layout) };
+            return null_mut();
+        };
+        let serial = local.serial();
         // SAFETY: `base` is a fresh inner allocation of `inner_layout(size, align)`; the new
         // header is valid and not yet registered.
         unsafe {
             let p = init_block(base, size, align, api, clean_from, serial, stack);
-            live::insert(header_of(p));
+            if !live::insert(local, header_of(p)) {
+                self.inner.dealloc(base, layout);
+                return null_mut();
+            }
             p
         }
     }
@@ -253,46 +287,104 @@ impl<A: GlobalAlloc> Debug<A> {
             // Release: `check_heap` reads FREED and then expects the DEADBYTE fill.
             status(h).store(FREED, Ordering::Release);
             let limit = self.limit();
+            let one = [Entry { h, bytes }];
             if bytes > limit {
                 // Quarantine off, or a block bigger than the whole quarantine.
-                live::remove(h);
-                self.inner.dealloc(b.base(), b.inner_layout());
+                self.release_blocks(&one);
                 return;
             }
-            let chain = self
-                .quarantine
-                .with(|q| q.push(h, bytes, limit, inner_size));
-            for old in chain {
-                self.evict(old);
+            let mut batch = Batch::new();
+            let queued = self.quarantine.with(|q| {
+                let queued = q.push(h, bytes, limit, &mut batch);
+                q.evict_over(limit, &mut batch);
+                queued
+            });
+            if !queued {
+                // No memory for the quarantine's ring.
+                self.release_blocks(&one);
+            }
+            while batch.len > 0 {
+                self.evict(batch.as_slice());
+                if !batch.is_full() {
+                    break;
+                }
+                batch = Batch::new();
+                self.quarantine.with(|q| q.evict_over(limit, &mut batch));
             }
         }
     }
 
-    /// Verifies a block leaving the quarantine and returns it to the inner allocator.
+    /// Verifies blocks leaving the quarantine and returns them to the inner allocator.
     ///
     /// # Safety
-    /// `h` is a freed block of this allocator, no longer in the quarantine.
-    unsafe fn evict(&self, h: *mut Header) {
-        let b = Block { p: user_of(h) };
-        // SAFETY: the block is registered and owned by this call until it is deallocated.
-        unsafe {
-            if let Some(defect) = check::verify(b, true) {
-                fatal(Op::Quarantine, b.p, defect);
+    /// `batch` holds freed blocks of this allocator, no longer in the quarantine.
+    unsafe fn evict(&self, batch: &[Entry]) {
+        for (i, e) in batch.iter().enumerate() {
+            // The leaving blocks were freed long ago and are cold in cache: start loading the
+            // one after next while this one is read.
+            if let Some(ahead) = batch.get(i + 2) {
+                prefetch(ahead.h as *const u8, ahead.bytes);
             }
-            live::remove(h);
-            self.inner.dealloc(b.base(), b.inner_layout());
+            let b = Block { p: user_of(e.h) };
+            // SAFETY: the block is registered and owned by this call until it is deallocated.
+            if let Some(defect) = unsafe { check::verify(b, true) } {
+                // SAFETY: the block is still ours and readable.
+                unsafe { fatal(Op::Quarantine, b.p, defect) };
+            }
+        }
+        // SAFETY: as required by this function.
+        unsafe { self.release_blocks(batch) };
+    }
+
+    /// Unregisters freed blocks (under the registry's release lock, once for the whole batch)
+    /// and returns them to the inner allocator. Once a block's slot is cleared `check_heap`
+    /// can no longer find it, so the inner allocator is called after the lock is dropped (it
+    /// may even be another debug layer, which takes the same lock).
+    ///
+    /// # Safety
+    /// `batch` holds freed, registered blocks of this allocator that nothing else refers to.
+    unsafe fn release_blocks(&self, batch: &[Entry]) {
+        live::RELEASE.with(|()| {
+            let mut local = local::local();
+            for e in batch {
+                // SAFETY: `e.h` is registered and ours.
+                unsafe {
+                    match local.as_deref_mut() {
+                        Some(l) => live::remove(l, e.h),
+                        None => live::remove_leaking_slot(e.h),
+                    }
+                }
+            }
+        });
+        for e in batch {
+            let b = Block { p: user_of(e.h) };
+            // SAFETY: unregistered above and still ours; the header gives back the inner
+            // pointer and layout the block was allocated with.
+            unsafe { self.inner.dealloc(b.base(), b.inner_layout()) };
         }
     }
 }
 
-/// The inner allocation size a queued header accounts for.
-fn inner_size(h: *mut Header) -> usize {
-    // SAFETY: only called on headers in the quarantine, which are valid.
-    unsafe { Block { p: user_of(h) }.inner_layout().size() }
+/// Asks the CPU to start loading up to 1 KiB from `from` (the header onwards; the bytes are
+/// the inner allocation's size, an upper bound of what `verify` reads after `from`).
+#[inline]
+fn prefetch(from: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let mut off = 0;
+        while off < bytes.min(1024) {
+            // SAFETY: prefetching is only a hint; it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(from.wrapping_add(off) as *const i8) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (from, bytes);
 }
 
 /// True when `p` starts a block made by a debug allocator (live or quarantined). Reads at most
-/// the 64 bytes before a 16-aligned `p`, following the rules of invalid-free detection, so a
+/// the 48 bytes before a 16-aligned `p`, following the rules of invalid-free detection, so a
 /// foreign `p` must point into mapped memory. The preload uses it to route `free` of pointers
 /// that the debug layer never made.
 pub fn is_debug_block(p: *const u8) -> bool {

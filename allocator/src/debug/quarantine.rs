@@ -2,53 +2,107 @@
 //! gets them back, so that a write through a dangling pointer lands in memory nobody else
 //! owns and is seen when the block leaves (or by `check_heap`).
 //!
-//! It is a FIFO bounded by bytes (the inner allocations' sizes), linked through the `qnext`
-//! field of each block's header, so it never allocates. The lock is held only for the list
-//! operations: the blocks to release are unlinked as one chain, and verified and returned to
-//! the inner allocator after the lock is dropped.
+//! It is a FIFO bounded by bytes (the inner allocations' sizes): a ring of (header, bytes)
+//! entries in a mapping of its own, made at the first push, so it never allocates through the
+//! global allocator. A ring rather than a list linked through the headers: the blocks leaving
+//! are old and cold in cache, and a list would have to read each one's header (one dependent
+//! cache miss after another, under the lock) just to find the next and its size. With the
+//! ring, popping reads only the ring, and the evicting thread knows every leaving block up
+//! front, so it can prefetch the next ones while it verifies one.
+//!
+//! Once over its bound, the quarantine is emptied down to [`low_water`] in one go, so the
+//! evicting thread takes the registry's release lock once per batch rather than once per
+//! free. The lock is held only for the ring operations: the leaving blocks are copied out in
+//! a [`Batch`], then verified and returned to the inner allocator after the lock is dropped.
 
 use super::layout::Header;
+use core::mem::MaybeUninit;
 use core::ptr::null_mut;
 
 /// Default bound: 4 MiB of freed blocks.
 pub const DEFAULT_LIMIT: usize = 4 << 20;
 
-/// The FIFO itself (callers wrap it in a `SpinLock`).
-pub struct Quarantine {
-    head: *mut Header,
-    tail: *mut Header,
-    bytes: usize,
-    len: usize,
+/// The most blocks a quarantine holds, whatever its bound in bytes.
+pub const MAX_BLOCKS: usize = 1 << 20;
+
+/// The smallest inner block (no user bytes): the ring never needs more entries than
+/// `limit / MIN_BLOCK`, so at the default bound it has 65,536 entries (1 MiB of ring) and the
+/// bound in bytes is reached first.
+const MIN_BLOCK: usize = super::layout::HEAD + super::layout::GUARD + super::layout::TRAILER;
+
+/// Blocks popped at most per lock hold.
+pub const BATCH: usize = 256;
+
+/// How far below its bound the quarantine is emptied once it goes over: a sixteenth of the
+/// bound, at most 64 KiB (about 200 blocks at the default bound). The bound itself is never
+/// exceeded.
+pub fn low_water(limit: usize) -> usize {
+    limit - (limit / 16).min(64 << 10)
 }
 
-// SAFETY: the headers in the list belong to the quarantine until popped; the owner guards the
-// struct with a lock.
-unsafe impl Send for Quarantine {}
+/// One queued block.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub h: *mut Header,
+    /// The inner allocation's size, as accounted.
+    pub bytes: usize,
+}
 
-/// A chain of headers popped from the quarantine, oldest first, linked through `qnext`.
-pub struct Chain(pub *mut Header);
+/// Blocks popped from the quarantine, oldest first. Lives on the stack of every free, so
+/// its entries are left uninitialized until popped into.
+pub struct Batch {
+    entries: [MaybeUninit<Entry>; BATCH],
+    pub len: usize,
+}
 
-impl Iterator for Chain {
-    type Item = *mut Header;
-    fn next(&mut self) -> Option<*mut Header> {
-        let h = self.0;
-        if h.is_null() {
-            return None;
+impl Batch {
+    pub const fn new() -> Self {
+        Batch {
+            entries: [const { MaybeUninit::uninit() }; BATCH],
+            len: 0,
         }
-        // SAFETY: every header in the chain was pushed as a valid freed block and is owned by
-        // the chain now; reading `qnext` before handing `h` out keeps it valid after release.
-        self.0 = unsafe { (*h).qnext };
-        Some(h)
+    }
+
+    pub fn as_slice(&self) -> &[Entry] {
+        // SAFETY: the first `len` entries were written by `pop_into`; MaybeUninit<Entry> has
+        // the layout of Entry.
+        unsafe { core::slice::from_raw_parts(self.entries.as_ptr() as *const Entry, self.len) }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == BATCH
     }
 }
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The FIFO itself (callers wrap it in a `SpinLock`).
+pub struct Quarantine {
+    ring: *mut Entry,
+    /// Ring capacity - 1 (a power of two minus one).
+    mask: usize,
+    /// Monotonic positions: `head` is the oldest entry, `tail` the next free one.
+    head: usize,
+    tail: usize,
+    bytes: usize,
+}
+
+// SAFETY: the ring and the headers in it belong to the quarantine until popped; the owner
+// guards the struct with a lock.
+unsafe impl Send for Quarantine {}
 
 impl Quarantine {
     pub const fn new() -> Self {
         Quarantine {
-            head: null_mut(),
-            tail: null_mut(),
+            ring: null_mut(),
+            mask: 0,
+            head: 0,
+            tail: 0,
             bytes: 0,
-            len: 0,
         }
     }
 
@@ -59,65 +113,86 @@ impl Quarantine {
 
     /// Blocks held.
     pub fn len(&self) -> usize {
-        self.len
+        self.tail - self.head
     }
 
-    /// Appends `h` (accounted as `bytes`), then unlinks the oldest blocks until at most
-    /// `limit` bytes remain; returns them.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn at(&self, pos: usize) -> *mut Entry {
+        // SAFETY: the ring holds `mask + 1` entries.
+        unsafe { self.ring.add(pos & self.mask) }
+    }
+
+    /// Appends `h` (accounted as `bytes`); false when there is no memory for the ring (the
+    /// caller then releases the block at once, as with the quarantine off). A full ring first
+    /// gives up its oldest entry into `out`. `limit` (the bound in bytes) sizes the ring at the
+    /// first push.
     ///
     /// # Safety
-    /// `h` is a valid freed header not in any quarantine; `bytes_of` gives the size each block
-    /// was pushed with.
+    /// `h` is a valid freed header not in any quarantine; `out` is empty.
+    #[inline]
     pub unsafe fn push(
         &mut self,
         h: *mut Header,
         bytes: usize,
         limit: usize,
-        bytes_of: impl Fn(*mut Header) -> usize,
-    ) -> Chain {
-        // SAFETY: `h` is valid and exclusively ours; `tail` (if any) is a queued header.
-        unsafe {
-            (*h).qnext = null_mut();
-            if self.tail.is_null() {
-                self.head = h;
-            } else {
-                (*self.tail).qnext = h;
-            }
+        out: &mut Batch,
+    ) -> bool {
+        if self.ring.is_null() && !self.map_ring(limit) {
+            return false;
         }
-        self.tail = h;
+        if self.len() > self.mask {
+            self.pop_into(out);
+        }
+        // SAFETY: `tail` is a free position of the ring.
+        unsafe { self.at(self.tail).write(Entry { h, bytes }) };
+        self.tail += 1;
         self.bytes += bytes;
-        self.len += 1;
-        self.pop_over(limit, bytes_of)
+        true
     }
 
-    /// Unlinks the oldest blocks until at most `limit` bytes remain.
-    pub fn pop_over(&mut self, limit: usize, bytes_of: impl Fn(*mut Header) -> usize) -> Chain {
-        let first = self.head;
-        let mut last: *mut Header = null_mut();
-        while self.bytes > limit && !self.head.is_null() {
-            let h = self.head;
-            self.bytes -= bytes_of(h);
-            self.len -= 1;
-            last = h;
-            // SAFETY: `h` is a queued header.
-            self.head = unsafe { (*h).qnext };
-        }
-        if last.is_null() {
-            return Chain(null_mut());
-        }
-        // SAFETY: `last` is the final popped header; cutting its link ends the chain.
-        unsafe { (*last).qnext = null_mut() };
-        if self.head.is_null() {
-            self.tail = null_mut();
-        }
-        Chain(first)
+    #[cold]
+    fn map_ring(&mut self, limit: usize) -> bool {
+        let entries = (limit / MIN_BLOCK)
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_BLOCKS)
+            .clamp(64, MAX_BLOCKS);
+        self.ring = crate::os::map(entries * core::mem::size_of::<Entry>()) as *mut Entry;
+        self.mask = entries - 1;
+        !self.ring.is_null()
     }
 
-    /// Unlinks everything.
-    pub fn take_all(&mut self) -> Chain {
-        let first = self.head;
-        *self = Quarantine::new();
-        Chain(first)
+    #[inline]
+    fn pop_into(&mut self, out: &mut Batch) {
+        // SAFETY: the queue is not empty (callers check), so `head` holds an entry.
+        let e = unsafe { self.at(self.head).read() };
+        self.head += 1;
+        self.bytes -= e.bytes;
+        out.entries[out.len].write(e);
+        out.len += 1;
+    }
+
+    /// If over `limit` bytes, moves the oldest blocks into `out` until at most
+    /// `low_water(limit)` bytes remain or `out` is full (call again while it comes back full).
+    #[inline]
+    pub fn evict_over(&mut self, limit: usize, out: &mut Batch) {
+        if self.bytes <= limit {
+            return;
+        }
+        let low = low_water(limit);
+        while self.bytes > low && !self.is_empty() && !out.is_full() {
+            self.pop_into(out);
+        }
+    }
+
+    /// Moves up to a batch of the oldest blocks into `out`, whatever the bound.
+    pub fn take(&mut self, out: &mut Batch) {
+        while !self.is_empty() && !out.is_full() {
+            self.pop_into(out);
+        }
     }
 }
 
@@ -131,55 +206,77 @@ impl Default for Quarantine {
 mod tests {
     use super::*;
 
-    fn headers(n: usize) -> Vec<Header> {
-        (0..n)
-            .map(|i| Header {
-                next: null_mut(),
-                prev: null_mut(),
-                qnext: null_mut(),
-                size: (i + 1) * 100,
-                alloc_stack: 0,
-                free_stack: 0,
-                magic: 0,
-                api: 0,
-                status: 0,
-                align_log2: 0,
-                _reserved: 0,
-            })
-            .collect()
+    fn fake(i: usize) -> *mut Header {
+        ((i + 1) * 64) as *mut Header
     }
 
     #[test]
     fn evicts_oldest_first_and_respects_the_bound() {
-        let mut hs = headers(6);
-        let ptrs: Vec<*mut Header> = hs.iter_mut().map(|h| h as *mut Header).collect();
-        let size = |h: *mut Header| unsafe { (*h).size };
         let mut q = Quarantine::new();
         let mut evicted = Vec::new();
-        for &h in &ptrs {
-            // sizes 100, 200, ..., 600; limit 1000
-            evicted.extend(unsafe { q.push(h, size(h), 1000, size) }.map(size));
+        for i in 0..6 {
+            // sizes 100, 200, ..., 600; limit 1000 (low water 938)
+            let mut out = Batch::new();
+            assert!(unsafe { q.push(fake(i), (i + 1) * 100, 1000, &mut out) });
+            q.evict_over(1000, &mut out);
+            evicted.extend(out.as_slice().iter().map(|e| e.bytes));
             assert!(q.bytes() <= 1000);
         }
-        // after 100..=400 (1000 bytes), pushing 500 evicts 100, 200, 300 (sum 1500 -> 900);
+        // after 100..=400 (1000 bytes), pushing 500 evicts 100, 200, 300 (1500 -> 900);
         // pushing 600 evicts 400 and 500 (1500 -> 600).
         assert_eq!(evicted, vec![100, 200, 300, 400, 500]);
         assert_eq!(q.len(), 1);
         assert_eq!(q.bytes(), 600);
-        let rest: Vec<usize> = q.take_all().map(size).collect();
-        assert_eq!(rest, vec![600]);
-        assert_eq!(q.len(), 0);
+        let mut out = Batch::new();
+        q.take(&mut out);
+        assert_eq!(out.len, 1);
+        assert_eq!(out.as_slice()[0].h, fake(5));
+        assert_eq!((q.len(), q.bytes()), (0, 0));
     }
 
     #[test]
     fn zero_limit_releases_at_once() {
-        let mut hs = headers(2);
-        let size = |h: *mut Header| unsafe { (*h).size };
         let mut q = Quarantine::new();
-        let h0 = &mut hs[0] as *mut Header;
-        let out: Vec<*mut Header> = unsafe { q.push(h0, 100, 0, size) }.collect();
-        assert_eq!(out, vec![h0]);
-        assert_eq!(q.len(), 0);
-        assert_eq!(q.bytes(), 0);
+        let mut out = Batch::new();
+        assert!(unsafe { q.push(fake(0), 100, 0, &mut out) });
+        q.evict_over(0, &mut out);
+        assert_eq!(out.len, 1);
+        assert_eq!((q.len(), q.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_big_bound_is_emptied_in_batches() {
+        let mut q = Quarantine::new();
+        let limit = 4 << 20;
+        // 4 MiB of 1 KiB blocks fit; the next one evicts 64 KiB + 1 KiB at once.
+        for i in 0..4096 {
+            let mut out = Batch::new();
+            assert!(unsafe { q.push(fake(i), 1024, limit, &mut out) });
+            q.evict_over(limit, &mut out);
+            assert_eq!(out.len, 0);
+        }
+        let mut out = Batch::new();
+        assert!(unsafe { q.push(fake(4096), 1024, limit, &mut out) });
+        q.evict_over(limit, &mut out);
+        assert_eq!(out.len, 65);
+        assert_eq!(out.as_slice()[0].h, fake(0));
+        assert_eq!(q.bytes(), low_water(limit));
+    }
+
+    #[test]
+    fn a_full_ring_gives_up_its_oldest() {
+        let mut q = Quarantine::new();
+        let mut out = Batch::new();
+        // A 64 KiB bound makes a ring of 64 KiB / 64 B = 1024 entries; blocks accounted as one
+        // byte each never reach the bound in bytes.
+        let limit = 64 << 10;
+        for i in 0..1024 {
+            assert!(unsafe { q.push(fake(i), 1, limit, &mut out) });
+        }
+        assert_eq!(out.len, 0);
+        assert!(unsafe { q.push(fake(1024), 1, limit, &mut out) });
+        assert_eq!(out.len, 1);
+        assert_eq!(out.as_slice()[0].h, fake(0));
+        assert_eq!(q.len(), 1024);
     }
 }

@@ -267,13 +267,16 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
         }
     }
 
+    // Both ids are read before the first traceback: symbolizing allocates, which may recycle
+    // a quarantined block and overwrite its header.
+    let (alloc_stack, free_stack) = (h.alloc_stack, h.free_stack);
     let _ = writeln!(out);
     let _ = writeln!(out, "Memory block allocated at (most recent call first):");
-    traceback(out, h.alloc_stack, "allocated");
+    traceback(out, alloc_stack, "allocated");
     if freed {
         let _ = writeln!(out);
         let _ = writeln!(out, "Memory block freed at (most recent call first):");
-        traceback(out, h.free_stack, "freed");
+        traceback(out, free_stack, "freed");
     }
     if !matches!(op, Op::Quarantine | Op::CheckHeap) {
         current_stack(out, op, false);
