@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 /// The first word of a result line.
 pub const RESULT_TAG: &str = "tidemark-bench-result";
 
-/// Defines `#[global_allocator]` and a `main` that runs one workload.
+/// Defines `#[global_allocator]` and a `main` that runs one workload. With `before = expr`,
+/// `main` evaluates `expr` first and keeps its value alive through the workload (a profiler's
+/// guard, or starting the tracer); `exit` then skips its destructor on purpose, so that a
+/// profiler's end-of-run report is neither timed nor counted in peak RSS.
 ///
 /// ```no_run
 /// tidemark_bench::allocator_main!("system", std::alloc::System = std::alloc::System);
@@ -27,6 +30,15 @@ macro_rules! allocator_main {
         static GLOBAL: $ty = $init;
 
         fn main() {
+            std::process::exit($crate::child::main($name));
+        }
+    };
+    ($name:literal, $ty:ty = $init:expr, before = $before:expr) => {
+        #[global_allocator]
+        static GLOBAL: $ty = $init;
+
+        fn main() {
+            let _before = $before;
             std::process::exit($crate::child::main($name));
         }
     };

@@ -13,8 +13,10 @@
 //!     │     spawn  target/<profile>/bench-<allocator> <workload> --scale F
 //!     │     read   "tidemark-bench-result ... time_ns=… checksum=…"   (workload wall time)
 //!     │     wait4  → ru_maxrss of that one process                      (peak RSS)
-//!     └─ medians over rounds; ratios vs glibc (`system`) and vs the best peer
-//!  bench-tidemark / bench-system / bench-mimalloc / bench-jemalloc (src/bin/)
+//!     └─ medians over rounds; ratios vs glibc (`system`), vs the best peer, and for the debug
+//!        rows vs the plain allocator they wrap (`time/plain`)
+//!  bench-tidemark / bench-pymalloc_debug / bench-system / bench-malloc_debug /
+//!  bench-mimalloc / bench-jemalloc (src/bin/)
 //!        each one line: `allocator_main!(name, Type = init)` = #[global_allocator] + child::main
 //! ```
 //!
@@ -30,12 +32,25 @@
 //! The peers (mimalloc, jemalloc) compile C code and sit behind the `peers` feature, so
 //! `cargo test --workspace` and `cargo clippy --workspace` never build them.
 //!
+//! The profiler rows run when named in `--allocators`: `traced_off` and `traced_32` are
+//! `Traced<Pymalloc>` with tracing never started and started with 32 frames before the workload
+//! (their `time/plain` divides by `tidemark`), and `dhat` is dhat-rs's `Alloc` with a heap
+//! profiler running (behind the `dhat` feature, like the peers):
+//!
+//! ```text
+//! cargo run --release -p tidemark-bench --features peers,dhat -- --workloads churn,strings \
+//!     --allocators tidemark,traced_off,traced_32,dhat,system
+//! ```
+//!
 //! # Adding an allocator variant
 //!
 //! 1. `src/bin/bench-<name>.rs`: `tidemark_bench::allocator_main!("<name>", Type = init);`
+//!    (`..., before = expr` runs `expr` first and keeps it alive through the workload: a
+//!    profiler's guard, `tidemark_tracer::start(32)`);
 //! 2. `[[bin]] name = "bench-<name>"` in `bench/Cargo.toml` (`required-features` if it
 //!    needs an optional dependency);
-//! 3. a row in [`variants::VARIANTS`] (role `Subject` unless it is a divisor).
+//! 3. a row in [`variants::VARIANTS`] (role `Subject` unless it is a divisor; `plain` names
+//!    the variant it wraps, if any, for the `time/plain` column).
 
 pub mod child;
 pub mod driver;

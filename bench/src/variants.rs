@@ -15,7 +15,8 @@ pub enum Role {
     Baseline,
     /// A peer allocator; the best (lowest median time) peer is the `/best-peer` divisor.
     Peer,
-    /// Measured and compared, not a divisor (tidemark and its variants).
+    /// Measured and compared, not a divisor (tidemark and its variants, including the debug
+    /// hooks `pymalloc_debug` = `Debug<Pymalloc>` and `malloc_debug` = `Debug<System>`).
     Subject,
 }
 
@@ -30,6 +31,9 @@ pub struct Variant {
     pub feature: Option<&'static str>,
     /// Run when `--allocators` is not given.
     pub default: bool,
+    /// The variant this one wraps (a debug variant names its plain allocator): the divisor of
+    /// the `time/plain` column, so the table shows what the wrapper costs.
+    pub plain: Option<&'static str>,
 }
 
 /// All variants, in table order.
@@ -40,6 +44,15 @@ pub const VARIANTS: &[Variant] = &[
         role: Role::Subject,
         feature: None,
         default: true,
+        plain: None,
+    },
+    Variant {
+        name: "pymalloc_debug",
+        binary: "bench-pymalloc_debug",
+        role: Role::Subject,
+        feature: None,
+        default: true,
+        plain: Some("tidemark"),
     },
     Variant {
         name: "system",
@@ -47,6 +60,15 @@ pub const VARIANTS: &[Variant] = &[
         role: Role::Baseline,
         feature: None,
         default: true,
+        plain: None,
+    },
+    Variant {
+        name: "malloc_debug",
+        binary: "bench-malloc_debug",
+        role: Role::Subject,
+        feature: None,
+        default: true,
+        plain: Some("system"),
     },
     Variant {
         name: "mimalloc",
@@ -54,6 +76,7 @@ pub const VARIANTS: &[Variant] = &[
         role: Role::Peer,
         feature: Some("peers"),
         default: true,
+        plain: None,
     },
     Variant {
         name: "jemalloc",
@@ -61,6 +84,33 @@ pub const VARIANTS: &[Variant] = &[
         role: Role::Peer,
         feature: Some("peers"),
         default: true,
+        plain: None,
+    },
+    // The profilers (run when named in --allocators): what tracing costs over the allocator it
+    // wraps (`time/plain`).
+    Variant {
+        name: "traced_off",
+        binary: "bench-traced_off",
+        role: Role::Subject,
+        feature: None,
+        default: false,
+        plain: Some("tidemark"),
+    },
+    Variant {
+        name: "traced_32",
+        binary: "bench-traced_32",
+        role: Role::Subject,
+        feature: None,
+        default: false,
+        plain: Some("tidemark"),
+    },
+    Variant {
+        name: "dhat",
+        binary: "bench-dhat",
+        role: Role::Subject,
+        feature: Some("dhat"),
+        default: false,
+        plain: Some("system"),
     },
 ];
 

@@ -1,1 +1,478 @@
-fn main() {}
+//! `tidemark`: render reports from capture files, and run the bundled demo.
+//!
+//! ```text
+//! tidemark demo                          record a sample workload, write its flamegraph
+//! tidemark flamegraph CAPTURE [-o HTML]  memory at the high-water mark (--leaks, --temporal)
+//! tidemark stats CAPTURE [--json]        totals, peak, leaks, histogram, top sites
+//! tidemark summary CAPTURE               per function own/total at the peak
+//! tidemark tree CAPTURE                  biggest allocation paths at the peak
+//! tidemark diff OLD NEW [-o HTML]        what grew and shrank (captures or snapshot JSON)
+//! tidemark export CAPTURE --format folded|dhat [-o FILE]
+//! ```
+//!
+//! Every failure prints one line (`tidemark: error: ...`) and exits with status 2.
+
+mod demo;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use tidemark_tracer::report::{self, Analysis, AnalyzeOptions, Moment, Symbols};
+
+#[global_allocator]
+static GLOBAL: tidemark_tracer::Traced<tidemark_alloc::Pymalloc> =
+    tidemark_tracer::Traced::new(tidemark_alloc::Pymalloc::new());
+
+#[derive(Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Memory profiler reports for tidemark captures"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTML flamegraph of the memory live at the high-water mark (or at exit, or in a window).
+    Flamegraph(FlamegraphArgs),
+    /// Totals, peak, leaks, size histogram, API mix, temporary allocations, top sites.
+    Stats(StatsArgs),
+    /// Per function: own and total bytes and blocks at the peak.
+    Summary(SummaryArgs),
+    /// The biggest allocation paths at the peak, as a tree.
+    Tree(TreeArgs),
+    /// What grew and shrank between two captures or two snapshot JSON files.
+    Diff(DiffArgs),
+    /// Folded stacks or DHAT JSON (for dh_view.html).
+    Export(ExportArgs),
+    /// Record a bundled sample workload and render its flamegraph and stats.
+    Demo(DemoArgs),
+    /// Profile a program (not available yet).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// The capture file.
+    capture: PathBuf,
+    /// Memory live at exit (the leaks) instead of at the high-water mark.
+    #[arg(long)]
+    leaks: bool,
+    /// The high-water mark inside a time window, e.g. `1.5s..3s`, `200ms..`, `..2s`.
+    #[arg(long, value_name = "FROM..TO", conflicts_with = "leaks")]
+    temporal: Option<String>,
+    /// Keep Rust runtime and tidemark frames at the top of stacks.
+    #[arg(long)]
+    keep_runtime_frames: bool,
+}
+
+#[derive(Args)]
+struct FlamegraphArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Output HTML file (default: next to the capture).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Allocation sites at the root.
+    #[arg(long)]
+    inverted: bool,
+    /// One flamegraph per thread.
+    #[arg(long)]
+    threads: bool,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Rows in the top-N lists.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+}
+
+#[derive(Args)]
+struct SummaryArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 30)]
+    rows: usize,
+}
+
+#[derive(Args)]
+struct TreeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Children shown per node.
+    #[arg(long, default_value_t = 10)]
+    max_children: usize,
+    /// Hide branches smaller than this percentage of the total.
+    #[arg(long, default_value_t = 0.5)]
+    min_percent: f64,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The old capture (or snapshot JSON).
+    old: PathBuf,
+    /// The new capture (or snapshot JSON).
+    new: PathBuf,
+    /// Also write the HTML report (differential flamegraph + table) here.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Compare memory live at exit instead of at the high-water marks.
+    #[arg(long)]
+    leaks: bool,
+    #[arg(long, default_value_t = 20)]
+    rows: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Folded,
+    Dhat,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// Output file (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Folded: allocation sites first.
+    #[arg(long)]
+    inverted: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Directory for the capture and the report.
+    #[arg(short, long, default_value = ".")]
+    output_dir: PathBuf,
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() {
+    // One line, exit status 2, never a backtrace: even for a bug of ours.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("tidemark: internal error: {msg}{at}");
+        std::process::exit(2);
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                std::process::exit(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("tidemark: error: {first} (see tidemark --help)");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(cli.command) {
+        eprintln!("tidemark: error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Flamegraph(a) => flamegraph(a),
+        Command::Stats(a) => {
+            let (analysis, mut syms) = load(&a.common)?;
+            let opts = report::stats::Options { top: a.top };
+            if a.json {
+                let v = report::stats::render_json(&analysis, &mut syms, &opts);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?))
+            } else {
+                print_out(&report::stats::render_text(&analysis, &mut syms, &opts))
+            }
+        }
+        Command::Summary(a) => {
+            let (analysis, mut syms) = load(&a.common)?;
+            let opts = report::summary::Options { moment: moment(&a.common), max_rows: a.rows };
+            print_out(&report::summary::render_text(&analysis, &mut syms, &opts))
+        }
+        Command::Tree(a) => {
+            let (analysis, mut syms) = load(&a.common)?;
+            let opts = report::tree::Options {
+                moment: moment(&a.common),
+                max_children: a.max_children,
+                min_fraction: a.min_percent / 100.0,
+                ..Default::default()
+            };
+            print_out(&report::tree::render_text(&analysis, &mut syms, &opts))
+        }
+        Command::Diff(a) => diff(a),
+        Command::Export(a) => {
+            let (analysis, mut syms) = load(&a.common)?;
+            let text = match a.format {
+                ExportFormat::Folded => report::export::folded(
+                    &analysis,
+                    &mut syms,
+                    &report::export::Options { moment: moment(&a.common), inverted: a.inverted },
+                ),
+                ExportFormat::Dhat => {
+                    let v = report::export::dhat(&analysis, &mut syms);
+                    serde_json::to_string(&v).map_err(|e| e.to_string())? + "\n"
+                }
+            };
+            match a.output {
+                Some(p) => write_file(&p, text.as_bytes()),
+                None => print_out(&text),
+            }
+        }
+        Command::Demo(a) => demo::run(&a.output_dir),
+        Command::Run { .. } => Err(
+            "`tidemark run` is not available yet (it lands with the preload library); record in process with \
+             tidemark_tracer::capture::record or TIDEMARK_RECORD=FILE under a Traced global allocator"
+                .into(),
+        ),
+    }
+}
+
+fn moment(c: &Common) -> Moment {
+    if c.leaks {
+        Moment::End
+    } else {
+        Moment::Peak
+    }
+}
+
+/// `1.5s`, `200ms`, `3` (seconds), `500us`, `10ns` → nanoseconds.
+fn parse_time(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix("ns") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else {
+        (t, 1e9)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * scale) as u64),
+        _ => Err(format!(
+            "--temporal: cannot read the time {text:?} (examples: 1.5s, 200ms)"
+        )),
+    }
+}
+
+fn parse_window(text: &str) -> Result<(u64, u64)> {
+    let (from, to) = text
+        .split_once("..")
+        .ok_or_else(|| format!("--temporal: expected FROM..TO (like 1s..2.5s), got {text:?}"))?;
+    let from = if from.trim().is_empty() {
+        0
+    } else {
+        parse_time(from)?
+    };
+    let to = if to.trim().is_empty() {
+        u64::MAX
+    } else {
+        parse_time(to)?
+    };
+    if to <= from {
+        return Err(format!("--temporal: the window {text:?} is empty"));
+    }
+    Ok((from, to))
+}
+
+fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+    if meta.is_dir() {
+        return Err(format!(
+            "{}: is a directory, not a capture file",
+            path.display()
+        ));
+    }
+    // A progress bar only when someone watches and the file is big enough to take a while.
+    let bar = (std::io::stderr().is_terminal() && meta.len() > 32 << 20).then(|| {
+        let bar = indicatif::ProgressBar::new(meta.len());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("reading {}", path.display()));
+        bar
+    });
+    let progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let options = AnalyzeOptions {
+        window_ns,
+        progress: bar.as_ref().map(|_| &progress as &dyn Fn(u64)),
+    };
+    let result = report::analyze(path, &options).map_err(|e| e.to_string());
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let a = result?;
+    if let Some(why) = &a.truncated {
+        eprintln!(
+            "tidemark: warning: {}: capture incomplete ({why}); reporting what was recorded",
+            path.display()
+        );
+    }
+    Ok(a)
+}
+
+fn load(c: &Common) -> Result<(Analysis, Symbols)> {
+    let window = c.temporal.as_deref().map(parse_window).transpose()?;
+    let a = analyze(&c.capture, window)?;
+    let syms = Symbols::new(&a).keep_runtime_frames(c.keep_runtime_frames);
+    for w in syms.warnings() {
+        eprintln!("tidemark: warning: {w}");
+    }
+    Ok((a, syms))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("writing to stdout: {e}")),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes)
+        .map_err(|e| format!("{}: cannot write: {}", path.display(), io_reason(&e)))
+}
+
+fn default_output(capture: &Path, suffix: &str) -> PathBuf {
+    let stem = capture
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "capture".into());
+    capture.with_file_name(format!("{stem}.{suffix}.html"))
+}
+
+fn flamegraph(a: FlamegraphArgs) -> Result<()> {
+    let (analysis, mut syms) = load(&a.common)?;
+    let opts = report::flamegraph::Options {
+        moment: moment(&a.common),
+        inverted: a.inverted,
+        per_thread: a.threads,
+        ..Default::default()
+    };
+    let suffix = match (a.common.leaks, a.common.temporal.is_some()) {
+        (true, _) => "leaks",
+        (false, true) => "temporal",
+        _ => "flamegraph",
+    };
+    let out = a
+        .output
+        .unwrap_or_else(|| default_output(&a.common.capture, suffix));
+    let mut html = Vec::new();
+    report::flamegraph::write_html(&analysis, &mut syms, &opts, &mut html)
+        .map_err(|e| e.to_string())?;
+    write_file(&out, &html)?;
+    print_out(&format!("Wrote {}\n", out.display()))
+}
+
+fn load_profile(path: &Path, moment: Moment) -> Result<report::diff::Profile> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+    if head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let snap = tidemark_tracer::Snapshot::load(path).map_err(|e| e.to_string())?;
+        return Ok(report::diff::Profile::from_snapshot(
+            &path.display().to_string(),
+            &snap,
+        ));
+    }
+    let a = analyze(path, None)?;
+    let mut syms = Symbols::new(&a);
+    Ok(report::diff::Profile::from_analysis(&a, &mut syms, moment))
+}
+
+fn diff(a: DiffArgs) -> Result<()> {
+    let moment = if a.leaks { Moment::End } else { Moment::Peak };
+    let old = load_profile(&a.old, moment)?;
+    let new = load_profile(&a.new, moment)?;
+    let changes = report::diff::compare(&old, &new);
+    let mut text = format!("{} → {}\n", old.name, new.name);
+    text.push_str(&report::diff::render_table(&changes, a.rows));
+    print_out(&text)?;
+    if let Some(out) = a.output {
+        let mut html = Vec::new();
+        report::diff::write_html(
+            &old,
+            &new,
+            &report::diff::Options { rows: a.rows },
+            &mut html,
+        )
+        .map_err(|e| e.to_string())?;
+        write_file(&out, &html)?;
+        print_out(&format!("Wrote {}\n", out.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("1s..2.5s"), Ok((1_000_000_000, 2_500_000_000)));
+        assert_eq!(parse_window("200ms.."), Ok((200_000_000, u64::MAX)));
+        assert_eq!(parse_window("..3"), Ok((0, 3_000_000_000)));
+        assert!(parse_window("3s..1s").is_err());
+        assert!(parse_window("abc").is_err());
+        assert!(parse_window("xs..1s").is_err());
+    }
+}

@@ -6,6 +6,9 @@
 //! about 25 frames, through three paths of the same `Traced<Pymalloc>` global allocator:
 //! its inner `Pymalloc` directly (untraced), the wrapper with tracing off, and the wrapper
 //! tracing 32 frames. Runs are interleaved; the median of each is reported, with ratios.
+//!
+//! `trace_overhead one <untraced|off|traced> [steps]` runs a single path once (for
+//! `valgrind --tool=callgrind`, whose instruction counts are repeatable where times are not).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -17,6 +20,7 @@ use tidemark_tracer::Traced;
 static GLOBAL: Traced<Pymalloc> = Traced::new(Pymalloc::new());
 
 const STEPS: usize = 1_000_000;
+static STEPS_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(STEPS);
 const SLOTS: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -30,8 +34,9 @@ fn churn<A: GlobalAlloc>(a: &A) -> f64 {
     let mut slots: Vec<(*mut u8, Layout)> =
         vec![(std::ptr::null_mut(), Layout::new::<u8>()); SLOTS];
     let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let steps = STEPS_NOW.load(std::sync::atomic::Ordering::Relaxed);
     let t = Instant::now();
-    for _ in 0..STEPS {
+    for _ in 0..steps {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -51,7 +56,7 @@ fn churn<A: GlobalAlloc>(a: &A) -> f64 {
         let p = unsafe { a.alloc(l) };
         slots[i] = (black_box(p), l);
     }
-    let ns = t.elapsed().as_nanos() as f64 / STEPS as f64;
+    let ns = t.elapsed().as_nanos() as f64 / steps as f64;
     for (p, l) in slots {
         if !p.is_null() {
             // SAFETY: as above.
@@ -84,6 +89,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("one") {
+        let path = match args.get(1).map(String::as_str) {
+            Some("untraced") => Path::Untraced,
+            Some("off") => Path::TracingOff,
+            Some("traced") => Path::Tracing32,
+            _ => {
+                eprintln!("usage: trace_overhead one <untraced|off|traced> [steps]");
+                std::process::exit(2);
+            }
+        };
+        if let Some(n) = args.get(2).and_then(|s| s.parse().ok()) {
+            STEPS_NOW.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        println!("{:.1} ns/step", at_depth(20, path));
+        return;
+    }
     let paths = [Path::Untraced, Path::TracingOff, Path::Tracing32];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); 3];
     at_depth(20, Path::Tracing32); // warm up the arenas and the stack table

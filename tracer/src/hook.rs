@@ -13,7 +13,7 @@
 
 use crate::stack::StackId;
 use crate::table::{self, TraceEntry};
-use crate::{capture, measure, unwind};
+use crate::{capture, measure};
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
@@ -198,24 +198,9 @@ pub(crate) fn capture_here(mode: u32) -> (StackId, u32) {
         want = want.max(RECORD_FRAMES.load(Ordering::Relaxed));
     }
     let want = want.clamp(1, MAX_NFRAME + RUNTIME_SLACK);
-    let mut buf = [0u64; 128];
-    let deep = if want > buf.len() {
-        deep_buffer()
-    } else {
-        None
-    };
-    let out: &mut [u64] = match deep {
-        // SAFETY: the per-thread buffer holds MAX_NFRAME + RUNTIME_SLACK >= want ips and is
-        // only used by this thread, inside the hook, which does not re-enter.
-        Some(p) => unsafe { core::slice::from_raw_parts_mut(p, want) },
-        None => &mut buf[..want.min(128)],
-    };
     // Skip capture_here's and the slow path's own frames.
-    let (n, total) = unwind::capture_counted(2, out, COUNT_LIMIT);
-    (
-        crate::stack::intern(&out[..n]),
-        total.min(u32::MAX as usize) as u32,
-    )
+    let (id, total) = crate::memo::capture_interned(2, want, COUNT_LIMIT);
+    (id, total.min(u32::MAX as usize) as u32)
 }
 
 struct DeepBuf(Cell<*mut u64>);
@@ -231,7 +216,7 @@ thread_local! {
 }
 
 /// A per-thread buffer for captures deeper than the on-stack one (limits above ~100 frames).
-fn deep_buffer() -> Option<*mut u64> {
+pub(crate) fn deep_buffer() -> Option<*mut u64> {
     DEEP.try_with(|d| {
         if d.0.get().is_null() {
             d.0.set(crate::sysmem::map_zeroed(DEEP_BYTES) as *mut u64);
@@ -257,6 +242,9 @@ fn after_alloc(ptr: *mut u8, size: usize) {
         }
         let recording = mode & RECORDING != 0 && capture::is_recording();
         if mode & TRACING != 0 || recording {
+            if mode & TRACING != 0 {
+                table::prefetch(0, ptr as usize);
+            }
             let (id, total) =
                 capture_here((mode & !RECORDING) | if recording { RECORDING } else { 0 });
             if mode & TRACING != 0 {

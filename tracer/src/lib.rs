@@ -6,8 +6,10 @@
 //!        |
 //!   Traced<A>            hook.rs      one relaxed load when off; slow paths are #[cold]
 //!        |  capture      unwind.rs    frame-pointer walk, bounded by the thread's stack
+//!        |               memo.rs      per thread: re-read only the frames that changed
 //!        |  intern       stack.rs     trie of (ip, parent) nodes; a stack is one u32 id
 //!        |---> TraceTable table.rs    (domain, ptr) → (size, stack id), 64 locked shards
+//!        |               counters.rs  traced bytes now / at the peak, counted per thread
 //!        |---> capture   capture/     the capture writer's stream (issue 5)
 //!        |---> measure   measure.rs   per-thread counters for `measure(|| ..)`
 //!        v
@@ -44,9 +46,11 @@
 //! `measure(|| work())` counts one thread's allocations in a closure, tracing or not.
 
 pub mod capture;
+mod counters;
 mod filter;
 pub mod hook;
 mod measure;
+mod memo;
 pub mod report;
 mod snapshot;
 pub mod stack;
@@ -58,6 +62,7 @@ mod traceback;
 mod tracer;
 mod unwind;
 
+pub use capture::{record, RecordOptions, RecordingGuard};
 pub use filter::{fnmatch, DomainFilter, Filter, TraceFilter};
 pub use hook::{with_reentrancy_guard, Traced};
 pub use measure::{measure, HeapStats};

@@ -263,6 +263,12 @@ pub fn intern(ips: &[u64]) -> StackId {
     })
 }
 
+/// The child of node `parent` for return address `ip` (made if missing): one step down the
+/// trie, for callers that know a stack's prefix already (memo.rs). None when out of memory.
+pub(crate) fn child_of(parent: StackId, ip: u64) -> Option<StackId> {
+    INTERNER.with(|map| map.child(parent, ip))
+}
+
 impl ChildMap {
     fn insert_path(&mut self, ips: &[u64]) -> StackId {
         let mut parent: StackId = 0;

@@ -7,9 +7,10 @@
 //! probing and backward-shift deletion (no tombstones, so long runs of churn don't degrade it),
 //! stored in mmap'd memory.
 
+use crate::counters;
 use crate::stack::StackId;
 use crate::sysmem::{map_zeroed, unmap, MapVec};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use tidemark_alloc::sync::SpinLock;
 
 /// One live block.
@@ -48,20 +49,27 @@ struct Shard {
 unsafe impl Send for Shard {}
 
 #[repr(align(128))]
-struct Padded(SpinLock<Shard>);
+struct Padded {
+    lock: SpinLock<Shard>,
+    /// The shard's slots and cap - 1, mirrored (under the lock) for `prefetch`, which reads them
+    /// without it: a stale value only prefetches a useless line.
+    slots_hint: AtomicPtr<TraceEntry>,
+    mask_hint: AtomicUsize,
+}
 
 const SHARDS: usize = 64;
 static TABLE: [Padded; SHARDS] = [const {
-    Padded(SpinLock::new(Shard {
-        slots: core::ptr::null_mut(),
-        cap: 0,
-        len: 0,
-    }))
+    Padded {
+        lock: SpinLock::new(Shard {
+            slots: core::ptr::null_mut(),
+            cap: 0,
+            len: 0,
+        }),
+        slots_hint: AtomicPtr::new(core::ptr::null_mut()),
+        mask_hint: AtomicUsize::new(0),
+    }
 }; SHARDS];
 
-/// Bytes of traced memory now and at the peak (all domains).
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// Traces dropped because the table could not grow.
 static LOST: AtomicUsize = AtomicUsize::new(0);
 
@@ -72,8 +80,55 @@ fn hash(domain: u32, ptr: usize) -> u64 {
 }
 
 #[inline]
+fn padded_of(h: u64) -> &'static Padded {
+    &TABLE[(h >> 58) as usize & (SHARDS - 1)]
+}
+
+#[inline]
 fn shard_of(h: u64) -> &'static SpinLock<Shard> {
-    &TABLE[(h >> 58) as usize & (SHARDS - 1)].0
+    &padded_of(h).lock
+}
+
+/// Starts loading the slot where (domain, ptr)'s trace will go, so that the cache miss (the
+/// table is as big as the number of live blocks, and hit at random) overlaps the stack capture
+/// instead of following it.
+#[inline]
+pub(crate) fn prefetch(domain: u32, ptr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let h = hash(domain, ptr);
+        let p = padded_of(h);
+        let slots = p.slots_hint.load(Ordering::Relaxed);
+        if !slots.is_null() {
+            let i = h as usize & p.mask_hint.load(Ordering::Relaxed);
+            // SAFETY: a prefetch never faults and has no effect on memory, whatever the address
+            // (the mapping may have been replaced since the hint was read).
+            unsafe {
+                core::arch::x86_64::_mm_prefetch(
+                    slots.wrapping_add(i) as *const i8,
+                    core::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (domain, ptr);
+}
+
+impl Padded {
+    /// Runs `f` on the locked shard and refreshes the hints if `f` moved its slots.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
+        self.lock.with(|s| {
+            let r = f(s);
+            if self.slots_hint.load(Ordering::Relaxed) != s.slots {
+                self.slots_hint.store(s.slots, Ordering::Relaxed);
+                self.mask_hint
+                    .store(s.cap.saturating_sub(1), Ordering::Relaxed);
+            }
+            r
+        })
+    }
 }
 
 impl Shard {
@@ -205,25 +260,15 @@ impl Shard {
 /// Records a live block (replacing any trace of the same (domain, ptr)).
 pub(crate) fn insert(e: TraceEntry) {
     let h = hash(e.domain, e.ptr);
-    match shard_of(h).with(|s| s.insert(e, h)) {
-        Ok(None) => add_current(e.size),
+    match padded_of(h).with(|s| s.insert(e, h)) {
+        Ok(None) => counters::add(e.size),
         Ok(Some(old)) => {
-            CURRENT.fetch_sub(old, Ordering::Relaxed);
-            add_current(e.size);
+            counters::sub(old);
+            counters::add(e.size);
         }
         Err(()) => {
             LOST.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-#[inline]
-fn add_current(size: usize) {
-    let now = CURRENT
-        .fetch_add(size, Ordering::Relaxed)
-        .wrapping_add(size);
-    if now > PEAK.load(Ordering::Relaxed) {
-        PEAK.fetch_max(now, Ordering::Relaxed);
     }
 }
 
@@ -232,7 +277,7 @@ pub(crate) fn remove(domain: u32, ptr: usize) -> Option<TraceEntry> {
     let h = hash(domain, ptr);
     let r = shard_of(h).with(|s| s.remove(domain, ptr, h));
     if let Some(e) = r {
-        CURRENT.fetch_sub(e.size, Ordering::Relaxed);
+        counters::sub(e.size);
     }
     r
 }
@@ -250,7 +295,7 @@ pub(crate) fn get(domain: u32, ptr: usize) -> Option<TraceEntry> {
 pub(crate) fn collect(out: &mut MapVec<TraceEntry>) -> bool {
     let mut ok = true;
     for shard in &TABLE {
-        shard.0.with(|s| {
+        shard.lock.with(|s| {
             for i in 0..s.cap {
                 // SAFETY: i < cap.
                 let e = unsafe { *s.slots.add(i) };
@@ -266,19 +311,17 @@ pub(crate) fn collect(out: &mut MapVec<TraceEntry>) -> bool {
 /// Drops every trace and frees the shards; resets the counters.
 pub(crate) fn clear() {
     for shard in &TABLE {
-        shard.0.with(|s| s.release());
+        shard.with(|s| s.release());
     }
-    CURRENT.store(0, Ordering::Relaxed);
-    PEAK.store(0, Ordering::Relaxed);
+    counters::clear();
 }
 
 pub(crate) fn traced_memory() -> (usize, usize) {
-    let cur = CURRENT.load(Ordering::Relaxed);
-    (cur, PEAK.load(Ordering::Relaxed).max(cur))
+    counters::traced_memory()
 }
 
 pub(crate) fn reset_peak() {
-    PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+    counters::reset_peak();
 }
 
 pub(crate) fn lost() -> usize {
@@ -289,7 +332,7 @@ pub(crate) fn lost() -> usize {
 pub(crate) fn table_bytes() -> usize {
     TABLE
         .iter()
-        .map(|s| s.0.with(|s| s.cap * core::mem::size_of::<TraceEntry>()))
+        .map(|s| s.lock.with(|s| s.cap * core::mem::size_of::<TraceEntry>()))
         .sum()
 }
 

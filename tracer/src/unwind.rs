@@ -63,8 +63,14 @@ fn lookup_stack_bounds() -> (usize, usize) {
     }
 }
 
+/// Frame pointers (not the DWARF unwinder) capture stacks on this thread's target.
 #[inline]
-fn stack_bounds() -> (usize, usize) {
+pub(crate) fn uses_frame_pointers() -> bool {
+    method() == 1
+}
+
+#[inline]
+pub(crate) fn stack_bounds() -> (usize, usize) {
     STACK_BOUNDS
         .try_with(|b| {
             let v = b.get();
@@ -78,8 +84,9 @@ fn stack_bounds() -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
+/// The calling function's frame pointer (its frame record), when it has one.
 #[inline(always)]
-fn frame_address() -> usize {
+pub(crate) fn frame_address() -> usize {
     let fp: usize;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: reads a register, nothing else.

@@ -66,7 +66,14 @@ fn churn_capture_is_compact_and_exact() {
     let guard = capture::record(&base_path, RecordOptions::default()).unwrap();
     std::hint::black_box(churn(live, 0));
     guard.stop().unwrap();
-    let guard = capture::record(&path, RecordOptions::default()).unwrap();
+    let level = std::env::var("TIDEMARK_CHURN_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let options = RecordOptions {
+        compression_level: level.unwrap_or(RecordOptions::default().compression_level),
+        ..RecordOptions::default()
+    };
+    let guard = capture::record(&path, options).unwrap();
     std::hint::black_box(churn(live, ops));
     let summary = guard.stop().unwrap();
     assert_eq!(summary.dropped, 0);

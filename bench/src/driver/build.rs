@@ -12,6 +12,9 @@ pub fn enabled_features() -> Vec<&'static str> {
     if cfg!(feature = "peers") {
         features.push("peers");
     }
+    if cfg!(feature = "dhat") {
+        features.push("dhat");
+    }
     features
 }
 

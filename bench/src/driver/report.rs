@@ -42,6 +42,9 @@ pub struct Summary {
     pub time_vs_glibc: Option<f64>,
     pub rss_vs_glibc: Option<f64>,
     pub time_vs_best_peer: Option<f64>,
+    /// Time over the time of the variant this one wraps (`Variant::plain`): what the debug
+    /// hooks cost on top of their allocator.
+    pub time_vs_plain: Option<f64>,
 }
 
 fn summarize_cell(cell: &Cell) -> (Option<f64>, Option<f64>, Option<f64>) {
@@ -83,15 +86,22 @@ pub fn summarize(results: &WorkloadResults) -> Vec<Summary> {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
-    for row in &mut rows {
+    let plain_time = |i: usize| {
+        let plain = results.cells[i].0.plain?;
+        let j = (0..rows.len()).find(|&j| results.cells[j].0.name == plain)?;
+        rows[j].time_s
+    };
+    let plain_times: Vec<Option<f64>> = (0..rows.len()).map(plain_time).collect();
+    for (row, plain) in rows.iter_mut().zip(plain_times) {
         row.time_vs_glibc = ratio(row.time_s, glibc_time);
         row.rss_vs_glibc = ratio(row.rss_mib, glibc_rss);
         row.time_vs_best_peer = ratio(row.time_s, best_peer_time);
+        row.time_vs_plain = ratio(row.time_s, plain);
     }
     rows
 }
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "workload",
     "allocator",
     "time (ms)",
@@ -100,12 +110,15 @@ const HEADERS: [&str; 8] = [
     "time/glibc",
     "RSS/glibc",
     "time/best-peer",
+    "time/plain",
 ];
 
 /// The aligned text table: one row per (workload, allocator), medians over the rounds.
+/// `time/plain` is filled only for wrappers (debug rows: `pymalloc_debug` / `tidemark`,
+/// `malloc_debug` / `system`).
 pub fn table(all: &[WorkloadResults]) -> String {
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_owned(), f);
-    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut rows: Vec<[String; 9]> = Vec::new();
     for results in all {
         for ((variant, cell), s) in results.cells.iter().zip(summarize(results)) {
             let failed = cell.samples.is_empty();
@@ -122,6 +135,7 @@ pub fn table(all: &[WorkloadResults]) -> String {
                 fmt(s.time_vs_glibc, &|x| format!("{x:.2}")),
                 fmt(s.rss_vs_glibc, &|x| format!("{x:.2}")),
                 fmt(s.time_vs_best_peer, &|x| format!("{x:.2}")),
+                fmt(s.time_vs_plain, &|x| format!("{x:.2}")),
             ]);
         }
     }
@@ -173,6 +187,7 @@ pub fn to_json(all: &[WorkloadResults], rounds: usize, scale: f64) -> serde_json
                 "time_vs_glibc": s.time_vs_glibc,
                 "rss_vs_glibc": s.rss_vs_glibc,
                 "time_vs_best_peer": s.time_vs_best_peer,
+                "time_vs_plain": s.time_vs_plain,
                 "samples": cell.samples.iter().map(|x| json!({
                     "time_ns": x.time.as_nanos() as u64,
                     "peak_rss_kib": x.max_rss_kib,
@@ -229,9 +244,33 @@ mod tests {
         assert!(close(s[0].rss_vs_glibc, 2.0));
         assert!(close(s[0].time_vs_best_peer, 1.25));
         assert!(close(s[0].spread, 0.4));
+        assert!(s[0].time_vs_plain.is_none());
         let text = table(&[results]);
         assert!(text
             .lines()
             .any(|l| l.starts_with("churn") && l.contains("tidemark")));
+    }
+
+    #[test]
+    fn debug_rows_divide_by_their_plain_allocator() {
+        let results = WorkloadResults {
+            workload: "strings",
+            cells: vec![
+                (find("tidemark").unwrap(), cell(&[40], 1024)),
+                (find("pymalloc_debug").unwrap(), cell(&[60], 1024)),
+                (find("system").unwrap(), cell(&[50], 1024)),
+                (find("malloc_debug").unwrap(), cell(&[100], 1024)),
+            ],
+        };
+        let s = summarize(&results);
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        assert!(close(s[1].time_vs_plain, 1.5));
+        assert!(close(s[3].time_vs_plain, 2.0));
+        assert!(s[0].time_vs_plain.is_none() && s[2].time_vs_plain.is_none());
+        assert!(table(&[results])
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("time/plain"));
     }
 }

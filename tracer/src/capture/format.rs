@@ -16,7 +16,8 @@
 //! increment per event), which orders events across threads; the writer emits a
 //! [`ChunkKind::Samples`] record every 10 ms holding the wall time and the sequence number at
 //! that moment, so any event's time is known to within one sample interval (heaptrack does
-//! the same with its `c` lines). This keeps an alloc+free pair around 2 bytes compressed.
+//! the same with its `c` lines). A timestamp per event would cost more than the rest of the
+//! event; the sequence number usually costs one tag bit.
 //!
 //! Events are encoded twice: compactly in rows on the allocation path (`buffers`), and in
 //! columns in the file (see [`super::events`]), which the writer thread converts to.

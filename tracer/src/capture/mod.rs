@@ -17,6 +17,18 @@
 //! * [`writer`]: the background thread.
 //! * [`reader`]: the streaming [`CaptureReader`].
 //!
+//! File layout (details in [`format`] and [`events`]):
+//!
+//! ```text
+//! "TDMKCAP\0" version:u16 flags:u16 reserved:u32            16-byte header
+//! chunk*: kind:u8 codec:u8 raw_len:u32 stored_len:u32 crc32:u32 bytes   (zstd per chunk)
+//!   Meta (first) · Modules · Stacks (new trie nodes) · Threads · Events (one thread's
+//!   block, columnar) · Samples (time, seq barrier, RSS, heap) · Aggregate · End
+//! ```
+//!
+//! A SIGKILLed run leaves whole chunks up to its last writer tick (every 10 ms); the reader
+//! stops at a partial last chunk and says so.
+//!
 //! Start a recording with [`record`] (or `TIDEMARK_RECORD=path` in the environment, picked up
 //! by [`start_from_env`]); it stops and flushes when the guard drops, on [`stop`], or at exit.
 

@@ -243,9 +243,13 @@ impl Writer {
         while !full.is_null() {
             // SAFETY: the full list is ours now.
             let next = unsafe { (*full).next };
-            self.block(full);
+            stolen.push(full);
             full = next;
         }
+        // Each thread's blocks reach the file in the order they were filled (a block that
+        // filled up after the steal above is newer than the stolen one).
+        // SAFETY: every block in the list is ours.
+        stolen.sort_by_key(|&b| unsafe { (*b).first_seq });
         for b in stolen {
             self.block(b);
         }

@@ -27,7 +27,7 @@ impl Profile {
             if bytes == 0 && count == 0 {
                 continue;
             }
-            let frames = syms.frames(a, s.stack);
+            let frames = syms.user_frames(a, s.stack);
             let mut labels: Vec<String> = frames.iter().map(super::symbols::folded_label).collect();
             if labels.is_empty() {
                 labels.push("[unknown]".into());

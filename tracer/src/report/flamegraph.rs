@@ -39,7 +39,8 @@ impl Default for Options {
 }
 
 /// Folded stacks (`outer;...;inner`, or inner first when `inverted`) with their bytes at
-/// `moment`, merged and sorted; only stacks with a non-zero value.
+/// `moment`, merged and sorted; only stacks with a non-zero value. Runtime plumbing (std's
+/// start-up, iterator adapters, thread start) is left out unless the symbols keep it.
 pub fn folded_stacks(
     a: &Analysis,
     syms: &mut Symbols,
@@ -56,7 +57,7 @@ pub fn folded_stacks(
         if bytes == 0 {
             continue;
         }
-        let frames = syms.frames(a, s.stack);
+        let frames = syms.user_frames(a, s.stack);
         let mut labels: Vec<String> = frames.iter().map(folded_label).collect();
         if labels.is_empty() {
             labels.push("[unknown]".into());
@@ -138,6 +139,7 @@ pub fn memory_chart(a: &Analysis) -> String {
 <polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{rss}"/>
 <polyline fill="none" stroke="#ff7f0e" stroke-width="1.5" points="{heap}"/>
 <line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{bottom}" stroke="#d62728" stroke-dasharray="4,3"/>
+<circle cx="{px:.1}" cy="{py:.1}" r="3.5" fill="#d62728"/>
 <text x="{pxl:.1}" y="22" font-size="11" fill="#d62728">high-water mark {peak} at {ptime}</text>
 <text x="{legend}" y="{label_y}" font-size="11"><tspan fill="#1f77b4">■ RSS</tspan> <tspan fill="#ff7f0e">■ traced heap</tspan></text>
 </svg>"##,
@@ -150,6 +152,7 @@ pub fn memory_chart(a: &Analysis) -> String {
         ymax = text::bytes(y_max as u64),
         tmax = text::duration(t_max as u64),
         pxl = (px + 4.0).min(W - 260.0),
+        py = y(a.peak_bytes),
         peak = text::bytes(a.peak_bytes),
         ptime = text::duration(a.peak_time_ns),
     )

@@ -89,6 +89,8 @@ pub struct Replay {
     pub heap: u64,
     pub peak_bytes: u64,
     pub peak_time_ns: u64,
+    /// A new peak was reached since the last sample: its time is the next sample's.
+    peak_unsettled: bool,
     peak_mark: u64,
     window: Option<(u64, u64)>,
     eligible: bool,
@@ -126,6 +128,7 @@ impl Replay {
             heap: 0,
             peak_bytes: 0,
             peak_time_ns: 0,
+            peak_unsettled: false,
             peak_mark: 0,
             window: options.window_ns,
             eligible: options.window_ns.is_none_or(|(from, _)| from == 0),
@@ -191,6 +194,7 @@ impl Replay {
             self.peak_bytes = self.heap;
             self.peak_mark = seq + 1;
             self.peak_time_ns = self.now_ns;
+            self.peak_unsettled = true;
         }
     }
 
@@ -280,6 +284,11 @@ impl Replay {
     /// Applies a memory sample: moves the clock and records a timeline point.
     pub fn sample(&mut self, s: &Sample) {
         self.now_ns = s.time_ns;
+        if self.peak_unsettled {
+            // The peak happened after the previous sample and no later than this one.
+            self.peak_time_ns = s.time_ns;
+            self.peak_unsettled = false;
+        }
         if let Some((from, to)) = self.window {
             if !self.eligible && s.time_ns >= from && s.time_ns < to && self.peak_mark == 0 {
                 // The window opens: the state right now is its first candidate peak.

@@ -1,0 +1,258 @@
+//! The `tidemark` binary: every verb on a known capture, and one-line errors with status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tidemark_tracer::capture::builder::CaptureBuilder;
+use tidemark_tracer::capture::format::*;
+
+fn tidemark(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tidemark-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A capture with unknown ips (no module): frames show as addresses; numbers are exact.
+fn write_capture(path: &Path, leak: u64) {
+    let mut b = CaptureBuilder::new(&Meta {
+        command: "prog".into(),
+        ..Meta::default()
+    });
+    b.stacks(1, &[(0x1000, 0), (0x2000, 1)]);
+    let ev = |seq, kind| Event {
+        seq,
+        thread: 0,
+        kind,
+    };
+    b.events(
+        0,
+        &[
+            ev(
+                0,
+                EventKind::Alloc {
+                    ptr: 0x10,
+                    size: 4096,
+                    api: 0,
+                    stack: 2,
+                },
+            ),
+            ev(
+                1,
+                EventKind::Alloc {
+                    ptr: 0x20,
+                    size: leak,
+                    api: 1,
+                    stack: 1,
+                },
+            ),
+            ev(2, EventKind::Free { ptr: 0x10, api: 0 }),
+        ],
+    );
+    b.sample(Sample {
+        time_ns: 5_000_000,
+        seq: 3,
+        rss: 1 << 20,
+        heap: 0,
+    });
+    b.end(EndRecord {
+        time_ns: 6_000_000,
+        events: 3,
+        dropped: 0,
+    });
+    std::fs::write(path, b.bytes()).unwrap();
+}
+
+fn stderr_line(o: &Output) -> String {
+    let s = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(s.lines().count(), 1, "one line on stderr: {s:?}");
+    s
+}
+
+#[test]
+fn errors_are_one_line_with_status_2() {
+    let d = dir();
+    let o = tidemark(&["stats", "/nonexistent/run.tdm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr_line(&o),
+        "tidemark: error: /nonexistent/run.tdm: no such file\n"
+    );
+
+    let bad = d.join("corrupt.tdm");
+    std::fs::write(&bad, b"this is not a capture").unwrap();
+    let o = tidemark(&["flamegraph", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = stderr_line(&o);
+    assert!(
+        line.contains("corrupt.tdm: not a tidemark capture (wrong magic number)"),
+        "{line}"
+    );
+
+    let empty = d.join("empty.tdm");
+    std::fs::write(&empty, b"").unwrap();
+    let o = tidemark(&["tree", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_line(&o).contains("empty file"));
+
+    let o = tidemark(&["stats", "--frobnicate", "x.tdm"]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = stderr_line(&o);
+    assert!(
+        line.starts_with("tidemark: error: unexpected argument '--frobnicate'"),
+        "{line}"
+    );
+
+    let o = tidemark(&["run", "--", "ls"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_line(&o).contains("not available yet"));
+
+    let good = d.join("good.tdm");
+    write_capture(&good, 100);
+    let o = tidemark(&["flamegraph", "--temporal", "5..1", good.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_line(&o).contains("--temporal"));
+
+    let o = tidemark(&[
+        "flamegraph",
+        "-o",
+        "/nonexistent/dir/x.html",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_line(&o).contains("/nonexistent/dir/x.html: cannot write"));
+}
+
+#[test]
+fn verbs_on_a_known_capture() {
+    let d = dir();
+    let cap = d.join("known.tdm");
+    write_capture(&cap, 100);
+    let c = cap.to_str().unwrap();
+
+    let o = tidemark(&["stats", "--json", c]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["peak_bytes"], 4196);
+    assert_eq!(j["leaked_bytes"], 100);
+    assert_eq!(j["total_allocations"], 2);
+
+    let o = tidemark(&["stats", c]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Peak memory usage"));
+
+    let html = d.join("fg.html");
+    let o = tidemark(&["flamegraph", "-o", html.to_str().unwrap(), "--leaks", c]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("memory leaked"));
+    // Default output name: next to the capture.
+    let o = tidemark(&["flamegraph", c]);
+    assert!(o.status.success());
+    assert!(d.join("known.flamegraph.html").exists());
+
+    let o = tidemark(&["summary", c]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("4.0 KiB"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = tidemark(&["tree", c]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("100.00 %"));
+
+    let o = tidemark(&["export", "--format", "folded", c]);
+    // Sorted folded lines; unknown ips show as addresses.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "0x1000 100\n0x1000;0x2000 4096\n"
+    );
+    let out = d.join("dhat.json");
+    let o = tidemark(&["export", "--format", "dhat", "-o", out.to_str().unwrap(), c]);
+    assert!(o.status.success());
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(j["dhatFileVersion"], 2);
+
+    let newer = d.join("newer.tdm");
+    write_capture(&newer, 300);
+    let o = tidemark(&[
+        "diff",
+        c,
+        newer.to_str().unwrap(),
+        "-o",
+        d.join("diff.html").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("0x1000: size=300 B (+200 B), count=1 (+0)"),
+        "{text}"
+    );
+    assert!(d.join("diff.html").exists());
+}
+
+#[test]
+fn demo_records_and_renders() {
+    let d = dir().join("demo");
+    let o = tidemark(&["demo", "-o", d.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("tidemark-demo.flamegraph.html"), "{text}");
+    assert!(
+        text.contains("build_index"),
+        "the peak's site is named:\n{text}"
+    );
+    let page = std::fs::read_to_string(d.join("tidemark-demo.flamegraph.html")).unwrap();
+    assert!(page.contains("high-water mark"));
+    let o = tidemark(&[
+        "stats",
+        "--json",
+        d.join("tidemark-demo.tdm").to_str().unwrap(),
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The leak: 2000 strings of 500+ bytes and their vector, never freed.
+    assert!(j["leaked_bytes"].as_u64().unwrap() >= 2000 * 500, "{j}");
+    assert!(j["peak_bytes"].as_u64().unwrap() >= 50_000 * 256);
+    assert!(j["threads"].as_u64().unwrap() >= 5);
+}
+
+#[test]
+fn diff_of_two_snapshot_files() {
+    use tidemark_tracer::{Frame, Snapshot, Trace, Traceback};
+    let d = dir();
+    let tb = |line| Traceback::new(vec![Frame::with_function("grow", "src/app.rs", line)]);
+    let old = Snapshot::from_traces(vec![Trace::new(0, 100, tb(10))], 1);
+    let new = Snapshot::from_traces(
+        vec![
+            Trace::new(0, 100, tb(10)),
+            Trace::new(0, 400, tb(10)),
+            Trace::new(0, 50, tb(20)),
+        ],
+        1,
+    );
+    let (a, b) = (d.join("old.json"), d.join("new.json"));
+    old.dump(&a).unwrap();
+    new.dump(&b).unwrap();
+    let o = tidemark(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1], "grow at src/app.rs:10: size=500 B (+400 B), count=2 (+1)",
+        "{text}"
+    );
+    assert_eq!(
+        lines[2], "grow at src/app.rs:20: size=50 B (+50 B), count=1 (+1)",
+        "{text}"
+    );
+    // A snapshot-looking file that is not one: one clear line.
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "{\"hello\": 1}").unwrap();
+    let o = tidemark(&["diff", bad.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_line(&o).contains("bad.json"));
+}

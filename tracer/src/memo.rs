@@ -1,0 +1,413 @@
+//! The last stack walk, remembered per thread, so the next capture reads only what changed.
+//!
+//! A program allocates from the same few call paths over and over, and between two allocations
+//! only the top few frames change. A frame-pointer walk is a chain of dependent loads (each
+//! frame's address comes from the previous frame), so a 30-frame walk costs 30 load latencies
+//! whatever the CPU does. This module keeps, per thread, every frame record the last walk read
+//! (`(fp, saved fp, return address)`, outermost first) and the stack id it interned to. The
+//! next capture walks fresh frames from the top only until it reaches a frame address the memo
+//! holds; then it checks that the memory at every remembered frame address below that still
+//! holds what the memo says. Those loads do not depend on each other (the addresses are known),
+//! so the check runs at load throughput, not latency.
+//!
+//! Why the check makes the result exact: a walk is a pure function of the words it reads
+//! (start at fp, read `[fp]` and `[fp + 8]`, stop or go to `[fp]`). If every word the old walk
+//! read below the meeting point is unchanged, the new walk from the meeting point would read
+//! exactly the same words and produce exactly the same frames, so the memo's frames stand in for
+//! them. Checking only the meeting frame would not do: `main` calling `f()` from two lines puts
+//! the same `f` frame at the same address with different callers below.
+//!
+//! The stack id comes out the same way: the trie (stack.rs) is built from the outermost frame,
+//! so the old stack's path and the new one share every node of their common outer frames. The
+//! new id is the old leaf's ancestor at the last common frame plus a child step for each new
+//! frame above it (a per-thread cache of `(parent, ip) → child` answers those steps without the
+//! interner's lock). When the steps would be many (a different stack, a truncation window that
+//! moved), the ips are hashed and interned as usual.
+//!
+//! Everything here lives in one mmap'd block per thread (never the traced allocator), made at
+//! the thread's first capture and unmapped when the thread exits. Stacks deeper than `CAP`
+//! records, threads whose block could not be mapped, and the DWARF unwinder take the plain path
+//! (`unwind::capture_counted` + `stack::intern`).
+
+use crate::stack::{self, StackId};
+use crate::sysmem::{map_zeroed, unmap};
+use crate::unwind;
+use core::cell::Cell;
+
+/// Frame records remembered; deeper stacks are walked in full every time.
+const CAP: usize = 512;
+/// Records read from the top before meeting the memo (a whole new stack fits).
+const FRESH_MAX: usize = CAP;
+/// Entries of the per-thread `(parent, ip) → child` cache (a power of two).
+const CHILD_CACHE: usize = 256;
+/// Ancestor steps + child steps worth taking before hashing the whole stack is cheaper.
+const MAX_STEPS: usize = 24;
+
+/// One frame record as the walk read it: `words` are the 16 bytes at `fp` (saved fp, return
+/// address), 16-aligned so the check compares them with one vector operation.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Rec {
+    fp: usize,
+    _pad: usize,
+    words: [usize; 2],
+}
+
+impl Rec {
+    #[inline(always)]
+    fn new(fp: usize, next: usize, ip: usize) -> Self {
+        Rec {
+            fp,
+            _pad: 0,
+            words: [next, ip],
+        }
+    }
+
+    #[inline(always)]
+    fn ip(&self) -> usize {
+        self.words[1]
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ChildEntry {
+    ip: u64,
+    parent: StackId,
+    child: StackId, // 0 = empty
+}
+
+#[repr(C)]
+struct Memo {
+    /// Records of the last walk, outermost first; `recs[len - 1]` is the capturing frame.
+    len: usize,
+    /// The walk ended by itself (not at CAP): the records describe the whole stack.
+    complete: bool,
+    /// The stack the last capture interned, and the parameters it was interned with.
+    leaf: StackId,
+    skip: usize,
+    want: usize,
+    /// Frames (records with a return address) of the last walk.
+    frames: usize,
+    /// The leaf is valid for the records (false after a plain-path capture).
+    has_leaf: bool,
+    recs: [Rec; CAP],
+    /// Records read from the top in this walk, most recent first (scratch).
+    fresh: [Rec; FRESH_MAX],
+    ips: [u64; CAP],
+    children: [ChildEntry; CHILD_CACHE],
+}
+
+const MEMO_BYTES: usize = core::mem::size_of::<Memo>();
+
+struct MemoBox(Cell<*mut Memo>);
+
+impl Drop for MemoBox {
+    fn drop(&mut self) {
+        let p = self.0.replace(core::ptr::null_mut());
+        // SAFETY: p is null or this thread's own mapping of MEMO_BYTES, no longer reachable.
+        unsafe { unmap(p as *mut u8, MEMO_BYTES) };
+    }
+}
+
+thread_local! {
+    static MEMO: MemoBox = const { MemoBox(Cell::new(core::ptr::null_mut())) };
+}
+
+/// This thread's memo (mapped at first use); None while the thread is exiting or out of memory.
+#[inline]
+fn memo() -> Option<*mut Memo> {
+    MEMO.try_with(|m| {
+        let mut p = m.0.get();
+        if p.is_null() {
+            // map_zeroed gives len 0, complete false, has_leaf false, empty caches.
+            p = map_zeroed(MEMO_BYTES) as *mut Memo;
+            m.0.set(p);
+        }
+        p
+    })
+    .ok()
+    .filter(|p| !p.is_null())
+}
+
+/// Captures the calling thread's stack and interns it: the caller of `capture_interned`'s
+/// caller ... after `skip` frames (skip 0 = the caller's own return address), keeping `want`
+/// frames. Returns (stack id, frames on the stack after `skip`). Same results as
+/// `unwind::capture_counted` + `stack::intern`, which it falls back to.
+#[inline(never)]
+pub(crate) fn capture_interned(skip: usize, want: usize, count_limit: usize) -> (StackId, usize) {
+    if unwind::uses_frame_pointers() {
+        if let Some(m) = memo() {
+            // SAFETY: the memo is this thread's own; the hook does not re-enter, and nothing
+            // else on this thread touches it while we run.
+            let m = unsafe { &mut *m };
+            if let Some(r) = walk_with_memo(m, unwind::frame_address(), skip, want) {
+                return r;
+            }
+            m.complete = false;
+            m.has_leaf = false;
+        }
+    }
+    plain(skip + 1, want, count_limit)
+}
+
+/// The full walk and the hash-and-intern, without the memo.
+#[inline(never)]
+fn plain(skip: usize, want: usize, count_limit: usize) -> (StackId, usize) {
+    // Zeroed (1 KiB of stores): this is the fallback, not the common path.
+    let mut buf = [0u64; 128];
+    let deep = if want > 128 {
+        crate::hook::deep_buffer()
+    } else {
+        None
+    };
+    let out: &mut [u64] = match deep {
+        // SAFETY: the per-thread deep buffer holds MAX_NFRAME + RUNTIME_SLACK >= want ips and is
+        // only used by this thread, inside the hook, which does not re-enter.
+        Some(p) => unsafe { core::slice::from_raw_parts_mut(p, want) },
+        None => &mut buf[..want.min(128)],
+    };
+    let (n, total) = unwind::capture_counted(skip + 1, out, count_limit);
+    (stack::intern(&out[..n]), total)
+}
+
+/// The memo path; None when it cannot answer (stack too deep, bounds unknown, out of memory),
+/// and the caller takes the plain path.
+#[inline(always)]
+fn walk_with_memo(
+    m: &mut Memo,
+    start: usize,
+    skip: usize,
+    want: usize,
+) -> Option<(StackId, usize)> {
+    let (lo, hi) = unwind::stack_bounds();
+    if lo >= hi {
+        return None;
+    }
+    let mut nf = 0usize;
+    // Candidates for the meeting point are recs[..j]; their addresses fall as the index rises.
+    let mut j = if m.complete { m.len } else { 0 };
+    let mut matched = 0usize;
+    let mut fp = start;
+    while fp >= lo && fp <= hi.wrapping_sub(16) && fp & 7 == 0 {
+        while j > 0 && m.recs[j - 1].fp < fp {
+            j -= 1;
+        }
+        if j > 0 && m.recs[j - 1].fp == fp {
+            if unchanged(&m.recs[..j]) {
+                matched = j;
+                break;
+            }
+            j = 0; // the memo is stale below here: walk the rest fresh
+        }
+        if nf == FRESH_MAX {
+            return None;
+        }
+        // SAFETY: [fp, fp + 16) lies inside this thread's mapped stack (checked above).
+        let (next, ip) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+        m.fresh[nf] = Rec::new(fp, next, ip);
+        nf += 1;
+        if ip == 0 || next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    let len = matched + nf;
+    if len > CAP {
+        return None;
+    }
+    // The old walk's shape, for reusing its leaf.
+    let old = (m.has_leaf && m.skip == skip && m.want == want).then_some((m.leaf, m.frames));
+    for k in 0..nf {
+        m.recs[len - 1 - k] = m.fresh[k];
+    }
+    m.len = len;
+    m.complete = true;
+    m.has_leaf = false;
+    if len == 0 {
+        return None;
+    }
+    // Only the outermost record can lack a return address (the walk stops there).
+    let base = (m.recs[0].ip() == 0) as usize;
+    let frames = len - base;
+    let total = frames.saturating_sub(skip);
+    let kept = total.min(want);
+    if kept == 0 {
+        // No frame pointers to follow here (a signal stack, code built without them): the
+        // plain path tries the DWARF unwinder.
+        return None;
+    }
+    let id = match old.and_then(|(leaf, old_frames)| {
+        reuse(
+            m,
+            leaf,
+            old_frames,
+            frames,
+            matched.saturating_sub(base),
+            skip,
+            want,
+        )
+    }) {
+        Some(id) => id,
+        None => {
+            // ips of the kept frames, most recent first: top index skip + i is record
+            // len - 1 - skip - i.
+            for i in 0..kept {
+                m.ips[i] = m.recs[len - 1 - skip - i].ip() as u64;
+            }
+            stack::intern(&m.ips[..kept])
+        }
+    };
+    m.leaf = id;
+    m.skip = skip;
+    m.want = want;
+    m.frames = frames;
+    m.has_leaf = true;
+    Some((id, total))
+}
+
+/// Does the stack still hold, at every remembered frame address, the words the memo read there?
+#[inline(always)]
+fn unchanged(recs: &[Rec]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64. Every remembered fp passed the bounds check of this
+        // thread's stack when it was read, and these lie above the current frame (in the live
+        // part of the stack); `words` is 16-aligned (Rec is align(32), words at offset 16).
+        unsafe {
+            let mut diff = _mm_setzero_si128();
+            for r in recs {
+                let now = _mm_loadu_si128(r.fp as *const __m128i);
+                let then = _mm_load_si128(r.words.as_ptr() as *const __m128i);
+                diff = _mm_or_si128(diff, _mm_xor_si128(now, then));
+            }
+            _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xFFFF
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut diff = 0usize;
+        for r in recs {
+            // SAFETY: as above.
+            let (next, ip) = unsafe { (*(r.fp as *const usize), *((r.fp + 8) as *const usize)) };
+            diff |= (next ^ r.words[0]) | (ip ^ r.words[1]);
+        }
+        diff == 0
+    }
+}
+
+/// The new stack's id from the old leaf: climb to the deepest node both paths share, then step
+/// down through the new frames. None when that would take more steps than hashing.
+///
+/// Frames are numbered from the outermost (`o = 0`); both walks agree on `o < shared`. The path
+/// of a walk with `frames` frames runs from `o = total - kept` (the truncation window's outer
+/// end) to `o = frames - 1 - skip` (the leaf).
+fn reuse(
+    m: &mut Memo,
+    old_leaf: StackId,
+    old_frames: usize,
+    frames: usize,
+    shared: usize,
+    skip: usize,
+    want: usize,
+) -> Option<StackId> {
+    if shared == 0 || old_frames <= skip || frames <= skip {
+        return None;
+    }
+    let old_total = old_frames - skip;
+    let new_total = frames - skip;
+    let start = new_total - new_total.min(want);
+    if old_total - old_total.min(want) != start {
+        return None; // the truncation window moved: the paths start at different frames
+    }
+    let old_end = old_frames - 1 - skip;
+    let new_end = frames - 1 - skip;
+    let common = (shared - 1).min(old_end).min(new_end);
+    if common < start {
+        return None;
+    }
+    let up = old_end - common;
+    let down = new_end - common;
+    if up + down > MAX_STEPS {
+        return None;
+    }
+    let mut node = old_leaf;
+    for _ in 0..up {
+        node = stack::stack_node(node).1;
+    }
+    let base = (m.recs[0].ip() == 0) as usize;
+    for o in common + 1..=new_end {
+        let ip = m.recs[base + o].ip() as u64;
+        node = child(m, node, ip)?;
+    }
+    Some(node)
+}
+
+/// The trie child of `parent` for `ip`, through the per-thread cache.
+#[inline]
+fn child(m: &mut Memo, parent: StackId, ip: u64) -> Option<StackId> {
+    let h = (ip ^ ((parent as u64) << 32 | parent as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let e = &mut m.children[(h >> 40) as usize & (CHILD_CACHE - 1)];
+    if e.child != 0 && e.ip == ip && e.parent == parent {
+        return Some(e.child);
+    }
+    let c = stack::child_of(parent, ip)?;
+    *e = ChildEntry {
+        ip,
+        parent,
+        child: c,
+    };
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same recursion either way; only the capture call at the bottom differs.
+    #[inline(never)]
+    fn at(depth: usize, want: usize, memo: bool) -> (StackId, usize) {
+        if depth == 0 {
+            if memo {
+                capture_interned(0, want, 1 << 16)
+            } else {
+                plain(0, want, 1 << 16)
+            }
+        } else {
+            let r = at(depth - 1, want, memo);
+            core::hint::black_box(r)
+        }
+    }
+
+    /// The memo's answers equal the plain walk's, through repeats, other depths (the leaf is
+    /// climbed and stepped down from) and truncation.
+    #[test]
+    fn memo_matches_the_plain_walk() {
+        for want in [1usize, 3, 8, 64, 128] {
+            for depth in [5usize, 9, 5, 5, 12, 2, 12, 30, 7, 7, 0, 40] {
+                let a = at(depth, want, true);
+                let b = at(depth, want, false);
+                assert_eq!(a.1, b.1, "depth {depth} want {want}");
+                let ia = stack::stack_ips(a.0);
+                let ib = stack::stack_ips(b.0);
+                assert_eq!(ia.len(), ib.len(), "depth {depth} want {want}");
+                // All frames agree but the bottom call and the test's two call sites of `at`.
+                for (k, (x, y)) in ia.iter().zip(&ib).enumerate() {
+                    if k != 0 && k != depth + 1 {
+                        assert_eq!(x, y, "frame {k}, depth {depth} want {want}");
+                    }
+                }
+                let r = at(depth, want, true);
+                assert_eq!(r.1, a.1);
+                let ir = stack::stack_ips(r.0);
+                assert_eq!(ir.len(), ia.len());
+                for (k, (x, y)) in ia.iter().zip(&ir).enumerate() {
+                    if k != depth + 1 {
+                        assert_eq!(x, y, "repeat: frame {k}, depth {depth} want {want}");
+                    }
+                }
+            }
+        }
+    }
+}
