@@ -12,19 +12,31 @@ use core::ptr;
 /// `class < NUM_CLASSES`.
 #[inline(always)]
 pub unsafe fn alloc(class: usize) -> *mut u8 {
-    let heap = current();
-    // SAFETY: `heap` is this thread's heap or the sentinel (whose caches are empty, so it is
-    // only read); `class` is in range; cached blocks are free blocks this heap holds.
+    // SAFETY: `class` is in range (caller).
+    match unsafe { pop(current(), class) } {
+        Some(block) => block,
+        None => alloc_slow(class),
+    }
+}
+
+/// Pops the class cache of `heap`: the whole fast path.
+///
+/// # Safety
+/// `heap` is this thread's heap or the sentinel (whose caches are empty, so it is only read);
+/// `class < NUM_CLASSES`.
+#[inline(always)]
+unsafe fn pop(heap: *mut Heap, class: usize) -> Option<*mut u8> {
+    // SAFETY: guaranteed by the caller; cached blocks are free blocks this heap holds.
     unsafe {
         let cache = (*heap).cache.get_unchecked_mut(class);
         let block = cache.head;
-        if !block.is_null() {
-            cache.head = (*block).next;
-            cache.set_count(cache.len() - 1);
-            return block as *mut u8;
+        if block.is_null() {
+            return None;
         }
+        cache.head = (*block).next;
+        cache.set_count(cache.len() - 1);
+        Some(block as *mut u8)
     }
-    alloc_slow(class)
 }
 
 /// Allocates a zero-filled block of `class`, skipping the memset for never-used memory.
@@ -33,16 +45,11 @@ pub unsafe fn alloc(class: usize) -> *mut u8 {
 /// `class < NUM_CLASSES`.
 #[inline]
 pub unsafe fn alloc_zeroed(class: usize) -> *mut u8 {
-    let heap = current();
-    // SAFETY: as in `alloc`.
+    // SAFETY: as in `alloc`; a block is at least `block_size(class)` bytes.
     unsafe {
-        let cache = (*heap).cache.get_unchecked_mut(class);
-        let block = cache.head;
-        if !block.is_null() {
-            cache.head = (*block).next;
-            cache.set_count(cache.len() - 1);
-            ptr::write_bytes(block as *mut u8, 0, crate::size_class::block_size(class));
-            return block as *mut u8;
+        if let Some(block) = pop(current(), class) {
+            ptr::write_bytes(block, 0, crate::size_class::block_size(class));
+            return block;
         }
         let Some(heap) = own_heap() else {
             return ptr::null_mut();
@@ -83,11 +90,9 @@ fn alloc_slow(class: usize) -> *mut u8 {
         // come before anything else.
         heap.send_outboxes();
         if heap.take_remote_batch(class) {
-            let cache = &mut heap.cache[class];
-            let block = cache.head;
-            cache.head = (*block).next;
-            cache.set_count(cache.len() - 1);
-            return block as *mut u8;
+            if let Some(block) = pop(heap, class) {
+                return block;
+            }
         }
         let Some((block, _)) = take_from_pools(heap, class) else {
             return ptr::null_mut();
