@@ -1,4 +1,5 @@
-//! `tidemark`: render reports from capture files, and run the bundled demo.
+//! `tidemark`: profile programs (`run`), render reports from capture files, and run the bundled
+//! demo.
 //!
 //! ```text
 //! tidemark demo                          record a sample workload, write its flamegraph
@@ -8,11 +9,13 @@
 //! tidemark tree CAPTURE                  biggest allocation paths at the peak
 //! tidemark diff OLD NEW [-o HTML]        what grew and shrank (captures or snapshot JSON)
 //! tidemark export CAPTURE --format folded|dhat [-o FILE]
+//! tidemark run [-o FILE] [--allocator pymalloc] [--debug] -- PROG ARGS...
 //! ```
 //!
 //! Every failure prints one line (`tidemark: error: ...`) and exits with status 2.
 
 mod demo;
+mod run;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -50,11 +53,9 @@ enum Command {
     Export(ExportArgs),
     /// Record a bundled sample workload and render its flamegraph and stats.
     Demo(DemoArgs),
-    /// Profile a program (not available yet).
-    Run {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Run a program with the preload library: record its allocations, or serve them with
+    /// tidemark's allocator (--allocator pymalloc, --debug).
+    Run(run::RunArgs),
 }
 
 #[derive(Args)]
@@ -203,7 +204,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(cli.command) {
+    let command = match cli.command {
+        Command::Run(a) => std::process::exit(run::main(a)),
+        other => other,
+    };
+    if let Err(e) = run(command) {
         eprintln!("tidemark: error: {e}");
         std::process::exit(2);
     }
@@ -217,14 +222,20 @@ fn run(command: Command) -> Result<()> {
             let opts = report::stats::Options { top: a.top };
             if a.json {
                 let v = report::stats::render_json(&analysis, &mut syms, &opts);
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?))
+                print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                ))
             } else {
                 print_out(&report::stats::render_text(&analysis, &mut syms, &opts))
             }
         }
         Command::Summary(a) => {
             let (analysis, mut syms) = load(&a.common)?;
-            let opts = report::summary::Options { moment: moment(&a.common), max_rows: a.rows };
+            let opts = report::summary::Options {
+                moment: moment(&a.common),
+                max_rows: a.rows,
+            };
             print_out(&report::summary::render_text(&analysis, &mut syms, &opts))
         }
         Command::Tree(a) => {
@@ -244,7 +255,10 @@ fn run(command: Command) -> Result<()> {
                 ExportFormat::Folded => report::export::folded(
                     &analysis,
                     &mut syms,
-                    &report::export::Options { moment: moment(&a.common), inverted: a.inverted },
+                    &report::export::Options {
+                        moment: moment(&a.common),
+                        inverted: a.inverted,
+                    },
                 ),
                 ExportFormat::Dhat => {
                     let v = report::export::dhat(&analysis, &mut syms);
@@ -257,11 +271,7 @@ fn run(command: Command) -> Result<()> {
             }
         }
         Command::Demo(a) => demo::run(&a.output_dir),
-        Command::Run { .. } => Err(
-            "`tidemark run` is not available yet (it lands with the preload library); record in process with \
-             tidemark_tracer::capture::record or TIDEMARK_RECORD=FILE under a Traced global allocator"
-                .into(),
-        ),
+        Command::Run(_) => unreachable!("`run` is handled in main"),
     }
 }
 

@@ -1,14 +1,15 @@
 //! The exported C functions. Each follows the C standard and glibc's conventions: `errno` is
 //! `ENOMEM` when memory runs out, alignments are checked, `realloc(p, 0)` frees.
 //!
+//! Each call goes to the backend (`backend.rs`) and, while a capture is being recorded, is
+//! reported to `trace.rs` (frees before the memory goes back, allocations after they succeed).
+//!
 //! The exports are compiled only into the cdylib's build of this crate (`cfg(not(test))`): a
 //! unit-test binary that exported `malloc` would run its own test harness on it.
 
+use crate::{backend, trace};
 use core::ffi::c_void;
 use core::ptr;
-use tidemark_alloc::Pymalloc;
-
-static ALLOC: Pymalloc = Pymalloc::new();
 
 fn set_errno(code: i32) {
     // SAFETY: __errno_location returns the calling thread's errno slot.
@@ -17,11 +18,20 @@ fn set_errno(code: i32) {
 
 /// Returns `p`, setting `ENOMEM` when it is null.
 #[inline]
-fn or_enomem(p: *mut u8) -> *mut c_void {
+fn or_enomem(p: *mut c_void) -> *mut c_void {
     if p.is_null() {
         set_errno(libc::ENOMEM);
     }
-    p as *mut c_void
+    p
+}
+
+/// Reports a new block to the tracer when recording.
+#[inline(always)]
+fn traced(p: *mut c_void, size: usize) -> *mut c_void {
+    if trace::on() && !p.is_null() {
+        trace::on_alloc(p, size);
+    }
+    p
 }
 
 fn page_size() -> usize {
@@ -31,39 +41,57 @@ fn page_size() -> usize {
 
 /// `memalign` with the alignment already validated as a power of two.
 fn aligned(align: usize, size: usize) -> *mut c_void {
-    or_enomem(ALLOC.c_memalign(align.max(core::mem::size_of::<usize>()), size))
+    let p = backend::memalign(align.max(core::mem::size_of::<usize>()), size);
+    traced(or_enomem(p), size)
 }
 
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    or_enomem(ALLOC.c_malloc(size))
+    traced(or_enomem(backend::malloc(size)), size)
 }
 
 /// # Safety
 /// `p` must be null or a live block from this allocator or glibc.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    if trace::on() && !p.is_null() {
+        trace::on_free(p);
+    }
     // SAFETY: guaranteed by the caller.
-    unsafe { ALLOC.c_free(p as *mut u8) }
+    unsafe { backend::free(p) }
 }
 
 #[no_mangle]
 pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    or_enomem(ALLOC.c_calloc(count, size))
+    traced(
+        or_enomem(backend::calloc(count, size)),
+        count.wrapping_mul(size),
+    )
 }
 
 /// # Safety
 /// `p` must be null or a live block from this allocator or glibc.
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: guaranteed by the caller.
-    let new = unsafe { ALLOC.c_realloc(p as *mut u8, size) };
     // realloc(p, 0) frees and returns null without it being an error.
-    let freed = size == 0 && !p.is_null();
-    if new.is_null() && !freed {
-        set_errno(libc::ENOMEM);
+    let freeing = size == 0 && !p.is_null();
+    if freeing && trace::on() {
+        trace::on_free(p);
     }
-    new as *mut c_void
+    // SAFETY: guaranteed by the caller.
+    let new = unsafe { backend::realloc(p, size) };
+    if new.is_null() {
+        if !freeing {
+            set_errno(libc::ENOMEM);
+        }
+    } else if trace::on() {
+        if p.is_null() {
+            trace::on_alloc(new, size);
+        } else {
+            trace::on_realloc(p, new, size);
+        }
+    }
+    new
 }
 
 /// # Safety
@@ -87,12 +115,12 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
         return libc::EINVAL;
     }
-    let p = ALLOC.c_memalign(align, size);
+    let p = backend::memalign(align, size);
     if p.is_null() {
         return libc::ENOMEM;
     }
     // SAFETY: guaranteed by the caller.
-    unsafe { *out = p as *mut c_void };
+    unsafe { *out = traced(p, size) };
     0
 }
 
@@ -136,7 +164,7 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // SAFETY: guaranteed by the caller.
-    unsafe { ALLOC.c_usable_size(p as *mut u8) }
+    unsafe { backend::usable_size(p) }
 }
 
 /// C23 `free_sized`: the size is a hint we do not need.
@@ -157,4 +185,16 @@ pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
     // SAFETY: guaranteed by the caller.
     unsafe { free(p) }
+}
+
+/// `_exit` flushes the capture first (the program's own `_exit` calls; glibc's internal
+/// ones do not come here), then ends the process as glibc's would.
+#[no_mangle]
+pub extern "C" fn _exit(status: i32) -> ! {
+    crate::lifecycle::flush_before_exit();
+    // SAFETY: exit_group ends every thread of the process; it does not return.
+    unsafe {
+        libc::syscall(libc::SYS_exit_group, status);
+        libc::abort()
+    }
 }

@@ -1,0 +1,599 @@
+//! Stack capture for C programs, glibc and CPython, which are built without frame pointers:
+//! DWARF call-frame information (`.eh_frame`, found through each module's `PT_GNU_EH_FRAME`
+//! in memory, never read from disk) interpreted by `framehop`, whose per-thread rule cache
+//! makes a frame seen before cost a hash lookup and two stack reads.
+//!
+//! ```text
+//!   capture_interned()   registers here (rip, rsp, rbp)
+//!        |  framehop::UnwinderX86_64   modules from dl_iterate_phdr, re-read when one is added
+//!        |  per-thread CacheX86_64     unwind rules by address
+//!        |  read_stack                 only inside this thread's stack, 8-aligned
+//!        v
+//!   ips (leaf first, this library's frames dropped) → tidemark_tracer::stack::intern → id
+//! ```
+//!
+//! An address outside every known module (JIT code) falls back to the frame-pointer rule.
+//! `TIDEMARK_PRELOAD_UNWIND=fp` uses the tracer's frame-pointer walk instead (faster, but
+//! stacks through code without frame pointers come out truncated or wrong).
+//!
+//! Modules unloaded with `dlclose` are not removed: a stack through the address range of a
+//! module unloaded since may read freed unwind data (dlclose of code still on a stack is
+//! undefined anyway, but an unloaded range reused by a new module is re-read on the next
+//! `dl_iterate_phdr` count change).
+
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+/// Most frames kept per stack (the capture's limit is at most this).
+pub const MAX_FRAMES: usize = 256;
+
+/// Nanoseconds and frames spent unwinding, for `TIDEMARK_PRELOAD_STATS=1`.
+pub static UNWIND_NS: AtomicU64 = AtomicU64::new(0);
+pub static UNWIND_FRAMES: AtomicU64 = AtomicU64::new(0);
+pub static UNWIND_STACKS: AtomicU64 = AtomicU64::new(0);
+
+/// 0 = unknown, 1 = DWARF, 2 = frame pointers, with stats (+4).
+static METHOD: AtomicU8 = AtomicU8::new(0);
+
+pub fn method() -> u8 {
+    let m = METHOD.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let mut m = if crate::role::unwind_with_frame_pointers() || !cfg!(target_arch = "x86_64") {
+        2
+    } else {
+        1
+    };
+    if crate::role::print_stats() {
+        m |= 4;
+    }
+    METHOD.store(m, Ordering::Relaxed);
+    m
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Captures the calling thread's stack (without this library's frames) and interns it.
+/// Must be called with the hook's re-entrancy mark held: it may allocate (the first time a
+/// thread unwinds, and when modules are re-read).
+#[inline(never)]
+pub fn capture_interned() -> u32 {
+    // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); MAX_FRAMES];
+    let want = crate::role::native_frames().min(MAX_FRAMES);
+    let m = method();
+    let t0 = if m & 4 != 0 { now_ns() } else { 0 };
+    let ips: &mut [u64] = if m & 3 == 2 {
+        let all = fill_zero(&mut buf);
+        let n = tidemark_tracer::capture_stack(0, all);
+        let n = drop_own_frames(all, n, want);
+        &mut all[..n]
+    } else {
+        let n = capture_dwarf(&mut buf, want);
+        // SAFETY: capture_dwarf initialized the first n entries.
+        unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u64, n) }
+    };
+    let n = ips.len();
+    if m & 4 != 0 {
+        UNWIND_NS.fetch_add(now_ns() - t0, Ordering::Relaxed);
+        UNWIND_FRAMES.fetch_add(n as u64, Ordering::Relaxed);
+        UNWIND_STACKS.fetch_add(1, Ordering::Relaxed);
+    }
+    tidemark_tracer::stack::intern(ips)
+}
+
+fn fill_zero(buf: &mut [core::mem::MaybeUninit<u64>]) -> &mut [u64] {
+    for b in buf.iter_mut() {
+        b.write(0);
+    }
+    // SAFETY: every entry was just initialized.
+    unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u64, buf.len()) }
+}
+
+/// Moves the frames after this library's own (the hook, the export) to the front, keeps at
+/// most `want`; returns how many.
+fn drop_own_frames(ips: &mut [u64], n: usize, want: usize) -> usize {
+    let (lo, hi) = own_range();
+    let skip = ips[..n]
+        .iter()
+        .take_while(|&&ip| ip >= lo && ip < hi)
+        .count();
+    let keep = (n - skip).min(want);
+    ips.copy_within(skip..skip + keep, 0);
+    keep
+}
+
+/// The address range of this library's code.
+fn own_range() -> (u64, u64) {
+    static RANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    let hi = RANGE[1].load(Ordering::Relaxed);
+    if hi != 0 {
+        return (RANGE[0].load(Ordering::Relaxed), hi);
+    }
+    let here = own_range as *const () as usize as u64;
+    let mut found = (here, here + 1);
+    for_each_module(|m| {
+        if m.segments.iter().any(|s| s.contains(&here)) {
+            found = m.range.clone().into_inner_pair();
+        }
+    });
+    RANGE[0].store(found.0, Ordering::Relaxed);
+    RANGE[1].store(found.1, Ordering::Relaxed);
+    found
+}
+
+trait Pair {
+    fn into_inner_pair(self) -> (u64, u64);
+}
+impl Pair for core::ops::Range<u64> {
+    fn into_inner_pair(self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+}
+
+/// One loaded module as `dl_iterate_phdr` shows it, in process addresses.
+pub struct LoadedModule {
+    pub name: String,
+    pub base: u64,
+    /// From the lowest to the highest loaded byte.
+    pub range: core::ops::Range<u64>,
+    /// The executable `PT_LOAD` segment(s).
+    pub segments: Vec<core::ops::Range<u64>>,
+    /// `.eh_frame_hdr` (from `PT_GNU_EH_FRAME`).
+    pub eh_frame_hdr: Option<core::ops::Range<u64>>,
+    /// Every `PT_LOAD` segment, to bound `.eh_frame`.
+    pub loads: Vec<core::ops::Range<u64>>,
+}
+
+/// Calls `f` for each loaded module. Allocates (names, vectors).
+pub fn for_each_module(mut f: impl FnMut(&LoadedModule)) {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut dyn FnMut` passed below; `info` is valid for this call.
+        unsafe {
+            let f = &mut *(data as *mut &mut dyn FnMut(&LoadedModule));
+            let info = &*info;
+            let base = info.dlpi_addr;
+            let name = if info.dlpi_name.is_null() {
+                String::new()
+            } else {
+                core::ffi::CStr::from_ptr(info.dlpi_name)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let mut m = LoadedModule {
+                name,
+                base,
+                range: 0..0,
+                segments: Vec::new(),
+                eh_frame_hdr: None,
+                loads: Vec::new(),
+            };
+            let (mut lo, mut hi) = (u64::MAX, 0u64);
+            for i in 0..info.dlpi_phnum as usize {
+                let ph = &*info.dlpi_phdr.add(i);
+                let start = base.wrapping_add(ph.p_vaddr);
+                let r = start..start.wrapping_add(ph.p_memsz);
+                match ph.p_type {
+                    libc::PT_LOAD => {
+                        lo = lo.min(r.start);
+                        hi = hi.max(r.end);
+                        if ph.p_flags & libc::PF_X != 0 {
+                            m.segments.push(r.clone());
+                        }
+                        m.loads.push(r);
+                    }
+                    libc::PT_GNU_EH_FRAME => m.eh_frame_hdr = Some(r),
+                    _ => {}
+                }
+            }
+            if lo < hi {
+                m.range = lo..hi;
+                f(&m);
+            }
+        }
+        0
+    }
+    let mut dynf: &mut dyn FnMut(&LoadedModule) = &mut f;
+    // SAFETY: `visit` only uses `data` as the closure pointer, for the duration of the call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(visit),
+            &mut dynf as *mut &mut dyn FnMut(&LoadedModule) as *mut libc::c_void,
+        );
+    }
+}
+
+/// How many modules were ever loaded (`dlpi_adds`); changes when one is dlopen'd.
+fn module_adds() -> u64 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `info` is valid for this call, `data` is the u64 below.
+        unsafe { *(data as *mut u64) = (*info).dlpi_adds };
+        1
+    }
+    let mut adds = 0u64;
+    // SAFETY: `first` writes one u64 through `data`.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut adds as *mut u64 as *mut libc::c_void) };
+    adds
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn capture_dwarf(buf: &mut [core::mem::MaybeUninit<u64>], want: usize) -> usize {
+    let ips = fill_zero(buf);
+    let n = tidemark_tracer::capture_stack(0, ips);
+    drop_own_frames(ips, n, want)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use dwarf::capture_dwarf;
+
+#[cfg(target_arch = "x86_64")]
+mod dwarf {
+    use super::{for_each_module, module_adds, own_range};
+    use core::cell::Cell;
+    use core::sync::atomic::AtomicPtr;
+    use core::sync::atomic::Ordering;
+    use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+    use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
+    use std::sync::Mutex;
+
+    /// Unwind data is read in place from the loaded image.
+    type Mem = &'static [u8];
+
+    struct Modules {
+        unwinder: UnwinderX86_64<Mem>,
+        /// The modules' address ranges, sorted: is the program's frame in a known module?
+        ranges: Vec<(u64, u64)>,
+        adds: u64,
+    }
+
+    impl Modules {
+        fn knows(&self, ip: u64) -> bool {
+            let i = self.ranges.partition_point(|r| r.0 <= ip);
+            i > 0 && ip < self.ranges[i - 1].1
+        }
+    }
+
+    /// The current module set. Readers only load the pointer (no shared counter to bounce
+    /// between cores); a rebuild after a dlopen publishes a new set and leaks the old one,
+    /// which a capture on another thread may still be reading (a few KiB per dlopen).
+    static MODULES: AtomicPtr<Modules> = AtomicPtr::new(core::ptr::null_mut());
+    /// Serializes rebuilds.
+    static REBUILD: Mutex<()> = Mutex::new(());
+    /// Reads the modules again unless another thread just did (`seen` is the set the caller
+    /// found stale, or null).
+    #[cold]
+    fn rebuild(seen: *mut Modules) {
+        let _g = REBUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if MODULES.load(Ordering::Acquire) != seen {
+            return;
+        }
+        let fresh = Box::into_raw(Box::new(build()));
+        MODULES.store(fresh, Ordering::Release);
+    }
+
+    /// A thread's rule cache (~10 KiB), freed when the thread exits.
+    struct CacheBox(Cell<*mut CacheX86_64>);
+
+    impl Drop for CacheBox {
+        fn drop(&mut self) {
+            let p = self.0.replace(core::ptr::null_mut());
+            if !p.is_null() {
+                // SAFETY: made by Box::into_raw in `cache`; no capture runs on this thread
+                // any more (its thread-locals are being destroyed).
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+
+    thread_local! {
+        static CACHE: CacheBox = const { CacheBox(Cell::new(core::ptr::null_mut())) };
+        static BOUNDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+
+    /// Reads `.eh_frame_hdr`'s pointer to `.eh_frame` (pc-relative or absolute, 4 or 8 bytes).
+    ///
+    /// # Safety
+    /// `hdr` is the mapped `.eh_frame_hdr` of a loaded module.
+    unsafe fn eh_frame_start(hdr: u64) -> Option<u64> {
+        // SAFETY: the header is at least 4 bytes plus the encoded pointer.
+        unsafe {
+            let p = hdr as *const u8;
+            if *p != 1 {
+                return None;
+            }
+            let enc = *p.add(1);
+            let field = hdr + 4;
+            let value = match enc & 0x0f {
+                0x03 => (field as *const u32).read_unaligned() as u64,
+                0x0b => (field as *const i32).read_unaligned() as i64 as u64,
+                0x04 | 0x0c => (field as *const u64).read_unaligned(),
+                _ => return None,
+            };
+            match enc & 0x70 {
+                0x00 => Some(value),
+                0x10 => Some(field.wrapping_add(value)),
+                _ => None,
+            }
+        }
+    }
+
+    fn build() -> Modules {
+        let mut unwinder = UnwinderX86_64::new();
+        let mut ranges = Vec::new();
+        let adds = module_adds();
+        for_each_module(|m| {
+            ranges.push((m.range.start, m.range.end));
+            let Some(hdr) = m.eh_frame_hdr.clone() else {
+                return;
+            };
+            // SAFETY: PT_GNU_EH_FRAME of a loaded module is mapped.
+            let Some(eh) = (unsafe { eh_frame_start(hdr.start) }) else {
+                return;
+            };
+            // .eh_frame's length is not in the header: it runs at most to the end of its
+            // segment, and framehop finds entries through the header's sorted table.
+            let Some(seg) = m.loads.iter().find(|s| s.contains(&eh)) else {
+                return;
+            };
+            let slice = |r: &core::ops::Range<u64>| -> Mem {
+                // SAFETY: the range lies inside a loaded segment, mapped while the module is
+                // loaded.
+                unsafe {
+                    core::slice::from_raw_parts(r.start as *const u8, (r.end - r.start) as usize)
+                }
+            };
+            let svma = |r: &core::ops::Range<u64>| (r.start - m.base)..(r.end - m.base);
+            let text = m.segments.first().cloned();
+            let eh_range = eh..seg.end;
+            let info = ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: text.as_ref().map(svma),
+                text: text.as_ref().map(slice),
+                eh_frame_svma: Some(svma(&eh_range)),
+                eh_frame: Some(slice(&eh_range)),
+                eh_frame_hdr_svma: Some(svma(&hdr)),
+                eh_frame_hdr: Some(slice(&hdr)),
+                ..Default::default()
+            };
+            unwinder.add_module(Module::new(m.name.clone(), m.range.clone(), m.base, info));
+        });
+        ranges.sort_unstable();
+        Modules {
+            unwinder,
+            ranges,
+            adds,
+        }
+    }
+
+    fn stack_bounds() -> (u64, u64) {
+        BOUNDS
+            .try_with(|b| {
+                let v = b.get();
+                if v.1 != 0 {
+                    return v;
+                }
+                let mut lo = 0usize;
+                let mut size = 0usize;
+                // SAFETY: attr is initialised by pthread_getattr_np before use, destroyed
+                // after.
+                let ok = unsafe {
+                    let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+                    if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                        false
+                    } else {
+                        let mut addr: *mut libc::c_void = core::ptr::null_mut();
+                        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+                        libc::pthread_attr_destroy(&mut attr);
+                        lo = addr as usize;
+                        r == 0
+                    }
+                };
+                let v = if ok && size != 0 {
+                    (lo as u64, (lo + size) as u64)
+                } else {
+                    (1, 1)
+                };
+                b.set(v);
+                v
+            })
+            .unwrap_or((1, 1))
+    }
+
+    fn cache() -> Option<&'static mut CacheX86_64> {
+        CACHE
+            .try_with(|c| {
+                if c.0.get().is_null() {
+                    c.0.set(Box::into_raw(Box::new(CacheX86_64::new())));
+                }
+                c.0.get()
+            })
+            .ok()
+            // SAFETY: each thread has its own cache, used by one capture at a time (the hook
+            // is not re-entered).
+            .map(|p| unsafe { &mut *p })
+    }
+
+    #[inline(always)]
+    fn registers() -> (u64, u64, u64) {
+        let (pc, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers; touches no memory.
+        unsafe {
+            core::arch::asm!(
+                "lea {pc}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                pc = out(reg) pc,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        (pc, sp, bp)
+    }
+
+    /// How the walk out of this library starts: 0 = not checked yet, 1 = by frame pointers
+    /// (this library is built with them), 2 = by DWARF from the registers.
+    static OWN_BY_FP: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+    /// Follows this library's frame-pointer chain from `bp` to the first return address
+    /// outside it: `(that address, the caller's sp, the caller's bp)`.
+    fn leave_own_frames(
+        mut bp: u64,
+        stack: (u64, u64),
+        own: (u64, u64),
+    ) -> Option<(u64, u64, u64)> {
+        for _ in 0..64 {
+            if bp < stack.0 || bp + 16 > stack.1 || !bp.is_multiple_of(8) {
+                return None;
+            }
+            // SAFETY: both words are inside this thread's stack.
+            let (saved, ret) =
+                unsafe { ((bp as *const u64).read(), ((bp + 8) as *const u64).read()) };
+            if ret < own.0 || ret >= own.1 {
+                return Some((ret, bp + 16, saved));
+            }
+            if saved <= bp {
+                return None;
+            }
+            bp = saved;
+        }
+        None
+    }
+
+    /// Unwinds the calling thread into `out` (return addresses, leaf first) without this
+    /// library's frames; returns the count written (at most `want`).
+    ///
+    /// This library's own frames (hook, export) are left by their frame pointers, checked
+    /// against a full DWARF walk on the first capture of the process; from the program's
+    /// frame on, framehop applies the cached DWARF rules.
+    #[inline(never)]
+    pub fn capture_dwarf(out: &mut [core::mem::MaybeUninit<u64>], want: usize) -> usize {
+        let (pc, sp, bp) = registers();
+        let stack = stack_bounds();
+        let Some(cache) = cache() else { return 0 };
+        let own = own_range();
+        let mut current = MODULES.load(Ordering::Acquire);
+        if current.is_null() {
+            rebuild(current);
+            current = MODULES.load(Ordering::Acquire);
+        }
+        // SAFETY: published sets are never freed.
+        let Some(modules) = (unsafe { current.as_ref() }) else {
+            return 0;
+        };
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            if addr >= stack.0 && addr + 8 <= stack.1 && addr.is_multiple_of(8) {
+                // SAFETY: inside this thread's stack, aligned.
+                Ok(unsafe { (addr as *const u64).read() })
+            } else {
+                Err(())
+            }
+        };
+        let want = want.min(out.len());
+        let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
+        let fast = if by_fp == 2 {
+            None
+        } else {
+            leave_own_frames(bp, stack, own)
+        };
+        let (mut regs, first) = match fast {
+            Some((ret, caller_sp, caller_bp)) if by_fp == 1 => {
+                (UnwindRegsX86_64::new(ret, caller_sp, caller_bp), ret)
+            }
+            _ => {
+                // The slow way: DWARF from here through this library's frames.
+                let mut regs = UnwindRegsX86_64::new(pc, sp, bp);
+                let mut address = FrameAddress::InstructionPointer(pc);
+                let mut first = 0;
+                for _ in 0..64 {
+                    match modules
+                        .unwinder
+                        .unwind_frame(address, &mut regs, cache, &mut read_stack)
+                    {
+                        Ok(Some(ra)) if ra >= own.0 && ra < own.1 => {
+                            let Some(a) = FrameAddress::from_return_address(ra) else {
+                                break;
+                            };
+                            address = a;
+                        }
+                        Ok(Some(ra)) => {
+                            first = ra;
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+                if by_fp == 0 {
+                    let agree = fast.is_some_and(|(ret, ..)| ret == first) && first != 0;
+                    OWN_BY_FP.store(if agree { 1 } else { 2 }, Ordering::Relaxed);
+                }
+                if first == 0 {
+                    return 0;
+                }
+                (regs, first)
+            }
+        };
+        if want == 0 {
+            return 0;
+        }
+        // The program's frame in no known module: re-read the modules if one was dlopen'd
+        // since, before walking on with rules that do not cover it.
+        let mut modules = modules;
+        if !modules.knows(first) && modules.adds != module_adds() {
+            rebuild(current);
+            current = MODULES.load(Ordering::Acquire);
+            // SAFETY: published sets are never freed.
+            if let Some(fresh) = unsafe { current.as_ref() } {
+                modules = fresh;
+            }
+        }
+        out[0].write(first);
+        let mut n = 1;
+        let mut failed = false;
+        let Some(mut address) = FrameAddress::from_return_address(first) else {
+            return n;
+        };
+        while n < want {
+            match modules
+                .unwinder
+                .unwind_frame(address, &mut regs, cache, &mut read_stack)
+            {
+                Ok(Some(ra)) => {
+                    out[n].write(ra);
+                    n += 1;
+                    match FrameAddress::from_return_address(ra) {
+                        Some(a) => address = a,
+                        None => break,
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // A walk that failed: was a module dlopen'd since?
+        if failed && modules.adds != module_adds() {
+            // A module was dlopen'd since: re-read them for the next captures.
+            rebuild(current);
+        }
+        n
+    }
+}

@@ -1,0 +1,507 @@
+//! `tidemark run [options] -- PROG ARGS...`: runs a program with the preload library, either
+//! recording every allocation into a capture (glibc serves, as usual) or serving it with
+//! tidemark's pymalloc, optionally under the debug hooks and optionally recording too.
+//!
+//! ```text
+//! tidemark run -- ./prog args                       record tidemark-prog-PID.tdm
+//! tidemark run -o run.tdm --follow-fork -- make     record make and every child it starts
+//! tidemark run --allocator pymalloc -- python3 x.py run on tidemark's allocator
+//! tidemark run --debug -- ./prog                    ... with the debug hooks (reports, abort)
+//! ```
+//!
+//! The protocol with the library is the environment (read there once, without allocating;
+//! see `cli/preload/src/role.rs`): `LD_PRELOAD`, `TIDEMARK_PRELOAD_ALLOCATOR`,
+//! `TIDEMARK_PRELOAD_OUTPUT` (`%p` → pid), `TIDEMARK_PRELOAD_AGGREGATE`,
+//! `TIDEMARK_PRELOAD_NATIVE_FRAMES`, `TIDEMARK_PRELOAD_FOLLOW_FORK`. The library removes them
+//! (and itself from `LD_PRELOAD`) at load unless follow-fork is asked, so programs the traced
+//! one execs run untouched.
+//!
+//! The exit code is the program's (128 + N when signal N killed it, as a shell reports it).
+//! Errors before the program starts (not found, statically linked, capture not writable,
+//! library missing) are one line each and exit status 2.
+
+pub mod elf;
+pub mod find;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+
+/// Which allocator serves the program.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocatorArg {
+    /// tidemark's pymalloc-style allocator.
+    Pymalloc,
+    /// glibc's malloc (the default when recording).
+    Malloc,
+}
+
+/// The options of `tidemark run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// The capture file (`%p` becomes the pid). Default: tidemark-PROG-PID.tdm here.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Keep only per-stack totals at the high-water mark and at the end (small files).
+    #[arg(long)]
+    pub aggregate: bool,
+    /// Trace forked children and programs started with exec too, each into its own capture
+    /// (FILE.PID).
+    #[arg(long)]
+    pub follow_fork: bool,
+    /// Native frames kept per allocation stack.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub native_frames: u16,
+    /// Serve the program's allocations with this allocator (without --trace: no capture).
+    #[arg(long, value_enum)]
+    pub allocator: Option<AllocatorArg>,
+    /// Serve with pymalloc under the debug hooks: corruption is reported and aborts.
+    #[arg(long)]
+    pub debug: bool,
+    /// With --allocator or --debug: record a capture as well.
+    #[arg(long)]
+    pub trace: bool,
+    /// No summary after the run.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROG ARGS"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// What to run with which environment.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub program: PathBuf,
+    /// `TIDEMARK_PRELOAD_*` variables to set.
+    pub env: Vec<(&'static str, OsString)>,
+    /// The capture name pattern (`%p` for the pid), when recording.
+    pub capture: Option<PathBuf>,
+}
+
+/// Decides the environment for `args` (the program already resolved to `program`).
+pub fn plan(args: &RunArgs, program: PathBuf) -> Plan {
+    let allocator = match (args.debug, args.allocator) {
+        (true, _) => Some("pymalloc_debug"),
+        (false, Some(AllocatorArg::Pymalloc)) => Some("pymalloc"),
+        (false, Some(AllocatorArg::Malloc)) => Some("malloc"),
+        (false, None) => None,
+    };
+    let recording = allocator.is_none() || args.trace || args.output.is_some();
+    let mut env: Vec<(&'static str, OsString)> = Vec::new();
+    env.push((
+        "TIDEMARK_PRELOAD_ALLOCATOR",
+        allocator.unwrap_or("malloc").into(),
+    ));
+    let capture = recording.then(|| {
+        args.output.clone().unwrap_or_else(|| {
+            let name = program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "prog".into());
+            PathBuf::from(format!("tidemark-{name}-%p.tdm"))
+        })
+    });
+    if let Some(c) = &capture {
+        let abs = if c.is_absolute() {
+            c.clone()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(c)
+        };
+        env.push(("TIDEMARK_PRELOAD_OUTPUT", abs.into_os_string()));
+        env.push((
+            "TIDEMARK_PRELOAD_NATIVE_FRAMES",
+            args.native_frames.to_string().into(),
+        ));
+        if args.aggregate {
+            env.push(("TIDEMARK_PRELOAD_AGGREGATE", "1".into()));
+        }
+    }
+    if args.follow_fork {
+        env.push(("TIDEMARK_PRELOAD_FOLLOW_FORK", "1".into()));
+    }
+    Plan {
+        program,
+        env,
+        capture,
+    }
+}
+
+/// `%p` → `pid`, `%%` → `%` (as the library expands it).
+pub fn expand(pattern: &Path, pid: u32) -> PathBuf {
+    let bytes = pattern.as_os_str().as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 1 < bytes.len() && matches!(bytes[i + 1], b'p' | b'%') {
+            if bytes[i + 1] == b'p' {
+                out.extend_from_slice(pid.to_string().as_bytes());
+            } else {
+                out.push(b'%');
+            }
+            i += 2;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(OsStr::from_bytes(&out))
+}
+
+/// Checks the capture can be created (with this process's pid standing in for `%p`); the
+/// probe file is removed again.
+fn check_writable(pattern: &Path) -> Result<(), String> {
+    let probe = expand(pattern, std::process::id());
+    let existed = probe.exists();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&probe)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(&probe);
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot write the capture {}: {e}",
+            pattern.display()
+        )),
+    }
+}
+
+/// Checks the program before starting it; returns its path and, for a `#!` script, its
+/// interpreter.
+fn resolve_program_and_interpreter(prog: &OsStr) -> Result<(PathBuf, Option<PathBuf>), String> {
+    let Some(path) = find::in_path(prog, std::env::var_os("PATH")) else {
+        let shown = prog.to_string_lossy();
+        return Err(if prog.as_bytes().contains(&b'/') {
+            format!("{shown}: no such executable file")
+        } else {
+            format!("{shown}: program not found in PATH")
+        });
+    };
+    let mut judged = path.clone();
+    let mut interpreter = None;
+    for _ in 0..4 {
+        match elf::linkage(&judged) {
+            Ok(elf::Linkage::Static) => {
+                return Err(format!(
+                    "{} is statically linked: the preload library cannot work on it (LD_PRELOAD needs the dynamic loader); use a dynamically linked build",
+                    judged.display()
+                ))
+            }
+            Ok(elf::Linkage::Script(interp)) => {
+                interpreter.get_or_insert(interp.clone());
+                judged = interp;
+            }
+            Ok(_) | Err(_) => break,
+        }
+    }
+    Ok((path, interpreter))
+}
+
+/// Runs `tidemark run`; returns the process exit status (the program's, or 2 on an error
+/// before it started).
+pub fn main(args: RunArgs) -> i32 {
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tidemark: error: {e}");
+            2
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> Result<i32, String> {
+    let (program, interpreter) = resolve_program_and_interpreter(&args.command[0])?;
+    if let (Some(interp), false, false) = (&interpreter, args.follow_fork, args.quiet) {
+        // pyenv's `python3`, for one, is a shell script that execs the real interpreter.
+        eprintln!(
+            "tidemark: note: {} is a script run by {}: programs it execs are traced only with --follow-fork",
+            program.display(),
+            interp.display()
+        );
+    }
+    let library = find::preload_library()?;
+    let plan = plan(args, program);
+    if let Some(c) = &plan.capture {
+        check_writable(c)?;
+    }
+    let mut cmd = std::process::Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    let mut preload = library.into_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    cmd.env("LD_PRELOAD", preload);
+    for (k, v) in &plan.env {
+        cmd.env(k, v);
+    }
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", plan.program.display()))?;
+    // Ctrl-C goes to the whole foreground group: the program handles it (or dies and its
+    // capture is flushed); this process waits to report. Ignored only after the spawn: an
+    // ignored signal would stay ignored in the program.
+    let ignored = ignore_interrupts();
+    let pid = child.id();
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {}: {e}", plan.program.display()))?;
+    restore_interrupts(ignored);
+    let elapsed = started.elapsed();
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => {
+            if !args.quiet {
+                eprintln!(
+                    "tidemark: {} was killed by signal {sig} ({})",
+                    plan.program.display(),
+                    signal_name(sig)
+                );
+            }
+            128 + sig
+        }
+        (None, None) => 1,
+    };
+    if let (Some(pattern), false) = (&plan.capture, args.quiet) {
+        summarize(&expand(pattern, pid), pattern, args.follow_fork, elapsed);
+    }
+    Ok(code)
+}
+
+/// Prints what was recorded and the next command.
+fn summarize(capture: &Path, pattern: &Path, follow_fork: bool, elapsed: std::time::Duration) {
+    use tidemark_tracer::report::{self, text};
+    if !capture.exists() {
+        eprintln!(
+            "tidemark: no capture was written at {} (the program did not start, or is not dynamically linked)",
+            capture.display()
+        );
+        return;
+    }
+    match report::analyze(capture, &report::AnalyzeOptions::default()) {
+        Ok(a) => {
+            eprintln!(
+                "tidemark: recorded {} in {}: {} allocations, peak {}, leaked {}{}",
+                capture.display(),
+                text::duration(elapsed.as_nanos() as u64),
+                text::count(a.totals.allocs),
+                text::bytes(a.peak_bytes),
+                text::bytes(a.leaked_bytes),
+                match &a.truncated {
+                    Some(why) => format!(" (ends early: {why})"),
+                    None => String::new(),
+                }
+            );
+        }
+        Err(e) => eprintln!("tidemark: recorded {} ({e})", capture.display()),
+    }
+    if follow_fork {
+        let children = child_captures(capture, pattern);
+        if !children.is_empty() {
+            eprintln!("tidemark: child processes wrote:");
+            for c in children {
+                eprintln!("  {}", c.display());
+            }
+        }
+    }
+    eprintln!(
+        "tidemark: next: tidemark flamegraph {}",
+        shell_quote(capture)
+    );
+}
+
+/// Captures of traced children: `PATTERN.<pid>` (or the pattern with other pids when it has
+/// `%p`) beside the main one.
+fn child_captures(main: &Path, pattern: &Path) -> Vec<PathBuf> {
+    let dir = main.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let pat = pattern
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (prefix, suffix) = match pat.find("%p") {
+        Some(i) => (pat[..i].to_string(), pat[i + 2..].to_string()),
+        None => (format!("{pat}."), String::new()),
+    };
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != main)
+        .filter(|p| {
+            let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                return false;
+            };
+            n.len() > prefix.len() + suffix.len()
+                && n.starts_with(&prefix)
+                && n.ends_with(&suffix)
+                && n[prefix.len()..n.len() - suffix.len()]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn shell_quote(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+%,:@".contains(&b))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
+
+type Saved = [(i32, libc::sighandler_t); 2];
+
+fn ignore_interrupts() -> Saved {
+    // SAFETY: changes this process's dispositions only; restored by `restore_interrupts`.
+    unsafe {
+        [
+            (libc::SIGINT, libc::signal(libc::SIGINT, libc::SIG_IGN)),
+            (libc::SIGQUIT, libc::signal(libc::SIGQUIT, libc::SIG_IGN)),
+        ]
+    }
+}
+
+fn restore_interrupts(saved: Saved) {
+    for (sig, old) in saved {
+        // SAFETY: restoring the disposition saved by `ignore_interrupts`.
+        unsafe { libc::signal(sig, old) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    fn env_of(p: &Plan, k: &str) -> Option<String> {
+        p.env
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn tracing_run_records_with_glibc() {
+        let a = parse(&["--", "./prog", "-x", "--y"]);
+        assert_eq!(a.command, ["./prog", "-x", "--y"]);
+        let p = plan(&a, PathBuf::from("/bin/prog"));
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_ALLOCATOR").unwrap(), "malloc");
+        assert!(env_of(&p, "TIDEMARK_PRELOAD_OUTPUT")
+            .unwrap()
+            .ends_with("/tidemark-prog-%p.tdm"));
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_NATIVE_FRAMES").unwrap(), "64");
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_FOLLOW_FORK"), None);
+    }
+
+    #[test]
+    fn allocator_runs_record_only_when_asked() {
+        let a = parse(&["--allocator", "pymalloc", "--", "prog"]);
+        let p = plan(&a, PathBuf::from("/bin/prog"));
+        assert_eq!(
+            env_of(&p, "TIDEMARK_PRELOAD_ALLOCATOR").unwrap(),
+            "pymalloc"
+        );
+        assert_eq!(p.capture, None);
+        let a = parse(&[
+            "--debug",
+            "--trace",
+            "-o",
+            "/tmp/x.tdm",
+            "--follow-fork",
+            "prog",
+        ]);
+        let p = plan(&a, PathBuf::from("/bin/prog"));
+        assert_eq!(
+            env_of(&p, "TIDEMARK_PRELOAD_ALLOCATOR").unwrap(),
+            "pymalloc_debug"
+        );
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_OUTPUT").unwrap(), "/tmp/x.tdm");
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_FOLLOW_FORK").unwrap(), "1");
+        let a = parse(&["--aggregate", "--native-frames", "8", "prog"]);
+        let p = plan(&a, PathBuf::from("prog"));
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_AGGREGATE").unwrap(), "1");
+        assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_NATIVE_FRAMES").unwrap(), "8");
+    }
+
+    #[test]
+    fn expands_pid_like_the_library() {
+        assert_eq!(expand(Path::new("a-%p.tdm"), 12), PathBuf::from("a-12.tdm"));
+        assert_eq!(expand(Path::new("a%%p"), 12), PathBuf::from("a%p"));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let e =
+            resolve_program_and_interpreter(OsStr::new("no-such-program-tidemark")).unwrap_err();
+        assert_eq!(e, "no-such-program-tidemark: program not found in PATH");
+        let e = check_writable(Path::new("/proc/no/such/dir/x.tdm")).unwrap_err();
+        assert!(
+            e.starts_with("cannot write the capture /proc/no/such/dir/x.tdm: "),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn finds_child_captures() {
+        let dir = std::env::temp_dir().join(format!("tidemark-run-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in ["c.tdm", "c.tdm.12", "c.tdm.13", "c.tdm.x", "other"] {
+            std::fs::write(dir.join(n), b"").unwrap();
+        }
+        let main = dir.join("c.tdm");
+        let found = child_captures(&main, &main);
+        assert_eq!(found, vec![dir.join("c.tdm.12"), dir.join("c.tdm.13")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

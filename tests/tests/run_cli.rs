@@ -1,0 +1,165 @@
+//! `tidemark run` as a user runs it: exit codes passed through (128 + N for signal N), the
+//! summary and next command after a recording, and one clear error line with status 2 for a
+//! missing program, a static binary and a capture path that cannot be written.
+//!
+//! The binary is `target/<profile>/tidemark` (built on first use, beside the preload library,
+//! so `tidemark run` finds the library without any path set), or `TIDEMARK_TEST_CLI` when set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use tidemark_tests::{compile_c, preload_library, profile_dir, scratch_dir};
+
+/// The `tidemark` binary.
+fn tidemark() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        preload_library();
+        let dir = profile_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "tidemark"]);
+        if release {
+            build.arg("--release");
+        }
+        build.env("CARGO_TARGET_DIR", dir.parent().expect("target dir"));
+        assert!(
+            build.status().expect("cargo runs").success(),
+            "building tidemark"
+        );
+        let bin = std::env::var_os("TIDEMARK_TEST_CLI")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("tidemark"));
+        let help = Command::new(&bin)
+            .args(["run", "--help"])
+            .output()
+            .expect("tidemark runs");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("--follow-fork"),
+            "`tidemark run --help` lacks options:\n{help}"
+        );
+        bin
+    })
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(tidemark())
+        .arg("run")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("tidemark runs")
+}
+
+#[test]
+fn records_and_says_what_next() {
+    let dir = scratch_dir("cli-record");
+    let exe = compile_c("run_sites.c", &dir, &["-fomit-frame-pointer"]);
+    let out = run_in(&dir, &["--", exe.to_str().unwrap(), "50", "3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "sum 1225\n",
+        "the program's stdout is untouched"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("tidemark: recorded "), "{err}");
+    let next = err
+        .lines()
+        .find_map(|l| l.strip_prefix("tidemark: next: tidemark flamegraph "))
+        .unwrap_or_else(|| panic!("no next command in {err}"));
+    let capture = dir.join(next);
+    assert!(capture.is_file(), "{}", capture.display());
+    let name = capture.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("tidemark-run_sites-") && name.ends_with(".tdm"),
+        "{name}"
+    );
+
+    let out = run_in(
+        &dir,
+        &[
+            "-o",
+            "named.tdm",
+            "--aggregate",
+            "--",
+            exe.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("named.tdm").is_file());
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    let dir = scratch_dir("cli-codes");
+    for (script, code) in [("exit 0", 0), ("exit 42", 42), ("kill -KILL $$", 128 + 9)] {
+        let out = run_in(
+            &dir,
+            &["-q", "--allocator", "pymalloc", "--", "sh", "-c", script],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{script}: {}",
+            text(&out.stderr)
+        );
+    }
+    let exe = compile_c("run_corrupt.c", &dir, &[]);
+    let out = run_in(&dir, &["--debug", "--", exe.to_str().unwrap(), "double"]);
+    assert_eq!(out.status.code(), Some(128 + 6), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Fatal error: tidemark debug free: double free"),
+        "{err}"
+    );
+    assert!(err.contains("was killed by signal 6 (SIGABRT)"), "{err}");
+}
+
+#[test]
+fn errors_are_one_line_with_status_2() {
+    let dir = scratch_dir("cli-errors");
+    let out = run_in(&dir, &["--", "no-such-program-tidemark"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "tidemark: error: no-such-program-tidemark: program not found in PATH\n"
+    );
+
+    let out = run_in(&dir, &["-o", "/proc/no/such/x.tdm", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("tidemark: error: cannot write the capture /proc/no/such/x.tdm: "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let src = dir.join("static.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let exe = dir.join("static");
+    let built = Command::new("cc")
+        .args(["-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    if built {
+        let out = run_in(&dir, &["--", exe.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("is statically linked: the preload library cannot work"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    } else {
+        eprintln!("no static libc to link with: static case skipped");
+    }
+}

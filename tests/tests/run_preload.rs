@@ -1,0 +1,522 @@
+//! `tidemark run`'s machinery end to end: real programs (C built without frame pointers,
+//! threads, fork and exec, heap corruption, CPython) run with the preload library in the
+//! roles `tidemark run` sets through the environment (`TIDEMARK_PRELOAD_*`, see
+//! `cli/preload/src/role.rs`), and the captures they leave read back with the report API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tidemark_tests::{compile_c, preload_library, scratch_dir};
+use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
+
+/// C flags of code as distributions build it: no frame pointers (stacks need DWARF). Sibling
+/// calls are kept as calls so each known frame exists.
+const NO_FP: [&str; 3] = [
+    "-fomit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-pthread",
+];
+
+/// One allocation site of a capture, symbolized.
+#[derive(Debug)]
+struct SiteView {
+    /// "function:line" (or "function" without line info), most recent call first.
+    frames: Vec<String>,
+    thread: u32,
+    total_count: u64,
+    total_bytes: u64,
+    cur_bytes: u64,
+}
+
+struct Capture {
+    sites: Vec<SiteView>,
+    threads: usize,
+    allocs: u64,
+    complete: bool,
+}
+
+fn read_capture(path: &Path) -> Capture {
+    let a = report::analyze(path, &AnalyzeOptions::default())
+        .unwrap_or_else(|e| panic!("{} does not read: {e}", path.display()));
+    let mut syms = Symbols::new(&a).keep_runtime_frames(true);
+    let sites = a
+        .sites
+        .iter()
+        .map(|s| SiteView {
+            frames: syms
+                .frames(&a, s.stack)
+                .iter()
+                .map(|f| {
+                    if f.lineno > 0 {
+                        format!("{}:{}", f.function, f.lineno)
+                    } else {
+                        f.function.clone()
+                    }
+                })
+                .collect(),
+            thread: s.thread,
+            total_count: s.total_count,
+            total_bytes: s.total_bytes,
+            cur_bytes: s.cur_bytes,
+        })
+        .collect();
+    Capture {
+        sites,
+        threads: a.threads.len(),
+        allocs: a.totals.allocs,
+        complete: a.end.is_some() && a.truncated.is_none(),
+    }
+}
+
+impl Capture {
+    /// Sites whose most recent user frame is `frame` ("function:line").
+    fn at<'a>(&'a self, frame: &'a str) -> impl Iterator<Item = &'a SiteView> + 'a {
+        self.sites
+            .iter()
+            .filter(move |s| s.frames.iter().any(|f| f == frame))
+    }
+
+    fn count_at(&self, frame: &str) -> u64 {
+        self.at(frame).map(|s| s.total_count).sum()
+    }
+
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sites {
+            out += &format!(
+                "  {} x{} ({} B): {}\n",
+                s.thread,
+                s.total_count,
+                s.total_bytes,
+                s.frames.join(" <- ")
+            );
+        }
+        out
+    }
+}
+
+/// `program args` on the preload with `env` (the `TIDEMARK_PRELOAD_*` protocol).
+fn run_preloaded(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env("LD_PRELOAD", preload_library());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("program runs")
+}
+
+/// "function:line" of the line marked `/* SITE <marker> */` in `tests/programs/<source>`.
+fn site(source: &str, function: &str, marker: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source);
+    let code = std::fs::read_to_string(&path).unwrap();
+    let tag = format!("/* SITE {marker} */");
+    let line = code
+        .lines()
+        .position(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("{tag} not in {source}"));
+    format!("{function}:{}", line + 1)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn captures_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".tdm"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sites_of_a_c_program_without_frame_pointers() {
+    let kept_site = site("run_sites.c", "make_kept", "kept");
+    let dir = scratch_dir("run-sites");
+    let exe = compile_c("run_sites.c", &dir, &NO_FP);
+    let out_pattern = dir.join("sites.%p.tdm");
+    let out = run_preloaded(
+        &exe,
+        &["100", "3"],
+        &[("TIDEMARK_PRELOAD_OUTPUT", out_pattern.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "sum 4950\n");
+    let files = captures_in(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let pid = name.trim_start_matches("sites.").trim_end_matches(".tdm");
+    assert!(pid.parse::<u32>().is_ok(), "%p became the pid: {name}");
+    let c = read_capture(&files[0]);
+    assert!(c.complete, "the capture ends with its end marker");
+    // make_kept (line 9) called through level3 <- level2 <- level1 <- main: DWARF unwinding
+    // recovers every frame of code built without frame pointers.
+    let kept: Vec<&SiteView> = c.at(&kept_site).collect();
+    assert!(!kept.is_empty(), "no {kept_site} in\n{}", c.describe());
+    let frames = &kept[0].frames;
+    let pos = |name: &str| {
+        frames
+            .iter()
+            .position(|f| f.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{name} missing from {frames:?}"))
+    };
+    assert!(pos("make_kept") < pos("level3"));
+    assert!(pos("level3") < pos("level2"));
+    assert!(pos("level2") < pos("level1"));
+    assert!(pos("level1") < pos("main"));
+    let kept_count: u64 = kept.iter().map(|s| s.total_count).sum();
+    let kept_bytes: u64 = kept.iter().map(|s| s.total_bytes).sum();
+    assert_eq!(kept_count, 100);
+    assert_eq!(kept_bytes, (1000..1100).sum::<u64>());
+    // Exit code 3 skips the frees: those blocks are the leaks.
+    assert_eq!(
+        kept.iter().map(|s| s.cur_bytes).sum::<u64>(),
+        (1000..1100).sum::<u64>()
+    );
+    // calloc at line 13, each block freed.
+    assert_eq!(
+        c.count_at(&site("run_sites.c", "make_temp", "temp")),
+        100,
+        "{}",
+        c.describe()
+    );
+    assert_eq!(
+        c.at(&site("run_sites.c", "make_temp", "temp"))
+            .map(|s| s.cur_bytes)
+            .sum::<u64>(),
+        0
+    );
+    // realloc at line 19 (NULL → 10 bytes, then 10 → 5000).
+    assert!(
+        c.count_at(&site("run_sites.c", "grow", "grow")) >= 1,
+        "{}",
+        c.describe()
+    );
+    assert!(c.allocs >= 202);
+}
+
+#[test]
+fn exit_paths_leave_complete_captures() {
+    let kept_site = site("run_sites.c", "make_kept", "kept");
+    let dir = scratch_dir("run-exits");
+    let exe = compile_c("run_sites.c", &dir, &NO_FP);
+    // _exit: no exit handlers run, the preload's _exit flushes.
+    let path = dir.join("exit.tdm");
+    let out = run_preloaded(
+        &exe,
+        &["20", "5", "_exit"],
+        &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let c = read_capture(&path);
+    assert!(c.complete, "_exit flushed the capture");
+    assert_eq!(c.count_at(&kept_site), 20, "{}", c.describe());
+
+    // exit: the preload's exit handler flushes.
+    let path = dir.join("normal.tdm");
+    let out = run_preloaded(
+        &exe,
+        &["20"],
+        &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
+    );
+    assert!(out.status.success());
+    let c = read_capture(&path);
+    assert!(c.complete);
+    assert_eq!(c.at(&kept_site).map(|s| s.cur_bytes).sum::<u64>(), 0);
+}
+
+#[test]
+fn killed_by_a_signal_still_reads() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch_dir("run-signals");
+    let exe = compile_c("run_sites.c", &dir, &NO_FP);
+    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGKILL, "KILL")] {
+        let path = dir.join(format!("{name}.tdm"));
+        // TERM goes through the preload's handler (flush, then the default action); KILL
+        // leaves what the writer wrote by then (chunks are self-delimiting).
+        let out = run_preloaded(
+            &exe,
+            &["30", "0", name],
+            &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
+        );
+        assert_eq!(out.status.signal(), Some(sig), "{}", text(&out.stderr));
+        let a = report::analyze(&path, &AnalyzeOptions::default());
+        let a = a.unwrap_or_else(|e| panic!("SIG{name}: capture unreadable: {e}"));
+        assert!(
+            a.totals.allocs >= 60,
+            "SIG{name}: allocations were recorded"
+        );
+        if sig == libc::SIGTERM {
+            assert!(a.end.is_some(), "SIGTERM: flushed with the end marker");
+        }
+    }
+}
+
+#[test]
+fn threads_on_every_backend() {
+    let thread_site = site("run_threads.c", "thread_site", "thread");
+    let dir = scratch_dir("run-threads");
+    let exe = compile_c("run_threads.c", &dir, &NO_FP);
+    for backend in ["malloc", "pymalloc", "pymalloc_debug"] {
+        let path = dir.join(format!("{backend}.tdm"));
+        let out = run_preloaded(
+            &exe,
+            &[],
+            &[
+                ("TIDEMARK_PRELOAD_ALLOCATOR", backend),
+                ("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap()),
+            ],
+        );
+        assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "freed 10000\n");
+        let c = read_capture(&path);
+        assert!(c.complete, "{backend}");
+        assert_eq!(
+            c.count_at(&thread_site),
+            20_000,
+            "{backend}: {}",
+            c.describe()
+        );
+        assert_eq!(
+            c.at(&thread_site).map(|s| s.cur_bytes).sum::<u64>(),
+            0,
+            "{backend}: every block was freed (half of them by the main thread)"
+        );
+        let threads: std::collections::BTreeSet<u32> =
+            c.at(&thread_site).map(|s| s.thread).collect();
+        assert_eq!(threads.len(), 4, "{backend}: one site per worker thread");
+        assert!(c.threads >= 5, "{backend}");
+    }
+}
+
+#[test]
+fn fork_and_exec_without_and_with_follow_fork() {
+    let kept_site = site("run_sites.c", "make_kept", "kept");
+    let parent_site = site("run_fork.c", "parent_site", "parent");
+    let child_site = site("run_fork.c", "child_site", "child");
+    let dir = scratch_dir("run-fork");
+    let fork = compile_c("run_fork.c", &dir, &NO_FP);
+    let sites = compile_c("run_sites.c", &dir, &NO_FP);
+
+    // Not followed: the child stops recording, exits normally (7), and the program it execs
+    // runs without the preload.
+    let out_dir = dir.join("plain");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let pattern = out_dir.join("f.%p.tdm");
+    let out = run_preloaded(
+        &fork,
+        &[],
+        &[("TIDEMARK_PRELOAD_OUTPUT", pattern.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "child preload=no\nparent saw child exit 7\n"
+    );
+    let files = captures_in(&out_dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let c = read_capture(&files[0]);
+    assert!(c.complete);
+    assert_eq!(c.count_at(&parent_site), 1, "{}", c.describe());
+    assert_eq!(c.count_at(&child_site), 0, "the child is not traced");
+
+    let out = run_preloaded(
+        &fork,
+        &[sites.to_str().unwrap(), "10"],
+        &[("TIDEMARK_PRELOAD_OUTPUT", pattern.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "child preload=no\nsum 45\nparent saw child exit 0\n"
+    );
+    assert_eq!(
+        captures_in(&out_dir).len(),
+        2,
+        "one more run, no child capture"
+    );
+
+    // Followed: the exec'd program keeps the preload and records its own capture, named
+    // FILE.<pid> beside the parent's.
+    let out_dir = dir.join("follow");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let main = out_dir.join("g.tdm");
+    let out = run_preloaded(
+        &fork,
+        &[sites.to_str().unwrap(), "10"],
+        &[
+            ("TIDEMARK_PRELOAD_OUTPUT", main.to_str().unwrap()),
+            ("TIDEMARK_PRELOAD_FOLLOW_FORK", "1"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "child preload=yes\nsum 45\nparent saw child exit 0\n"
+    );
+    let files = captures_in(&out_dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0], main);
+    assert!(files[1]
+        .to_string_lossy()
+        .starts_with(&format!("{}.", main.display())));
+    let parent = read_capture(&files[0]);
+    let child = read_capture(&files[1]);
+    assert!(parent.complete && child.complete);
+    assert_eq!(parent.count_at(&parent_site), 1);
+    assert_eq!(child.count_at(&kept_site), 10, "{}", child.describe());
+}
+
+#[test]
+fn debug_allocator_reports_corruption_with_c_frames() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch_dir("run-debug");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let debug = [("TIDEMARK_PRELOAD_ALLOCATOR", "pymalloc_debug")];
+    let line_of = |function: &str, marker: &str| {
+        let s = site("run_corrupt.c", function, marker);
+        s.rsplit(':').next().unwrap().to_string()
+    };
+    let alloc_line = line_of("make_buffer", "alloc");
+    for (what, headline) in [
+        (
+            "overflow",
+            "Fatal error: tidemark debug free: bad trailing pad byte",
+        ),
+        ("double", "Fatal error: tidemark debug free: double free"),
+    ] {
+        let free_line = line_of("main", what);
+        let out = run_preloaded(&exe, &[what], &debug);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{what}: {err}");
+        assert!(err.contains(headline), "{what}: {err}");
+        assert!(err.contains("Debug memory block at address p="), "{err}");
+        assert!(
+            err.contains("Memory block allocated at (most recent call first):"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "run_corrupt.c\", line {alloc_line}, in make_buffer"
+            )),
+            "{what}: allocation traceback in C frames: {err}"
+        );
+        assert!(
+            err.contains(&format!("run_corrupt.c\", line {free_line}, in main")),
+            "{what}: free traceback: {err}"
+        );
+        assert!(!text(&out.stdout).contains("survived"));
+    }
+    let out = run_preloaded(&exe, &["fine"], &debug);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "survived fine\n");
+}
+
+/// The CPython executable itself (`python3` may be a shell shim that execs it, and exec'd
+/// programs do not inherit the preload).
+fn python() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(text(&out.stdout).trim());
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn python_allocations_are_all_seen() {
+    let Some(py) = python() else {
+        eprintln!("python3 not installed: skipped");
+        return;
+    };
+    let dir = scratch_dir("run-python");
+    let script = dir.join("alloc.py");
+    std::fs::write(
+        &script,
+        "kept = [bytes(1234) for _ in range(20000)]\nprint(len(kept))\n",
+    )
+    .unwrap();
+    let path = dir.join("py.tdm");
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script)
+        .env("PYTHONMALLOC", "malloc")
+        .env("LD_PRELOAD", preload_library())
+        .env("TIDEMARK_PRELOAD_OUTPUT", &path);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "20000\n");
+    let c = read_capture(&path);
+    assert!(c.complete);
+    // Each bytes(1234) is one malloc of 1234 + the object header, from _PyBytes_FromSize.
+    let bytes_sites: u64 = c
+        .sites
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.starts_with("_PyBytes_FromSize")))
+        .filter(|s| s.total_bytes >= s.total_count * 1234)
+        .map(|s| s.total_count)
+        .sum();
+    assert!(
+        bytes_sites >= 20_000,
+        "bytes objects seen: {bytes_sites}\n{}",
+        c.describe()
+    );
+    assert!(c.allocs > 20_000);
+}
+
+#[test]
+fn pymalloc_role_runs_programs_unchanged() {
+    let dir = scratch_dir("run-pymalloc");
+    let exe = compile_c("run_sites.c", &dir, &NO_FP);
+    let glibc = Command::new(&exe).args(["300", "4"]).output().unwrap();
+    for backend in ["pymalloc", "pymalloc_debug"] {
+        let out = run_preloaded(
+            &exe,
+            &["300", "4"],
+            &[("TIDEMARK_PRELOAD_ALLOCATOR", backend)],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{backend}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(out.stdout, glibc.stdout, "{backend}");
+        assert!(captures_in(&dir).is_empty(), "no capture without an output");
+    }
+}
+
+#[test]
+fn modules_loaded_mid_run_unwind_and_symbolize() {
+    let dir = scratch_dir("run-dlopen");
+    let plugin = compile_c(
+        "run_plugin.c",
+        &dir,
+        &["-shared", "-fPIC", "-fomit-frame-pointer"],
+    );
+    let exe = compile_c("run_dlopen.c", &dir, &["-ldl"]);
+    let path = dir.join("dl.tdm");
+    let out = run_preloaded(
+        &exe,
+        &[plugin.to_str().unwrap()],
+        &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c = read_capture(&path);
+    let plugin_site = site("run_plugin.c", "plugin_alloc", "plugin");
+    let sites: Vec<&SiteView> = c.at(&plugin_site).collect();
+    assert_eq!(
+        sites.iter().map(|s| s.total_count).sum::<u64>(),
+        50,
+        "{}",
+        c.describe()
+    );
+    assert!(
+        sites[0].frames.iter().any(|f| f.starts_with("main:")),
+        "the walk continues through the plugin into main: {:?}",
+        sites[0].frames
+    );
+}
