@@ -207,12 +207,7 @@ impl PtrSet {
                     break;
                 }
                 let home = self.home(s);
-                let in_between = if i <= j {
-                    home > i && home <= j
-                } else {
-                    home > i || home <= j
-                };
-                if !in_between {
+                if !crate::table::home_in_gap(i, home, j) {
                     *self.slots.add(i) = s;
                     i = j;
                 }

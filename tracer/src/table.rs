@@ -194,12 +194,7 @@ impl Shard {
                 }
                 let home = hash(e.domain, e.ptr) as usize & mask;
                 // Move e into the hole at i if its home is not in (i, j] cyclically.
-                let in_between = if i <= j {
-                    home > i && home <= j
-                } else {
-                    home > i || home <= j
-                };
-                if !in_between {
+                if !home_in_gap(i, home, j) {
                     *self.slots.add(i) = e;
                     i = j;
                 }
@@ -371,5 +366,15 @@ pub(crate) mod tests {
         assert_eq!(s.insert(TraceEntry::new(7, 32, 9, 1, 1), h), Ok(None));
         assert_eq!(s.insert(TraceEntry::new(7, 32, 10, 1, 1), h), Ok(Some(9)));
         s.release();
+    }
+}
+
+/// Backward-shift deletion in a linear-probing table: after a hole at `i`, the entry at `j`
+/// whose home slot is `home` may move into the hole unless `home` lies cyclically in `(i, j]`.
+pub(crate) fn home_in_gap(i: usize, home: usize, j: usize) -> bool {
+    if i <= j {
+        home > i && home <= j
+    } else {
+        home > i || home <= j
     }
 }
