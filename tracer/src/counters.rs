@@ -178,6 +178,9 @@ fn current() -> usize {
 /// (current, peak) as described at the top.
 pub(crate) fn traced_memory() -> (usize, usize) {
     let cur = current();
+    // A current size seen here (other threads' unflushed growth included) is a peak candidate
+    // too: remember it, so that a later query never reports a lower peak than this one did.
+    raise_peak(cur as isize);
     (cur, PEAK.load(Relaxed).max(cur))
 }
 

@@ -331,6 +331,16 @@ pub(crate) fn table_bytes() -> usize {
         .sum()
 }
 
+/// Backward-shift deletion in a linear-probing table: after a hole at `i`, the entry at `j`
+/// whose home slot is `home` may move into the hole unless `home` lies cyclically in `(i, j]`.
+pub(crate) fn home_in_gap(i: usize, home: usize, j: usize) -> bool {
+    if i <= j {
+        home > i && home <= j
+    } else {
+        home > i || home <= j
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -366,15 +376,5 @@ pub(crate) mod tests {
         assert_eq!(s.insert(TraceEntry::new(7, 32, 9, 1, 1), h), Ok(None));
         assert_eq!(s.insert(TraceEntry::new(7, 32, 10, 1, 1), h), Ok(Some(9)));
         s.release();
-    }
-}
-
-/// Backward-shift deletion in a linear-probing table: after a hole at `i`, the entry at `j`
-/// whose home slot is `home` may move into the hole unless `home` lies cyclically in `(i, j]`.
-pub(crate) fn home_in_gap(i: usize, home: usize, j: usize) -> bool {
-    if i <= j {
-        home > i && home <= j
-    } else {
-        home > i || home <= j
     }
 }

@@ -168,7 +168,13 @@ fn clear_errors_for_common_cases() {
     v[8] = 9;
     assert_eq!(
         err(&v),
-        "fuzz.tdm: unsupported capture format version 9 (this build reads 1) (at byte 8)"
+        "fuzz.tdm: unsupported capture format version 9 (this build reads 2) (at byte 8)"
+    );
+    // Version 1 files (unique per-event sequence numbers) exist on disk; they are refused too.
+    v[8] = 1;
+    assert_eq!(
+        err(&v),
+        "fuzz.tdm: unsupported capture format version 1 (this build reads 2) (at byte 8)"
     );
     let v = valid_capture();
     assert!(

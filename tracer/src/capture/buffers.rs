@@ -1,127 +1,195 @@
 //! Per-thread event buffers: the only capture code that runs on allocation paths.
 //!
-//! Each thread owns a [`ThreadBuf`] and appends encoded events to its current [`Block`]
-//! (64 KiB, mmap'd — never the global allocator). A full block goes onto the global `FULL`
-//! list and the thread takes a fresh one from `FREE` (or mmaps one). Every 10 ms the writer
-//! thread also steals partly filled blocks, so a quiet thread's events still reach the file
-//! promptly. Nothing here allocates through the global allocator, panics, or takes a lock
-//! that is held across an allocation: the locks below guard a few pointer moves each.
+//! Each thread owns a [`ThreadBuf`] and appends fixed-layout rows to its current [`Block`]
+//! (64 KiB, mmap'd — never the global allocator), publishing each row with a release store
+//! of the block's length. The owner takes no lock and does no atomic read-modify-write for an
+//! allocation; a full block goes onto the global `FULL` list (a short spin lock, once per
+//! ~4,000 events) and the thread takes a fresh one from `FREE` (or mmaps one). Every 10 ms the
+//! writer reads what each thread committed to its current block without taking it away, so a
+//! quiet thread's events still reach the file promptly.
+//!
+//! # Ordering
+//!
+//! Events carry a key from the global clock `SEQ`: a free or realloc advances it
+//! (`fetch_add`, key = new value), an allocation only reads it. Replay needs exactly two
+//! cross-thread orders, and both follow from happens-before plus coherence of `SEQ`:
+//!
+//! * a free in thread B of a block allocated in thread A: A's alloc event is recorded after
+//!   the allocation returned and before A's code could hand the pointer to B, so A's read
+//!   of `SEQ` happens-before B's increment, and B's key is strictly greater;
+//! * an allocation in A reusing an address B freed: B's free event is recorded before the
+//!   underlying free, which happens-before the allocator hands the address to A, so A reads
+//!   `SEQ` at or after B's increment: key(A) ≥ key(B). Ties are broken by kind: at equal
+//!   keys, frees and reallocs come before allocations ([`super::format::order_rank`]).
+//!
+//! Within a thread the keys never decrease and an allocation never shares a key with a
+//! later free, so each thread's stream is already sorted by (key, rank); the reader merges
+//! the streams. The writer's sample barriers need "every event keyed below S is committed":
+//! an owner marks itself `busy` (a plain store) before reading the clock and clears it after
+//! publishing; the writer reads `S`, runs `membarrier(PRIVATE_EXPEDITED)` (a full fence on
+//! every running thread, so the owners need none), then waits for each slot to be not busy.
+//! An owner that read the clock before the fence is seen busy or finished; one that reads it
+//! after gets a key ≥ S. Without membarrier (old kernels) a late event can miss its barrier
+//! by one tick (the reader still orders it; only its sample is off by 10 ms).
+//!
+//! Nothing here allocates through the global allocator, panics, or takes a lock that is
+//! held across an allocation.
 
 use super::format::{
-    put_varint, zigzag, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_ALIGNED16, TAG_API_SHIFT,
+    put_varint, Decoder, Event, EventKind, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT,
     TAG_SAME_STACK, TAG_SEQ_NEXT,
 };
 use core::cell::Cell;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{
+    compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};
 use tidemark_alloc::sync::SpinLock;
 
 /// Bytes per block, header included.
 pub const BLOCK_BYTES: usize = 64 << 10;
-/// The largest encoded event (tag + five 10-byte varints).
-const MAX_EVENT_BYTES: usize = 51;
+/// Room reserved for one event: tag, a 10-byte varint, pointer, size, stack, old pointer (39
+/// bytes), plus slack for the 8-byte unaligned stores that write shorter fields.
+const MAX_EVENT_BYTES: usize = 48;
 /// Full blocks waiting for the writer before producers wait (16 MiB).
 const MAX_PENDING_BLOCKS: usize = 256;
 
-/// A block of encoded events from one thread, with the delta state of its encoding.
+/// Row tag (on the allocation path only; the file uses the columns of [`super::events`]):
+/// bits 0-1 kind, bit 2 key delta as expected, bit 3 same stack, bits 4-5 api,
+/// bit 6 size is 2 bytes (else 8), bit 7 pointer is 8 bytes (else 6).
+const ROW_SIZE16: u8 = 1 << 6;
+const ROW_PTR64: u8 = 1 << 7;
+
+/// A block of encoded rows from one thread.
+///
+/// The owner thread appends rows and publishes them by storing `len` (release); the writer
+/// reads the committed prefix at any time, without stealing the block, and remembers where
+/// it stopped in the `w_*` fields (only the writer touches those after publication).
 #[repr(C)]
 pub struct Block {
+    /// Link in the FULL/FREE lists (owned by whoever holds the block).
     pub next: *mut Block,
     pub thread: u32,
-    pub count: u32,
-    pub first_seq: u64,
-    last_seq: u64,
-    prev_ptr: u64,
-    prev_stack: u32,
-    pub len: u32,
+    /// Committed bytes after the header.
+    len: AtomicU32,
+    /// Writer: bytes consumed so far, and the decode state there (the owner sets the state
+    /// to its own before publishing the block).
+    w_read: u32,
+    w_stack: u32,
+    w_seq: u64,
 }
 
 const BLOCK_DATA: usize = core::mem::size_of::<Block>();
+const DATA_BYTES: usize = BLOCK_BYTES - BLOCK_DATA;
 
 impl Block {
-    /// The encoded events.
-    pub fn data(&self) -> &[u8] {
-        // SAFETY: a block is BLOCK_BYTES long and `len` bytes after the header were written.
+    fn data(block: *mut Block) -> *mut u8 {
+        // SAFETY: the data area follows the header inside the BLOCK_BYTES mapping.
+        unsafe { (block as *mut u8).add(BLOCK_DATA) }
+    }
+
+    /// Writer side: decodes the rows committed since the last call, appending them to `out`.
+    /// Returns false when nothing new was committed.
+    ///
+    /// # Safety
+    /// Only the writer thread calls this, on a block it holds or that is some slot's current
+    /// block (the owner only appends past `len`).
+    pub unsafe fn drain(block: *mut Block, out: &mut Vec<Event>) -> bool {
+        // SAFETY: per the contract, the header's w_* fields are the writer's, and the bytes
+        // below the committed length are immutable.
         unsafe {
-            core::slice::from_raw_parts(
-                (self as *const Block as *const u8).add(BLOCK_DATA),
-                self.len as usize,
-            )
+            let len = (*block).len.load(Ordering::Acquire) as usize;
+            let read = (*block).w_read as usize;
+            if len <= read {
+                return false;
+            }
+            let rows = core::slice::from_raw_parts(Block::data(block).add(read), len - read);
+            let mut state = RowState {
+                seq: (*block).w_seq,
+                stack: (*block).w_stack,
+            };
+            decode_rows((*block).thread, &mut state, rows, out);
+            (*block).w_read = len as u32;
+            (*block).w_seq = state.seq;
+            (*block).w_stack = state.stack;
+            true
         }
     }
+}
 
-    fn reset(&mut self, thread: u32) {
-        self.next = null_mut();
-        self.thread = thread;
-        self.count = 0;
-        self.first_seq = 0;
-        self.last_seq = 0;
-        self.prev_ptr = 0;
-        self.prev_stack = 0;
-        self.len = 0;
-    }
+/// The delta state of the row encoding.
+struct RowState {
+    seq: u64,
+    stack: u32,
+}
 
-    /// Appends one event. The caller checked there are MAX_EVENT_BYTES free.
-    #[inline]
-    fn push(&mut self, seq: u64, tag: u8, ptr: u64, size: u64, stack: u32, old: u64) {
-        // SAFETY: the data area is BLOCK_BYTES - BLOCK_DATA long; `len` stays below it.
-        let out = unsafe {
-            core::slice::from_raw_parts_mut(
-                (self as *mut Block as *mut u8).add(BLOCK_DATA),
-                BLOCK_BYTES - BLOCK_DATA,
-            )
-        };
-        let mut pos = self.len as usize;
-        let tag_pos = pos;
-        pos += 1;
+#[inline(always)]
+fn read_u64(p: &[u8], at: usize, n: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b[..n].copy_from_slice(&p[at..at + n]);
+    u64::from_le_bytes(b)
+}
+
+/// Decodes rows written by [`record`] (never fails: the rows are our own).
+fn decode_rows(thread: u32, st: &mut RowState, rows: &[u8], out: &mut Vec<Event>) {
+    let mut at = 0;
+    while at < rows.len() {
+        let tag = rows[at];
+        at += 1;
         let kind = tag & 3;
-        let mut tag = tag;
-        if self.count == 0 {
-            self.first_seq = seq;
+        let expected = (kind != EV_ALLOC) as u64;
+        if tag & TAG_SEQ_NEXT != 0 {
+            st.seq += expected;
         } else {
-            let delta = seq.wrapping_sub(self.last_seq);
-            if delta == 1 {
-                tag |= TAG_SEQ_NEXT;
-            } else {
-                put_varint(out, &mut pos, delta);
-            }
+            let mut d = Decoder::new(&rows[at..]);
+            st.seq += d.varint().unwrap_or(0);
+            at = rows.len() - d.remaining();
         }
-        let delta = ptr.wrapping_sub(self.prev_ptr) as i64;
-        if delta & 15 == 0 {
-            tag |= TAG_ALIGNED16;
-            put_varint(out, &mut pos, zigzag(delta >> 4));
+        let pn = if tag & ROW_PTR64 != 0 { 8 } else { 6 };
+        let ptr = read_u64(rows, at, pn);
+        at += pn;
+        let api = (tag >> TAG_API_SHIFT) & 3;
+        let kind = if kind == EV_FREE {
+            EventKind::Free { ptr, api }
         } else {
-            put_varint(out, &mut pos, zigzag(delta));
-        }
-        if kind != EV_FREE {
-            put_varint(out, &mut pos, size);
-            if stack == self.prev_stack && self.count != 0 {
-                tag |= TAG_SAME_STACK;
+            let sn = if tag & ROW_SIZE16 != 0 { 2 } else { 8 };
+            let size = read_u64(rows, at, sn);
+            at += sn;
+            if tag & TAG_SAME_STACK == 0 {
+                st.stack = read_u64(rows, at, 4) as u32;
+                at += 4;
+            }
+            if kind == EV_ALLOC {
+                EventKind::Alloc {
+                    ptr,
+                    size,
+                    api,
+                    stack: st.stack,
+                }
             } else {
-                put_varint(out, &mut pos, zigzag(stack as i64 - self.prev_stack as i64));
-                self.prev_stack = stack;
+                let old = read_u64(rows, at, 8);
+                at += 8;
+                EventKind::Realloc {
+                    old,
+                    new: ptr,
+                    size,
+                    stack: st.stack,
+                }
             }
-            if kind == EV_REALLOC {
-                put_varint(out, &mut pos, zigzag(old.wrapping_sub(ptr) as i64));
-            }
-        }
-        out[tag_pos] = tag;
-        self.prev_ptr = ptr;
-        self.last_seq = seq;
-        self.count += 1;
-        self.len = pos as u32;
-    }
-
-    fn has_room(&self) -> bool {
-        self.len as usize + MAX_EVENT_BYTES <= BLOCK_BYTES - BLOCK_DATA
+        };
+        out.push(Event {
+            seq: st.seq,
+            thread,
+            kind,
+        });
     }
 }
 
 /// One thread's slot. Lives forever (slots are recycled when their thread exits).
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct ThreadBuf {
-    /// 0 free, 1 held by the owner thread, 2 held by the writer.
-    lock: AtomicU8,
+    /// 1 while the owner is inside [`record`] (see "Ordering" in the module docs).
+    busy: AtomicU8,
     /// Claimed by a live thread.
     in_use: AtomicBool,
     /// The owning thread has exited; the writer drains and recycles the slot.
@@ -129,17 +197,20 @@ pub struct ThreadBuf {
     pub index: AtomicU32,
     pub os_tid: AtomicU32,
     pub name: [AtomicU8; 16],
-    /// Guarded by `lock`.
-    block: Cell<*mut Block>,
+    /// The block being filled (the owner replaces it; the writer reads it).
+    block: AtomicPtr<Block>,
+    /// Owner only: write position in `block`, and the row delta state.
+    pos: Cell<u32>,
+    prev_stack: Cell<u32>,
+    last_seq: Cell<u64>,
     /// Registry link, written once before publication.
     next: *mut ThreadBuf,
 }
 
-// SAFETY: `block` is only touched with `lock` held; all other fields are atomics or immutable.
+// SAFETY: the Cell fields are touched only by the owner thread (or by the writer after the
+// owner exited and before the slot is handed to a new thread); the rest are atomics or
+// immutable after publication.
 unsafe impl Sync for ThreadBuf {}
-
-const OWNER: u8 = 1;
-const WRITER: u8 = 2;
 
 /// Head of the push-only registry of thread slots.
 static THREADS: AtomicPtr<ThreadBuf> = AtomicPtr::new(null_mut());
@@ -165,7 +236,7 @@ static FREE: SpinLock<BlockList> = SpinLock::new(BlockList {
 });
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
-/// Global event sequence: orders events across threads.
+/// The ordering clock: frees and reallocs advance it (one RMW), allocations only read it.
 pub static SEQ: AtomicU64 = AtomicU64::new(0);
 /// Events lost (out of memory for buffers, re-entry from a signal handler, dead thread).
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -234,8 +305,8 @@ extern "C" fn thread_exit(arg: *mut libc::c_void) {
     unsafe { (*buf).dead.store(true, Ordering::Release) };
 }
 
-/// Allocates a fresh block (free list first, then mmap).
-fn new_block(thread: u32) -> *mut Block {
+/// Allocates a fresh block (free list first, then mmap) continuing the given delta state.
+fn new_block(thread: u32, seq: u64, stack: u32) -> *mut Block {
     let mut block = FREE.with(|list| {
         let b = list.head;
         if !b.is_null() {
@@ -251,8 +322,17 @@ fn new_block(thread: u32) -> *mut Block {
             return block;
         }
     }
-    // SAFETY: we own `block` exclusively now.
-    unsafe { (*block).reset(thread) };
+    // SAFETY: we own `block` exclusively until it is published.
+    unsafe {
+        block.write(Block {
+            next: null_mut(),
+            thread,
+            len: AtomicU32::new(0),
+            w_read: 0,
+            w_stack: stack,
+            w_seq: seq,
+        })
+    };
     block
 }
 
@@ -267,7 +347,7 @@ pub fn free_block(block: *mut Block) {
 
 fn push_full(block: *mut Block) {
     FULL.with(|list| {
-        // SAFETY: the caller hands over exclusive ownership.
+        // SAFETY: the owner gives the block up; only the list link is written.
         unsafe { (*block).next = null_mut() };
         if list.tail.is_null() {
             list.head = block;
@@ -302,11 +382,17 @@ pub fn take_full() -> *mut Block {
 }
 
 /// The calling thread's slot, claiming or creating one on first use.
+#[inline]
 fn my_buf() -> *mut ThreadBuf {
     let mine = MY_BUF.with(|b| b.get());
     if !mine.is_null() {
         return if mine == released() { null_mut() } else { mine };
     }
+    first_buf()
+}
+
+#[cold]
+fn first_buf() -> *mut ThreadBuf {
     let buf = claim_slot();
     MY_BUF.with(|b| b.set(buf));
     if !buf.is_null() {
@@ -376,7 +462,8 @@ fn claim_slot() -> *mut ThreadBuf {
     slot
 }
 
-/// Records one event from the calling thread. Never allocates through the global allocator.
+/// Records one event from the calling thread. Never allocates through the global allocator,
+/// takes no lock and does at most one atomic read-modify-write (frees and reallocs).
 #[inline]
 pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
     if SUPPRESS.try_with(|s| s.get()).unwrap_or(true) {
@@ -392,39 +479,22 @@ pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
     }
     // SAFETY: slots are never unmapped.
     let buf = unsafe { &*buf };
-    // Take our own slot; a value of OWNER means we re-entered from a signal handler.
-    loop {
-        match buf
-            .lock
-            .compare_exchange_weak(0, OWNER, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => break,
-            Err(OWNER) => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(_) => core::hint::spin_loop(),
-        }
-    }
-    if !ACCEPTING.load(Ordering::Relaxed) {
-        buf.lock.store(0, Ordering::Release);
+    if buf.busy.load(Ordering::Relaxed) != 0 {
+        // Re-entered from a signal handler in the middle of an append.
+        DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
-    let mut block = buf.block.get();
-    // SAFETY: `block` is owned by this slot while we hold the lock.
-    if block.is_null() || !unsafe { &*block }.has_room() {
-        if !block.is_null() {
-            push_full(block);
-        }
-        block = new_block(buf.index.load(Ordering::Relaxed));
-        buf.block.set(block);
-    }
-    if block.is_null() {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-    } else {
-        // SAFETY: as above.
-        unsafe { &mut *block }.push(
+    buf.busy.store(1, Ordering::Relaxed);
+    // The writer's membarrier orders this store before the clock read below.
+    compiler_fence(Ordering::SeqCst);
+    if ACCEPTING.load(Ordering::Relaxed) {
+        let seq = if kind == EV_ALLOC {
+            SEQ.load(Ordering::Relaxed)
+        } else {
+            SEQ.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        append(
+            buf,
             seq,
             kind | ((api & 3) << TAG_API_SHIFT),
             ptr,
@@ -433,7 +503,93 @@ pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
             old,
         );
     }
-    buf.lock.store(0, Ordering::Release);
+    buf.busy.store(0, Ordering::Release);
+}
+
+/// Appends one row to the slot's block and publishes it.
+#[inline(always)]
+fn append(buf: &ThreadBuf, seq: u64, tag: u8, ptr: u64, size: u64, stack: u32, old: u64) {
+    let mut block = buf.block.load(Ordering::Relaxed);
+    let mut pos = buf.pos.get() as usize;
+    if block.is_null() || pos + MAX_EVENT_BYTES > DATA_BYTES {
+        block = switch_block(buf, block);
+        if block.is_null() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pos = 0;
+    }
+    let data = Block::data(block);
+    let kind = tag & 3;
+    let mut tag = tag;
+    let tag_pos = pos;
+    pos += 1;
+    // SAFETY: `pos + MAX_EVENT_BYTES <= DATA_BYTES` was checked above, and every field below
+    // (8-byte stores included) stays inside that reserve; bytes past `len` are the owner's.
+    unsafe {
+        let delta = seq.wrapping_sub(buf.last_seq.get());
+        if delta == (kind != EV_ALLOC) as u64 {
+            tag |= TAG_SEQ_NEXT;
+        } else {
+            let out = core::slice::from_raw_parts_mut(data.add(pos), 10);
+            let mut n = 0;
+            put_varint(out, &mut n, delta);
+            pos += n;
+        }
+        buf.last_seq.set(seq);
+        data.add(pos).cast::<u64>().write_unaligned(ptr.to_le());
+        if ptr >> 48 == 0 {
+            pos += 6;
+        } else {
+            tag |= ROW_PTR64;
+            pos += 8;
+        }
+        if kind != EV_FREE {
+            data.add(pos).cast::<u64>().write_unaligned(size.to_le());
+            if size < 1 << 16 {
+                tag |= ROW_SIZE16;
+                pos += 2;
+            } else {
+                pos += 8;
+            }
+            if stack == buf.prev_stack.get() {
+                tag |= TAG_SAME_STACK;
+            } else {
+                data.add(pos).cast::<u32>().write_unaligned(stack.to_le());
+                pos += 4;
+                buf.prev_stack.set(stack);
+            }
+            if kind == EV_REALLOC {
+                data.add(pos).cast::<u64>().write_unaligned(old.to_le());
+                pos += 8;
+            }
+        }
+        *data.add(tag_pos) = tag;
+        buf.pos.set(pos as u32);
+        (*block).len.store(pos as u32, Ordering::Release);
+    }
+}
+
+/// Hands the full block to the writer and starts a new one continuing the delta state.
+#[cold]
+#[inline(never)]
+fn switch_block(buf: &ThreadBuf, full: *mut Block) -> *mut Block {
+    let block = new_block(
+        buf.index.load(Ordering::Relaxed),
+        buf.last_seq.get(),
+        buf.prev_stack.get(),
+    );
+    if block.is_null() {
+        return block;
+    }
+    if !full.is_null() {
+        // Queue the old block before publishing the new one: a writer that sees the new
+        // block then finds the old one on the FULL list (per-thread order).
+        push_full(full);
+    }
+    buf.pos.set(0);
+    buf.block.store(block, Ordering::Release);
+    block
 }
 
 #[cold]
@@ -459,6 +615,33 @@ pub fn record_realloc(old: usize, new: usize, size: usize, stack: u32) {
     record(EV_REALLOC, 0, new as u64, size as u64, stack, old as u64);
 }
 
+/// Registers for `membarrier(PRIVATE_EXPEDITED)`; true when available. Call before events
+/// are accepted.
+pub fn register_fence() -> bool {
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Acquire) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    // SAFETY: membarrier takes two integer arguments and touches no memory of ours.
+    let ok = unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0) } == 0;
+    STATE.store(if ok { 1 } else { 2 }, Ordering::Release);
+    ok
+}
+
+/// A full memory barrier on every running thread of the process (the writer's half of the
+/// asymmetric fence that pairs with the owners' plain `busy` stores).
+fn fence_all_threads() {
+    const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    if register_fence() {
+        // SAFETY: as in `register_fence`.
+        unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0) };
+    }
+    core::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// A thread slot as seen by the writer.
 pub struct SlotInfo {
     pub index: u32,
@@ -466,51 +649,80 @@ pub struct SlotInfo {
     pub name: String,
 }
 
-/// Writer side: steals every slot's partly filled block and recycles slots of exited
-/// threads. Calls `sink` with each stolen block and `announce` with each slot.
-pub fn steal_all(mut sink: impl FnMut(*mut Block), mut announce: impl FnMut(SlotInfo)) {
+/// What the writer saw of one slot at a tick.
+pub struct SlotSnapshot {
+    slot: *mut ThreadBuf,
+    /// The slot's current block (null when it has none yet).
+    pub block: *mut Block,
+    dead: bool,
+}
+
+/// Writer side, step 1: waits until no thread is inside [`record`] with an event ordered
+/// before `barrier` (the clock value the caller read before), then notes each slot's current
+/// block. Calls `announce` with each slot in use.
+pub fn snapshot_slots(mut announce: impl FnMut(SlotInfo)) -> Vec<SlotSnapshot> {
+    fence_all_threads();
+    let mut out = Vec::new();
     let mut cur = THREADS.load(Ordering::Acquire);
     while !cur.is_null() {
         // SAFETY: registry entries are never freed.
         let slot = unsafe { &*cur };
         if slot.in_use.load(Ordering::Acquire) {
-            let dead = slot.dead.load(Ordering::Acquire);
-            while slot
-                .lock
-                .compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                core::hint::spin_loop();
-            }
-            let block = slot.block.replace(null_mut());
-            let info = SlotInfo {
-                index: slot.index.load(Ordering::Acquire),
-                os_tid: slot.os_tid.load(Ordering::Relaxed),
-                name: {
-                    let bytes: Vec<u8> = slot
-                        .name
-                        .iter()
-                        .map(|b| b.load(Ordering::Relaxed))
-                        .take_while(|&b| b != 0)
-                        .collect();
-                    String::from_utf8_lossy(&bytes).into_owned()
-                },
-            };
-            if dead {
-                slot.dead.store(false, Ordering::Relaxed);
-                slot.in_use.store(false, Ordering::Release);
-            }
-            slot.lock.store(0, Ordering::Release);
-            announce(info);
-            if !block.is_null() {
-                // SAFETY: stolen block, now ours.
-                if unsafe { (*block).count } == 0 {
-                    free_block(block);
+            // An append takes nanoseconds unless its thread was preempted. The wait is
+            // bounded all the same (a thread stopped inside `record` for good, e.g. by a
+            // signal handler that never returns, must not stop the writer): its late event
+            // then reaches the file one tick later, which the reader tolerates.
+            let mut spins = 0u32;
+            while slot.busy.load(Ordering::Acquire) != 0 && spins < 100_000 {
+                spins += 1;
+                if spins < 1000 {
+                    core::hint::spin_loop();
                 } else {
-                    sink(block);
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
                 }
             }
+            let dead = slot.dead.load(Ordering::Acquire);
+            out.push(SlotSnapshot {
+                slot: cur,
+                block: slot.block.load(Ordering::Acquire),
+                dead,
+            });
+            let bytes: Vec<u8> = slot
+                .name
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .take_while(|&b| b != 0)
+                .collect();
+            announce(SlotInfo {
+                index: slot.index.load(Ordering::Acquire),
+                os_tid: slot.os_tid.load(Ordering::Relaxed),
+                name: String::from_utf8_lossy(&bytes).into_owned(),
+            });
         }
         cur = slot.next;
+    }
+    out
+}
+
+/// Writer side, last step of a tick: recycles the slots of exited threads (their current
+/// block must be drained already) and the full blocks drained this tick.
+pub fn retire(snapshots: &[SlotSnapshot], full: &[*mut Block]) {
+    for &b in full {
+        free_block(b);
+    }
+    for s in snapshots.iter().filter(|s| s.dead) {
+        // SAFETY: registry entries are never freed; the owner has exited, so its fields are
+        // ours until `in_use` is cleared.
+        let slot = unsafe { &*s.slot };
+        let block = slot.block.swap(null_mut(), Ordering::AcqRel);
+        if !block.is_null() {
+            free_block(block);
+        }
+        slot.pos.set(0);
+        slot.prev_stack.set(0);
+        slot.last_seq.set(0);
+        slot.dead.store(false, Ordering::Relaxed);
+        slot.in_use.store(false, Ordering::Release);
     }
 }

@@ -32,7 +32,8 @@ impl CaptureBuilder {
     pub fn events(&mut self, thread: u32, events: &[Event]) -> &mut Self {
         let mut e = Encoder::default();
         encode_events(thread, events, &mut e);
-        self.chunk(ChunkKind::Events, &e.buf)
+        put_chunk(&mut self.out, ChunkKind::Events, &e.buf, 0);
+        self
     }
 
     /// Stack nodes `[first, first + nodes.len())`.

@@ -1,105 +1,55 @@
-//! Event encodings: rows on the allocation path, columns in the file.
+//! Event encoding in the file: one thread's events of one writer tick as columns.
 //!
-//! **Rows** (what `buffers` writes into a block; one event after another):
+//! (The allocation path writes a simpler fixed-layout row format into per-thread blocks;
+//! see `buffers`. The writer thread decodes those rows and re-encodes them here.)
+//!
+//! An `Events` chunk payload:
 //!
 //! ```text
-//! tag: bits 0-1 kind (0 alloc, 1 free, 2 realloc), bit 2 seq delta == 1,
-//!      bit 3 same stack as the previous event, bits 4-5 api,
-//!      bit 6 pointer delta is a multiple of 16 and stored ÷16, bit 7 zero
-//! [seq delta]  unless bit 2 (never for the first event)
-//! ptr          zigzag delta from the previous event's pointer
-//! size         alloc, realloc
-//! [stack]      zigzag delta from the previous stack, alloc/realloc unless bit 3
-//! old ptr      realloc: zigzag (old - new)
+//! thread first_seq count
+//! (raw_len stored_len)[8]        per column: its unpacked and stored sizes
+//! column[8]                      each stored as: segments (raw_len stored_len<<1|zstd bytes)*
 //! ```
 //!
-//! **Columns** (an `Events` chunk in the file). The writer thread re-encodes each block so that
-//! fields of one kind sit together (zstd's entropy coder then sees homogeneous data) and so
-//! that an allocation reusing one of the last 256 freed addresses of the block — what every
-//! LIFO free list does — costs a one-byte distance instead of a pointer delta:
+//! The chunk itself is stored uncompressed: each column is compressed on its own, and a
+//! `planes` column is split into one segment per byte plane, so every segment gets its own
+//! entropy tables (uniform low bytes and skewed high bytes sharing one Huffman table cost
+//! ~10% on churn). Unpacked, the columns are:
 //!
 //! ```text
-//! thread first_seq count len(tags) len(seqs) len(ptrs) len(sizes)
-//! tags[count]   as in rows, plus bit 7 "recent": an alloc at one of the last 256 freed
-//!               addresses, or a free of one of the last 256 allocated ones
-//! seqs          seq deltas of events without bit 2
-//! ptrs          planes: pointer deltas of events without bit 7
-//! sizes         planes: sizes of allocs and reallocs
-//! misc          per event in order: recent distance, stack delta, realloc old ptr
+//! regions   frees' 1 MiB address regions in order of first use: n, zigzag deltas
+//! tags      per event: bits 0-1 kind (0 alloc, 1 free, 2 realloc), bit 2 key delta as
+//!           expected (0 for an alloc, 1 for a free or realloc; see `format`), bit 3 same
+//!           stack as the previous alloc/realloc, bits 4-5 api, bit 6 the pointer value is
+//!           stored ÷16, bit 7 "recent": an alloc at one of the last 4096 freed addresses,
+//!           or a free of one of the last 4096 allocated ones (a distance in misc)
+//! seqs      varint key deltas of events without bit 2
+//! ptrs      planes: alloc/realloc pointers not recent, zigzag delta from the last
+//!           allocation of the same size bucket in the chunk (else the last allocation)
+//! region    planes: frees not recent, index into the region table
+//! offset    planes: frees not recent, offset inside the region
+//! sizes     planes: sizes of allocs and reallocs
+//! misc      varints per event in order: recent distance, stack delta, realloc old ptr
 //! ```
 //!
 //! `planes` = `n width byte-plane[width]`: the values as `width`-byte little-endian numbers,
-//! all lowest bytes first, then all second bytes, and so on. Random pointer deltas have
-//! random low bytes and nearly constant high ones; planes let the entropy coder see that.
+//! all lowest bytes first, then all second bytes, and so on.
+//!
+//! Pointer model, measured on churn (random frees among 100k live blocks of 8..=512 bytes,
+//! `Traced<Pymalloc>`): a free of an old block is close to uniformly random over the live
+//! heap, which is spread over ~130 MiB of address space in 1 MiB arenas, so it costs a region
+//! index (~5 bits) plus an offset (16 bits at 16-byte alignment); an allocation mostly reuses
+//! a block freed a few dozen frees earlier (a distance, ~7 bits), and otherwise lands near
+//! the last allocation of its size class (a small delta). Sizes are uniform here (~9 bits).
 //!
 //! Every chunk decodes on its own (delta state starts from zero), so a reader needs nothing
 //! from earlier chunks and a damaged chunk stays a local problem.
 
 use super::format::*;
+use crate::report::replay::IntMap;
 
 /// How far back a "recent" distance may reach.
-const RECENT: usize = 256;
-
-/// Decodes the row encoding of one block (`count` events from `first_seq`).
-pub fn decode_rows(
-    thread: u32,
-    first_seq: u64,
-    count: usize,
-    rows: &[u8],
-    mut sink: impl FnMut(Event),
-) -> DecodeResult<()> {
-    let mut d = Decoder::new(rows);
-    let (mut seq, mut ptr, mut stack) = (first_seq, 0u64, 0u32);
-    for i in 0..count {
-        let tag = d.u8()?;
-        if tag & TAG_RECENT_FREE != 0 {
-            return Err("unknown event tag");
-        }
-        if i > 0 {
-            let delta = if tag & TAG_SEQ_NEXT != 0 {
-                1
-            } else {
-                d.varint()?
-            };
-            seq = seq.checked_add(delta).ok_or("sequence number overflows")?;
-        }
-        ptr = ptr.wrapping_add(ptr_delta(tag, d.varint()?));
-        let kind = match tag & 3 {
-            EV_FREE => EventKind::Free {
-                ptr,
-                api: (tag >> TAG_API_SHIFT) & 3,
-            },
-            kind @ (EV_ALLOC | EV_REALLOC) => {
-                let size = d.varint()?;
-                if tag & TAG_SAME_STACK == 0 {
-                    stack = stack_add(stack, d.varint()?)?;
-                }
-                if kind == EV_ALLOC {
-                    EventKind::Alloc {
-                        ptr,
-                        size,
-                        api: (tag >> TAG_API_SHIFT) & 3,
-                        stack,
-                    }
-                } else {
-                    let old = ptr.wrapping_add(unzigzag(d.varint()?) as u64);
-                    EventKind::Realloc {
-                        old,
-                        new: ptr,
-                        size,
-                        stack,
-                    }
-                }
-            }
-            _ => return Err("unknown event kind"),
-        };
-        sink(Event { seq, thread, kind });
-    }
-    if !d.is_empty() {
-        return Err("trailing bytes after the last event");
-    }
-    Ok(())
-}
+const RECENT: usize = 4096;
 
 #[inline]
 fn ptr_delta(tag: u8, v: u64) -> u64 {
@@ -116,17 +66,68 @@ fn stack_add(stack: u32, v: u64) -> DecodeResult<u32> {
     u32::try_from((stack as i64).wrapping_add(unzigzag(v))).map_err(|_| "stack id out of range")
 }
 
-/// Encodes the events of one thread (sorted by `seq`) as an `Events` chunk payload.
+/// Size bucket of an allocation, for the pointer model: size classes of 16 bytes up to 512
+/// (what size-segregated allocators group by), then powers of two.
+#[inline]
+fn bucket(size: u64) -> usize {
+    if size <= 512 {
+        size.div_ceil(16) as usize
+    } else {
+        (33 + (63 - size.leading_zeros()) as usize).min(BUCKETS - 1)
+    }
+}
+const BUCKETS: usize = 64;
+/// log2 of the address regions frees are indexed by.
+const REGION_SHIFT: u32 = 20;
+
+/// The reference a non-recent allocation's pointer is a delta from: the last allocation of
+/// the same size bucket in this chunk (allocators carve one size class out of one page or
+/// pool, so this is close), else the last allocation of any size, else 0.
+struct AllocRefs {
+    by_bucket: [u64; BUCKETS],
+    last: u64,
+}
+
+impl AllocRefs {
+    fn new() -> AllocRefs {
+        AllocRefs {
+            by_bucket: [0; BUCKETS],
+            last: 0,
+        }
+    }
+    #[inline]
+    fn get(&self, size: u64) -> u64 {
+        match self.by_bucket[bucket(size)] {
+            0 => self.last,
+            p => p,
+        }
+    }
+    #[inline]
+    fn set(&mut self, size: u64, ptr: u64) {
+        self.by_bucket[bucket(size)] = ptr;
+        self.last = ptr;
+    }
+}
+
+/// Encodes the events of one thread (in `(seq, order_rank)` order) as an `Events` chunk
+/// payload.
 pub fn encode_events(thread: u32, events: &[Event], out: &mut Encoder) {
+    encode_events_at(thread, events, DEFAULT_COLUMN_LEVEL, out)
+}
+
+/// [`encode_events`] with the zstd level for the columns (0 stores them uncompressed).
+pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Encoder) {
     let mut tags = Vec::with_capacity(events.len());
     let (mut seqs, mut misc) = (Encoder::default(), Encoder::default());
-    let (mut ptrs, mut sizes) = (
+    let (mut ptrs, mut sizes, mut fptrs) = (
+        Vec::with_capacity(events.len()),
         Vec::with_capacity(events.len()),
         Vec::with_capacity(events.len()),
     );
-    let (mut prev_ptr, mut prev_stack, mut prev_seq) = (0u64, 0u32, 0u64);
+    let (mut prev_stack, mut prev_seq) = (0u32, 0u64);
+    let mut refs = AllocRefs::new();
     // Address → index of its latest free (alloc) in this chunk, direct-mapped: a lost entry
-    // only costs a full pointer delta instead of a distance.
+    // only costs a full pointer instead of a distance.
     let mut freed = RecentTable::new();
     let mut allocated = RecentTable::new();
     let (mut frees, mut allocs) = (0usize, 0usize);
@@ -149,7 +150,7 @@ pub fn encode_events(thread: u32, events: &[Event], out: &mut Encoder) {
         let mut tag = kind | ((api & 3) << TAG_API_SHIFT);
         if i > 0 {
             let delta = ev.seq.wrapping_sub(prev_seq);
-            if delta == 1 {
+            if delta == expected_seq_delta(kind) {
                 tag |= TAG_SEQ_NEXT;
             } else {
                 seqs.varint(delta);
@@ -164,8 +165,14 @@ pub fn encode_events(thread: u32, events: &[Event], out: &mut Encoder) {
         if let Some(distance) = recent {
             tag |= TAG_RECENT_FREE;
             misc.varint(distance as u64);
+        } else if kind == EV_FREE {
+            // Offsets from the chunk's lowest such free, filled in below.
+            if ptr & 15 == 0 {
+                tag |= TAG_ALIGNED16;
+            }
+            fptrs.push(ptr);
         } else {
-            let delta = ptr.wrapping_sub(prev_ptr) as i64;
+            let delta = ptr.wrapping_sub(refs.get(size)) as i64;
             if delta & 15 == 0 {
                 tag |= TAG_ALIGNED16;
                 ptrs.push(zigzag(delta >> 4));
@@ -181,6 +188,7 @@ pub fn encode_events(thread: u32, events: &[Event], out: &mut Encoder) {
                 allocated.insert(ptr, allocs);
                 allocs += 1;
             }
+            refs.set(size, ptr);
             sizes.push(size);
             if stack == prev_stack && i != 0 {
                 tag |= TAG_SAME_STACK;
@@ -193,22 +201,151 @@ pub fn encode_events(thread: u32, events: &[Event], out: &mut Encoder) {
             }
         }
         tags.push(tag);
-        prev_ptr = ptr;
         prev_seq = ev.seq;
     }
+    // Freed blocks are anywhere in the live heap, which allocators build out of regions of
+    // ~1 MiB (arenas, segments) scattered over the address space: a free is stored as the
+    // index of its 1 MiB region in a per-chunk table plus its offset inside the region.
+    // Regions are numbered in order of first use.
+    let mut regions: Vec<u64> = Vec::new();
+    let mut numbers: IntMap<u64, u64> = IntMap::default();
+    let (mut region_index, mut offsets) = (Vec::with_capacity(fptrs.len()), fptrs);
+    for p in &mut offsets {
+        let region = *p >> REGION_SHIFT;
+        region_index.push(*numbers.entry(region).or_insert_with(|| {
+            regions.push(region);
+            regions.len() as u64 - 1
+        }));
+        let offset = *p & ((1 << REGION_SHIFT) - 1);
+        *p = if offset & 15 == 0 {
+            offset >> 4
+        } else {
+            offset
+        };
+    }
+    let mut table = Encoder::default();
+    table.varint(regions.len() as u64);
+    let mut prev = 0u64;
+    for &r in &regions {
+        table.varint(zigzag(r.wrapping_sub(prev) as i64));
+        prev = r;
+    }
     let (ptrs, sizes) = (planes(&ptrs), planes(&sizes));
+    let (region_index, offsets) = (planes(&region_index), planes(&offsets));
     out.varint(thread as u64);
     out.varint(events.first().map_or(0, |ev| ev.seq));
     out.varint(events.len() as u64);
-    out.varint(tags.len() as u64);
-    out.varint(seqs.buf.len() as u64);
-    out.varint(ptrs.len() as u64);
-    out.varint(sizes.len() as u64);
-    out.buf.extend_from_slice(&tags);
-    out.buf.extend_from_slice(&seqs.buf);
-    out.buf.extend_from_slice(&ptrs);
-    out.buf.extend_from_slice(&sizes);
-    out.buf.extend_from_slice(&misc.buf);
+    let columns = [
+        &table.buf,
+        &tags,
+        &seqs.buf,
+        &ptrs,
+        &region_index,
+        &offsets,
+        &sizes,
+        &misc.buf,
+    ];
+    let packed: Vec<Vec<u8>> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| pack_column(c, PLANE_COLUMNS.contains(&i), level))
+        .collect();
+    for (column, stored) in columns.iter().zip(&packed) {
+        out.varint(column.len() as u64);
+        out.varint(stored.len() as u64);
+    }
+    for stored in &packed {
+        out.buf.extend_from_slice(stored);
+    }
+}
+
+/// Columns stored as `planes`.
+const PLANE_COLUMNS: [usize; 4] = [3, 4, 5, 6];
+
+/// Appends the column stored in `d` (see [`pack_column`]) to `raw`; `len` bounds it.
+fn unpack_column(d: &mut Decoder, len: u64, raw: &mut Vec<u8>) -> DecodeResult<()> {
+    let end = raw.len() as u64 + len;
+    let n = d.count(2)?;
+    for _ in 0..n {
+        let seg_len = d.varint()?;
+        let stored = d.varint()?;
+        if raw.len() as u64 + seg_len > end {
+            return Err("column segment longer than its column");
+        }
+        let bytes = d.take(stored >> 1)?;
+        if stored & 1 != 0 {
+            let seg =
+                zstd::bulk::decompress(bytes, seg_len as usize).map_err(|_| "bad column data")?;
+            raw.extend_from_slice(&seg);
+        } else {
+            raw.extend_from_slice(bytes);
+        }
+    }
+    if !d.is_empty() {
+        return Err("trailing bytes in a column");
+    }
+    Ok(())
+}
+
+/// Columns in an `Events` chunk.
+const COLUMNS: usize = 8;
+
+/// zstd level for columns (the chunk around them is stored as is). On churn, level 3 gives
+/// the same size at twice the writer's compression time.
+pub const DEFAULT_COLUMN_LEVEL: i32 = 1;
+
+/// Stores one column as `segments (raw_len stored_len<<1|zstd bytes)*`: a `planes` column
+/// is split into its header and each byte plane, everything else is one segment, and each
+/// segment is zstd-compressed on its own when that pays, so each gets its own entropy tables
+/// (one table shared by uniform low bytes and skewed high bytes costs ~10% on churn).
+fn pack_column(column: &[u8], is_planes: bool, level: i32) -> Vec<u8> {
+    let mut segments = Vec::new();
+    let mut rest = column;
+    if is_planes {
+        let mut d = Decoder::new(column);
+        if let (Ok(n), Ok(_)) = (d.varint(), d.u8()) {
+            let header = column.len() - d.remaining();
+            segments.push(&column[..header]);
+            rest = &column[header..];
+            while n > 0 && rest.len() as u64 >= n {
+                segments.push(&rest[..n as usize]);
+                rest = &rest[n as usize..];
+            }
+        }
+    }
+    if !rest.is_empty() || segments.is_empty() {
+        segments.push(rest);
+    }
+    let mut out = Encoder::default();
+    out.varint(segments.len() as u64);
+    for seg in segments {
+        let (compressed, stored) = compress_segment(seg, level);
+        out.varint(seg.len() as u64);
+        out.varint(((stored.len() as u64) << 1) | compressed as u64);
+        out.buf.extend_from_slice(&stored);
+    }
+    out.buf
+}
+
+fn compress_segment(column: &[u8], level: i32) -> (bool, Vec<u8>) {
+    thread_local! {
+        // One context per thread, reused (creating one per segment shows up).
+        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    if column.len() >= 64 && level != 0 {
+        let compressed = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+            }
+            c.as_mut().and_then(|(_, z)| z.compress(column).ok())
+        });
+        if let Some(z) = compressed.filter(|z| z.len() < column.len()) {
+            return (true, z);
+        }
+    }
+    (false, column.to_vec())
 }
 
 /// Address → index of its latest occurrence, direct-mapped (1024 entries, no allocation
@@ -218,7 +355,7 @@ struct RecentTable {
 }
 
 impl RecentTable {
-    const LEN: usize = 1024;
+    const LEN: usize = 8192;
 
     fn new() -> RecentTable {
         RecentTable {
@@ -228,7 +365,7 @@ impl RecentTable {
 
     #[inline]
     fn slot(ptr: u64) -> usize {
-        ((ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize & (Self::LEN - 1)
+        ((ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (Self::LEN - 1)
     }
 
     #[inline]
@@ -340,9 +477,13 @@ pub struct EventCursor {
     seqs: (usize, usize),
     misc: (usize, usize),
     ptrs: Planes,
+    /// Frees: region table, region index and offset columns.
+    regions: Vec<u64>,
+    region_index: Planes,
+    offsets: Planes,
     sizes: Planes,
     seq: u64,
-    ptr: u64,
+    refs: Box<AllocRefs>,
     stack: u32,
     frees: History,
     allocs: History,
@@ -350,38 +491,65 @@ pub struct EventCursor {
 
 impl EventCursor {
     /// Parses the chunk header and checks that the columns fit.
-    pub fn new(raw: Vec<u8>) -> DecodeResult<EventCursor> {
-        let mut d = Decoder::new(&raw);
+    pub fn new(payload: Vec<u8>) -> DecodeResult<EventCursor> {
+        let mut d = Decoder::new(&payload);
         let thread = d.u32()?;
         let seq = d.varint()?;
         let count = d.varint()?;
-        let lens = [d.varint()?, d.varint()?, d.varint()?, d.varint()?];
-        if lens[0] != count {
+        let mut lens = [(0u64, 0u64); COLUMNS];
+        for len in &mut lens {
+            *len = (d.varint()?, d.varint()?);
+        }
+        if lens[1].0 != count {
             return Err("event count and tag column disagree");
         }
-        let mut at = raw.len() - d.remaining();
-        let mut spans = [(0usize, 0usize); 4];
-        for (span, &len) in spans.iter_mut().zip(&lens) {
-            let end = (at as u64)
-                .checked_add(len)
-                .filter(|&e| e <= raw.len() as u64);
-            let end = end.ok_or("column runs past the end of its chunk")? as usize;
-            *span = (at, end);
-            at = end;
+        let total = lens.iter().try_fold(0u64, |sum, l| sum.checked_add(l.0));
+        if total.is_none_or(|t| t > MAX_CHUNK as u64) {
+            return Err("columns larger than a chunk may be");
         }
-        let ptrs = Planes::parse(&raw, spans[2].0, spans[2].1 - spans[2].0)?;
-        let sizes = Planes::parse(&raw, spans[3].0, spans[3].1 - spans[3].0)?;
+        // Unpack the columns one after another into `raw`.
+        let mut raw =
+            Vec::with_capacity((total.unwrap_or(0) as usize).min(payload.len().saturating_mul(8)));
+        let mut spans = [(0usize, 0usize); COLUMNS];
+        for (span, &(len, stored)) in spans.iter_mut().zip(&lens) {
+            let start = raw.len();
+            unpack_column(&mut Decoder::new(d.take(stored)?), len, &mut raw)?;
+            if (raw.len() - start) as u64 != len {
+                return Err("column length disagrees with its data");
+            }
+            *span = (start, raw.len());
+        }
+        if !d.is_empty() {
+            return Err("trailing bytes after the last column");
+        }
+        let mut t = Decoder::new(&raw[spans[0].0..spans[0].1]);
+        let n = t.count(1)?;
+        let mut regions = Vec::with_capacity(n);
+        let mut region = 0u64;
+        for _ in 0..n {
+            region = region.wrapping_add(unzigzag(t.varint()?) as u64);
+            regions.push(region);
+        }
+        if !t.is_empty() {
+            return Err("trailing bytes after the region table");
+        }
+        let plane = |i: usize| Planes::parse(&raw, spans[i].0, spans[i].1 - spans[i].0);
+        let (ptrs, region_index, offsets, sizes) = (plane(3)?, plane(4)?, plane(5)?, plane(6)?);
+        let at = spans[7].0;
         Ok(EventCursor {
             thread,
             remaining: count,
             first: true,
-            tags: spans[0],
-            seqs: spans[1],
+            tags: spans[1],
+            seqs: spans[2],
             misc: (at, raw.len()),
             ptrs,
+            regions,
+            region_index,
+            offsets,
             sizes,
             seq,
-            ptr: 0,
+            refs: Box::new(AllocRefs::new()),
             stack: 0,
             frees: History::new(),
             allocs: History::new(),
@@ -410,6 +578,8 @@ impl EventCursor {
                 && self.seqs.0 == self.seqs.1
                 && self.misc.0 == self.misc.1
                 && self.ptrs.next == self.ptrs.n
+                && self.region_index.next == self.region_index.n
+                && self.offsets.next == self.offsets.n
                 && self.sizes.next == self.sizes.n;
             return if used {
                 Ok(None)
@@ -422,7 +592,7 @@ impl EventCursor {
         self.tags.0 += 1;
         if !self.first {
             let delta = if tag & TAG_SEQ_NEXT != 0 {
-                1
+                expected_seq_delta(tag)
             } else {
                 Self::varint(raw, &mut self.seqs)?
             };
@@ -433,27 +603,47 @@ impl EventCursor {
         }
         self.first = false;
         let api = (tag >> TAG_API_SHIFT) & 3;
-        if tag & TAG_RECENT_FREE != 0 {
+        let kind = tag & 3;
+        let size = if kind == EV_FREE {
+            0
+        } else {
+            let size = self.sizes.next(raw)?;
+            if size > MAX_ALLOCATION {
+                return Err("allocation size beyond 16 TiB (corrupt event)");
+            }
+            size
+        };
+        let ptr = if tag & TAG_RECENT_FREE != 0 {
             let distance = Self::varint(raw, &mut self.misc)?;
-            self.ptr = match tag & 3 {
+            match kind {
                 EV_ALLOC => self.frees.back(distance)?,
                 EV_FREE => self.allocs.back(distance)?,
                 _ => return Err("recent flag on a realloc"),
+            }
+        } else if kind == EV_FREE {
+            let region = *usize::try_from(self.region_index.next(raw)?)
+                .ok()
+                .and_then(|i| self.regions.get(i))
+                .ok_or("region index out of range")?;
+            let v = self.offsets.next(raw)?;
+            let offset = if tag & TAG_ALIGNED16 != 0 {
+                v.wrapping_shl(4)
+            } else {
+                v
             };
+            (region << REGION_SHIFT).wrapping_add(offset)
         } else {
-            self.ptr = self.ptr.wrapping_add(ptr_delta(tag, self.ptrs.next(raw)?));
-        }
-        let ptr = self.ptr;
-        let kind = match tag & 3 {
+            self.refs
+                .get(size)
+                .wrapping_add(ptr_delta(tag, self.ptrs.next(raw)?))
+        };
+        let kind = match kind {
             EV_FREE => {
                 self.frees.push(ptr);
                 EventKind::Free { ptr, api }
             }
             kind @ (EV_ALLOC | EV_REALLOC) => {
-                let size = self.sizes.next(raw)?;
-                if size > MAX_ALLOCATION {
-                    return Err("allocation size beyond 16 TiB (corrupt event)");
-                }
+                self.refs.set(size, ptr);
                 if tag & TAG_SAME_STACK == 0 {
                     self.stack = stack_add(self.stack, Self::varint(raw, &mut self.misc)?)?;
                 }

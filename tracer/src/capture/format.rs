@@ -12,12 +12,18 @@
 //!
 //! Inside chunks every integer is a LEB128 varint; signed deltas are zigzag coded.
 //!
-//! Events carry no timestamp. They carry a global sequence number instead (one atomic
-//! increment per event), which orders events across threads; the writer emits a
-//! [`ChunkKind::Samples`] record every 10 ms holding the wall time and the sequence number at
-//! that moment, so any event's time is known to within one sample interval (heaptrack does
-//! the same with its `c` lines). A timestamp per event would cost more than the rest of the
-//! event; the sequence number usually costs one tag bit.
+//! Events carry no timestamp. They carry an ordering key instead (`Event::seq`): a global
+//! clock that frees and reallocs advance and allocations only read, so the key is unique for
+//! frees and reallocs and shared by the allocations between them. Events sort by
+//! `(seq, order_rank)` — at equal keys frees and reallocs come first — which is a valid replay
+//! order across threads (the argument is in the `buffers` module). Each thread's events are
+//! stored in that order; the writer emits a [`ChunkKind::Samples`] record every 10 ms holding
+//! the wall time and the clock at that moment, so any event's time is known to within one
+//! sample interval (heaptrack does the same with its `c` lines). A timestamp per event would
+//! cost more than the rest of the event; the key usually costs one tag bit.
+//!
+//! Version history: 1 had a unique sequence number per event (one atomic increment each);
+//! 2 has the shared-key clock above and a new pointer model in `Events` chunks.
 //!
 //! Events are encoded twice: compactly in rows on the allocation path (`buffers`), and in
 //! columns in the file (see [`super::events`]), which the writer thread converts to.
@@ -27,7 +33,7 @@ use std::fmt;
 /// First 8 bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"TDMKCAP\0";
 /// Format version written by this build; readers accept exactly this one.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Header flag: the file holds aggregated data (no per-event records).
 pub const FLAG_AGGREGATE: u16 = 1;
 /// Header size in bytes.
@@ -55,6 +61,19 @@ pub const TAG_ALIGNED16: u8 = 1 << 6;
 /// File encoding only: an allocation at a recently freed address, or a free of a recently
 /// allocated one (a distance follows instead of a pointer).
 pub const TAG_RECENT_FREE: u8 = 1 << 7;
+
+/// Tie-break among events with equal keys: frees and reallocs (0) before allocations (1).
+#[inline]
+pub fn order_rank(kind: &EventKind) -> u8 {
+    matches!(kind, EventKind::Alloc { .. }) as u8
+}
+
+/// The key delta that costs nothing (bit [`TAG_SEQ_NEXT`]): an allocation usually reads the
+/// clock its thread's previous event left, a free or realloc advances it by one.
+#[inline]
+pub fn expected_seq_delta(kind_bits: u8) -> u64 {
+    (kind_bits & 3 != EV_ALLOC) as u64
+}
 
 /// What a chunk holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

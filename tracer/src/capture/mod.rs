@@ -2,18 +2,20 @@
 //!
 //! ```text
 //!  allocation hook (Traced)                     writer thread (every 10 ms)
-//!   on_alloc / on_free / on_realloc              steal blocks, take full blocks
-//!     │ one atomic seq, varint-encode             │ zstd each block → Events chunk
-//!     ▼                                            │ new stack nodes, thread names,
+//!   on_alloc / on_free / on_realloc              membarrier, read committed rows,
+//!     │ key: read SEQ (alloc) or one             │ take full blocks; per thread one
+//!     │ fetch_add (free); fixed-layout row       │ Events chunk (columns, zstd each),
+//!     ▼ no lock                                  │ new stack nodes, thread names,
 //!   per-thread Block (64 KiB, mmap) ── full ──►    │ a memory Sample (time, seq, RSS)
 //!                                                  ▼
 //!                                               capture file ──► CaptureReader ──► reports
 //! ```
 //!
 //! * [`format`]: the file layout (header, self-delimiting checksummed chunks, records).
-//! * [`events`]: event encodings (rows on the allocation path, columns in the file).
-//! * `buffers`: the only code on allocation paths; never allocates through the global
-//!   allocator, never panics, holds its spin locks for a few pointer moves only.
+//! * [`events`]: the event encoding in the file (columns and the pointer model).
+//! * `buffers`: the only code on allocation paths (fixed-layout rows, lock-free for the
+//!   owning thread); never allocates through the global allocator, never panics. Its module
+//!   docs hold the cross-thread ordering argument.
 //! * [`writer`]: the background thread.
 //! * [`reader`]: the streaming [`CaptureReader`].
 //!
@@ -23,7 +25,8 @@
 //! "TDMKCAP\0" version:u16 flags:u16 reserved:u32            16-byte header
 //! chunk*: kind:u8 codec:u8 raw_len:u32 stored_len:u32 crc32:u32 bytes   (zstd per chunk)
 //!   Meta (first) · Modules · Stacks (new trie nodes) · Threads · Events (one thread's
-//!   block, columnar) · Samples (time, seq barrier, RSS, heap) · Aggregate · End
+//!   events of one tick, columnar, zstd per column) · Samples (time, seq barrier, RSS,
+//!   heap) · Aggregate · End
 //! ```
 //!
 //! A SIGKILLed run leaves whole chunks up to its last writer tick (every 10 ms); the reader
@@ -132,6 +135,7 @@ pub fn record(path: impl AsRef<Path>, options: RecordOptions) -> io::Result<Reco
     let writer = writer::Writer::new(file, options)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    buffers::register_fence();
     buffers::ACCEPTING.store(true, Ordering::SeqCst);
     let handle = std::thread::Builder::new()
         .name("tidemark-writer".into())

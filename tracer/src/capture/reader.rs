@@ -1,10 +1,11 @@
 //! Streaming reader: one chunk in memory at a time, events handed out in global order.
 //!
-//! Events of different threads arrive in different chunks, each sorted by sequence number.
+//! Events of different threads arrive in different chunks, each sorted by (key, rank) (see
+//! [`super::format`]).
 //! A `Samples` record with sequence `S` is a barrier: the writer wrote every event numbered
 //! below `S` before it. So the reader keeps the chunks seen since the last barrier open (as
 //! decompressed bytes with a cursor, never as decoded events) and, at a barrier, merges them
-//! by sequence number, releasing events below `S`. Memory stays bounded by the chunks of one
+//! by (key, rank), releasing events keyed below `S`. Memory stays bounded by the chunks of one
 //! writer tick.
 //!
 //! Every malformed input gives a [`CaptureError`] naming the file, the byte offset and the
@@ -41,8 +42,8 @@ pub struct CaptureReader<R: Read> {
     /// Open event chunks (slot → cursor, its next event, the chunk's offset).
     cursors: Vec<Option<(EventCursor, Event, u64)>>,
     free_slots: Vec<usize>,
-    /// Next events of the open chunks, smallest sequence number first.
-    heads: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Next events of the open chunks, smallest `(key, rank)` first.
+    heads: BinaryHeap<Reverse<(u64, u8, usize)>>,
     /// The chunk being drained (outside `heads`).
     draining: Option<usize>,
     /// Items waiting for every event numbered below their barrier.
@@ -294,7 +295,8 @@ impl<R: Read> CaptureReader<R> {
                 self.cursors.len() - 1
             }
         };
-        self.heads.push(Reverse((first.seq, slot)));
+        self.heads
+            .push(Reverse((first.seq, order_rank(&first.kind), slot)));
         self.cursors[slot] = Some((cursor, first, at));
         Ok(())
     }
@@ -308,7 +310,7 @@ impl<R: Read> CaptureReader<R> {
         let slot = match self.draining {
             Some(slot) => slot,
             None => {
-                let Some(&Reverse((seq, slot))) = self.heads.peek() else {
+                let Some(&Reverse((seq, _, slot))) = self.heads.peek() else {
                     return Ok(None);
                 };
                 if seq >= barrier {
@@ -323,10 +325,11 @@ impl<R: Read> CaptureReader<R> {
             self.draining = None;
             return Ok(None);
         };
-        let limit = self.heads.peek().map_or(u64::MAX, |r| r.0 .0).min(barrier);
-        if event.seq >= limit {
+        let key = (event.seq, order_rank(&event.kind));
+        let other_first = self.heads.peek().is_some_and(|r| (r.0 .0, r.0 .1) < key);
+        if event.seq >= barrier || other_first {
             // Another chunk (or the barrier) comes first: put this one back.
-            self.heads.push(Reverse((event.seq, slot)));
+            self.heads.push(Reverse((key.0, key.1, slot)));
             self.draining = None;
             return self.pop_event_below(barrier);
         }

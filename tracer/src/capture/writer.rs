@@ -6,7 +6,7 @@
 //! whole ticks behind, except at most one partial chunk at the end (which the reader skips).
 
 use super::buffers::{self, Block};
-use super::events::{decode_rows, encode_events};
+use super::events::encode_events_at;
 use super::format::*;
 use crate::report::replay::{Replay, ReplayOptions};
 use std::collections::HashSet;
@@ -24,7 +24,8 @@ pub struct RecordOptions {
     pub aggregate: bool,
     /// Milliseconds between memory samples (and block flushes). Default 10.
     pub sample_interval_ms: u32,
-    /// zstd level for event chunks. Default 3.
+    /// zstd level for the event columns and the other chunks. Default 1 (on churn, 3 gives
+    /// the same size at twice the writer's compression time).
     pub compression_level: i32,
     /// Frames captured per recorded stack. Default 64.
     pub max_frames: usize,
@@ -35,20 +36,21 @@ impl Default for RecordOptions {
         RecordOptions {
             aggregate: false,
             sample_interval_ms: 10,
-            compression_level: 3,
+            compression_level: super::events::DEFAULT_COLUMN_LEVEL,
             max_frames: crate::hook::DEFAULT_RECORD_FRAMES,
         }
     }
 }
 
-/// Appends one chunk (compressed when worthwhile) to `out`.
+/// Appends one chunk (compressed when worthwhile) to `out`. A `level` of 0 stores the payload
+/// as is (`Events` payloads compress their columns themselves).
 pub fn put_chunk(out: &mut Vec<u8>, kind: ChunkKind, payload: &[u8], level: i32) {
     thread_local! {
         // One compression context per thread, reused: creating one per chunk shows up.
         static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let compressed = if payload.len() >= 64 {
+    let compressed = if payload.len() >= 64 && level != 0 {
         COMPRESSOR
             .with(|c| {
                 let mut c = c.borrow_mut();
@@ -116,8 +118,12 @@ pub(crate) struct Writer {
     page_size: u64,
     bytes_written: u64,
     events: u64,
-    scratch: Vec<Event>,
+    /// This tick's events per thread index.
+    batches: Vec<(u32, Vec<Event>)>,
 }
+
+/// The most events one `Events` chunk holds (about 2-4 MiB of columns).
+const MAX_EVENTS_PER_CHUNK: usize = 1 << 18;
 
 impl Writer {
     pub(crate) fn new(mut file: File, options: RecordOptions) -> io::Result<Self> {
@@ -167,7 +173,7 @@ impl Writer {
             page_size,
             bytes_written,
             events: 0,
-            scratch: Vec::new(),
+            batches: Vec::new(),
         })
     }
 
@@ -186,73 +192,93 @@ impl Writer {
             * self.page_size
     }
 
-    fn block(&mut self, block: *mut Block) {
-        // SAFETY: the buffers module hands the writer exclusive ownership of the block.
-        let b = unsafe { &*block };
-        self.events += b.count as u64;
-        self.scratch.clear();
-        let scratch = &mut self.scratch;
-        // Our own row encoding: it always decodes.
-        let _ = decode_rows(b.thread, b.first_seq, b.count as usize, b.data(), |ev| {
-            scratch.push(ev)
-        });
-        buffers::free_block(block);
-        match &mut self.replay {
-            Some((_, pending)) => pending.extend_from_slice(&self.scratch),
+    /// Collects the rows `block` committed since the last look into its thread's batch.
+    fn drain(&mut self, block: *mut Block) {
+        // SAFETY: only the writer reads block headers' thread field after publication.
+        let thread = unsafe { (*block).thread };
+        let at = match self.batches.iter().position(|(t, _)| *t == thread) {
+            Some(at) => at,
             None => {
-                let mut e = Encoder {
-                    buf: Vec::with_capacity(self.scratch.len() * 4 + 32),
-                };
-                encode_events(
-                    self.scratch.first().map_or(0, |ev| ev.thread),
-                    &self.scratch,
-                    &mut e,
-                );
-                put_chunk(
-                    &mut self.out,
-                    ChunkKind::Events,
-                    &e.buf,
-                    self.options.compression_level,
-                );
+                self.batches.push((thread, Vec::new()));
+                self.batches.len() - 1
             }
-        }
+        };
+        let batch = &mut self.batches[at].1;
+        let before = batch.len();
+        // SAFETY: the writer is the only reader of blocks; `block` is on the FULL list we
+        // took or is some slot's current block, and is freed only after this tick.
+        unsafe { Block::drain(block, batch) };
+        self.events += (batch.len() - before) as u64;
     }
 
-    /// One tick: everything recorded before `barrier` reaches the output.
-    pub(crate) fn tick(&mut self, last: bool) -> io::Result<()> {
-        let barrier = if last {
-            u64::MAX
-        } else {
-            buffers::SEQ.load(Ordering::SeqCst)
-        };
-        let mut stolen = Vec::new();
-        let mut new_threads = Vec::new();
-        buffers::steal_all(
-            |b| stolen.push(b),
-            |info| {
-                if self.announced.insert((info.index, info.os_tid)) {
-                    new_threads.push(ThreadRecord {
-                        index: info.index,
-                        os_tid: info.os_tid,
-                        name: info.name,
-                    });
+    /// Writes each thread's events of this tick as one `Events` chunk (a few for a very busy
+    /// thread): bigger chunks let the column model and the entropy coder see more.
+    fn flush_batches(&mut self) {
+        for (_, batch) in &mut self.batches {
+            if batch.is_empty() {
+                continue;
+            }
+            match &mut self.replay {
+                Some((_, pending)) => pending.extend_from_slice(batch),
+                None => {
+                    for part in batch.chunks(MAX_EVENTS_PER_CHUNK) {
+                        let mut e = Encoder {
+                            buf: Vec::with_capacity(part.len() * 4 + 64),
+                        };
+                        encode_events_at(
+                            part[0].thread,
+                            part,
+                            self.options.compression_level,
+                            &mut e,
+                        );
+                        put_chunk(&mut self.out, ChunkKind::Events, &e.buf, 0);
+                    }
                 }
-            },
-        );
-        let mut full = buffers::take_full();
-        while !full.is_null() {
+            }
+            batch.clear();
+        }
+        // Keep the buffers of busy threads for the next tick, not those of every thread
+        // that ever ran.
+        self.batches
+            .retain(|(_, b)| b.capacity() <= 4 * MAX_EVENTS_PER_CHUNK);
+        self.batches.truncate(64);
+    }
+
+    /// One tick: everything keyed below `barrier` reaches the output.
+    pub(crate) fn tick(&mut self, last: bool) -> io::Result<()> {
+        let barrier = buffers::SEQ.load(Ordering::SeqCst);
+        let mut new_threads = Vec::new();
+        // After this, every event keyed below `barrier` is committed to a block that is a
+        // slot's current one or on the FULL list (see "Ordering" in `buffers`).
+        let slots = buffers::snapshot_slots(|info| {
+            if self.announced.insert((info.index, info.os_tid)) {
+                new_threads.push(ThreadRecord {
+                    index: info.index,
+                    os_tid: info.os_tid,
+                    name: info.name,
+                });
+            }
+        });
+        // Full blocks first (oldest first: each thread's blocks in the order it filled
+        // them), then what the current blocks hold beyond that. A block that was current at
+        // the snapshot and filled up since is drained to its end here and is empty below.
+        let mut full = Vec::new();
+        let mut b = buffers::take_full();
+        while !b.is_null() {
+            full.push(b);
             // SAFETY: the full list is ours now.
-            let next = unsafe { (*full).next };
-            stolen.push(full);
-            full = next;
+            b = unsafe { (*b).next };
         }
-        // Each thread's blocks reach the file in the order they were filled (a block that
-        // filled up after the steal above is newer than the stolen one).
-        // SAFETY: every block in the list is ours.
-        stolen.sort_by_key(|&b| unsafe { (*b).first_seq });
-        for b in stolen {
-            self.block(b);
+        for &b in &full {
+            self.drain(b);
         }
+        for s in &slots {
+            if !s.block.is_null() {
+                self.drain(s.block);
+            }
+        }
+        buffers::retire(&slots, &full);
+        self.flush_batches();
         let level = self.options.compression_level;
         let count = crate::stack::stack_node_count();
         if count > self.stack_nodes_written {
@@ -270,8 +296,13 @@ impl Writer {
         }
         let mut heap = 0;
         if let Some((replay, pending)) = &mut self.replay {
-            pending.sort_unstable_by_key(|e| e.seq);
-            let ready = pending.partition_point(|e| e.seq < barrier);
+            // Stable: each thread's events keep their order among equal keys.
+            pending.sort_by_key(|e| (e.seq, order_rank(&e.kind)));
+            let ready = if last {
+                pending.len()
+            } else {
+                pending.partition_point(|e| e.seq < barrier)
+            };
             for ev in pending.drain(..ready) {
                 replay.event(&ev);
             }
@@ -280,7 +311,12 @@ impl Writer {
         let time_ns = self.start.elapsed().as_nanos() as u64;
         let sample = Sample {
             time_ns,
-            seq: barrier.min(buffers::SEQ.load(Ordering::SeqCst)),
+            // The last sample comes after every event.
+            seq: if last {
+                buffers::SEQ.load(Ordering::SeqCst) + 1
+            } else {
+                barrier
+            },
             rss: self.rss(),
             heap,
         };

@@ -1,0 +1,121 @@
+//! Recording overhead and capture size on churn (the allocator benchmark's workload: a
+//! population of 100k live objects; each step frees a random one and allocates a replacement
+//! of 8..=512 bytes), through `Traced<Pymalloc>`:
+//!
+//! ```text
+//! cargo run --release -p tidemark-tracer --example record_overhead [steps] [rounds]
+//! ```
+//!
+//! Runs the workload with the hook idle and with a recording on, interleaved, `rounds` times
+//! (default 5), and prints the medians, their ratio, and the capture's bytes per alloc+free
+//! pair (the file minus a recording of the population fill alone, over the steps).
+//! `TIDEMARK_ONLY=record` (or `idle`) runs only that variant once (for callgrind).
+
+use std::time::Instant;
+use tidemark_tracer::capture::{self, RecordOptions};
+
+#[global_allocator]
+static GLOBAL: tidemark_tracer::Traced<tidemark_alloc::Pymalloc> =
+    tidemark_tracer::Traced::new(tidemark_alloc::Pymalloc::new());
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0).wrapping_mul(u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db));
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + ((u128::from(self.next()) * (hi - lo + 1) as u128) >> 64) as usize
+    }
+}
+
+#[inline(never)]
+fn object(rng: &mut Rng) -> Vec<u8> {
+    let size = rng.range(8, 512);
+    let mut v = Vec::with_capacity(size);
+    v.push(size as u8);
+    v
+}
+
+#[inline(never)]
+fn churn(live: usize, ops: usize) -> u64 {
+    let mut rng = Rng(0x5eed);
+    let mut slots: Vec<Vec<u8>> = (0..live).map(|_| object(&mut rng)).collect();
+    let mut sum = 0u64;
+    for _ in 0..ops {
+        let slot = rng.range(0, live - 1);
+        let fresh = object(&mut rng);
+        let old = std::mem::replace(&mut slots[slot], fresh);
+        sum = sum.wrapping_add(old.capacity() as u64);
+    }
+    sum + slots.len() as u64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let ops: usize = args
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let rounds: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let live = 100_000.min(ops / 2).max(1);
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "tidemark-record-overhead-{}.tdm",
+        std::process::id()
+    ));
+    if std::env::var("TIDEMARK_ONLY").as_deref() == Ok("idle") {
+        println!("{}", std::hint::black_box(churn(live, ops)));
+        return;
+    }
+    if std::env::var("TIDEMARK_ONLY").as_deref() == Ok("record") {
+        let guard = capture::record(&path, RecordOptions::default()).unwrap();
+        std::hint::black_box(churn(live, ops));
+        let s = guard.stop().unwrap();
+        println!("{} events, {} bytes", s.events, s.bytes_written);
+        std::fs::remove_file(&path).ok();
+        return;
+    }
+    // The fill alone, to subtract from the churn capture.
+    let base_path = path.with_extension("base.tdm");
+    let guard = capture::record(&base_path, RecordOptions::default()).unwrap();
+    std::hint::black_box(churn(live, 0));
+    guard.stop().unwrap();
+    let base = std::fs::metadata(&base_path).unwrap().len();
+    std::fs::remove_file(&base_path).ok();
+
+    let (mut idle, mut recorded, mut stopping, mut sizes) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        std::hint::black_box(churn(live, ops));
+        idle.push(t.elapsed().as_secs_f64());
+        let guard = capture::record(&path, RecordOptions::default()).unwrap();
+        let t = Instant::now();
+        std::hint::black_box(churn(live, ops));
+        recorded.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let summary = guard.stop().unwrap();
+        stopping.push(t.elapsed().as_secs_f64());
+        assert_eq!(summary.dropped, 0);
+        let size = std::fs::metadata(&path).unwrap().len();
+        sizes.push(size.saturating_sub(base) as f64 / ops as f64);
+    }
+    let (i, r, s) = (
+        median(&mut idle),
+        median(&mut recorded),
+        median(&mut stopping),
+    );
+    println!(
+        "churn {ops} steps, {live} live, medians of {rounds}: idle hook {i:.3} s, \
+         recording {r:.3} s (+{s:.3} s to stop): {:.2}x; capture {:.2} bytes per alloc+free pair",
+        r / i,
+        median(&mut sizes)
+    );
+    std::fs::remove_file(&path).ok();
+}
