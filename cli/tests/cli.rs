@@ -111,7 +111,10 @@ fn errors_are_one_line_with_status_2() {
     let o = tidemark(&["run", "--", "no-such-program-tidemark"]);
     assert_eq!(o.status.code(), Some(2));
     let line = stderr_line(&o);
-    assert!(line.contains("no-such-program-tidemark") && line.contains("not found"), "{line}");
+    assert!(
+        line.contains("no-such-program-tidemark") && line.contains("not found"),
+        "{line}"
+    );
 
     let good = d.join("good.tdm");
     write_capture(&good, 100);
