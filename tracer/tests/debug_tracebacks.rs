@@ -23,8 +23,9 @@ fn double_free_report_shows_allocation_and_free_sites() {
         // SAFETY: non-zero size. The second dealloc is the defect under test: the debug layer
         // keeps freed blocks in quarantine, finds it, reports and aborts.
         unsafe {
+            // black_box: in release builds LLVM may otherwise remove the alloc/dealloc pair.
             let alloc_line = line!() + 1;
-            let p = alloc(layout);
+            let p = std::hint::black_box(alloc(layout));
             dealloc(p, layout);
             let again_line = line!() + 2;
             println!("LINES {alloc_line} {again_line}");

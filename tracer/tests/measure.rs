@@ -8,7 +8,8 @@ static GLOBAL: Traced<tidemark_alloc::Pymalloc> = Traced::new(tidemark_alloc::Py
 #[test]
 fn counts_blocks_and_bytes_exactly() {
     let (kept, stats) = measure(|| {
-        let a = vec![0u8; 100];
+        // black_box: release builds may otherwise elide an allocation that is never read.
+        let a = std::hint::black_box(vec![0u8; 100]);
         let b = Box::new(5u64);
         drop(a);
         b
@@ -80,7 +81,7 @@ fn eight_threads_measure_independently() {
                     let mut kept = Vec::with_capacity(100);
                     for i in 0..100 {
                         kept.push(vec![0u8; 16 + t + i]);
-                        let tmp = vec![0u8; 1000];
+                        let tmp = std::hint::black_box(vec![0u8; 1000]);
                         drop(tmp);
                     }
                     kept
