@@ -10,6 +10,7 @@
 
 use crate::os;
 use crate::size_class::ARENA_SHIFT;
+use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// User-space addresses on x86-64 and AArch64 Linux stay below 2^47 unless a program asks
@@ -18,7 +19,7 @@ const ADDRESS_BITS: u32 = 47;
 const SLOTS: usize = 1 << (ADDRESS_BITS - ARENA_SHIFT);
 const WORDS: usize = SLOTS / 64;
 
-static BITMAP: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+static BITMAP: AtomicPtr<AtomicU64> = AtomicPtr::new(ptr::null_mut());
 
 /// Reserves the bitmap. Called under the arena lock before the first arena is published.
 /// Returns false when the reservation fails (then no arena can be made either).
@@ -30,7 +31,15 @@ pub fn ensure_reserved() -> bool {
     if words.is_null() {
         return false;
     }
-    BITMAP.store(words, Ordering::Release);
+    // Only the arena lock's holder gets here in the allocator, but a compare-exchange keeps
+    // two racing first callers (the unit tests' private arena sets) from losing inserts.
+    if let Err(winner) =
+        BITMAP.compare_exchange(ptr::null_mut(), words, Ordering::AcqRel, Ordering::Acquire)
+    {
+        debug_assert!(!winner.is_null());
+        // SAFETY: our own mapping, never published.
+        unsafe { os::unmap(words as *mut u8, WORDS * 8) };
+    }
     true
 }
 
