@@ -76,7 +76,7 @@ pub use tracer::{
     take_snapshot, take_snapshot_with, traceback_limit, traceback_of, traced_memory, tracer_memory,
     track, untrack, SnapshotOptions,
 };
-pub use unwind::capture_stack;
+pub use unwind::{capture_stack, stack_bounds as thread_stack_bounds};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -69,8 +69,10 @@ pub(crate) fn uses_frame_pointers() -> bool {
     method() == 1
 }
 
+/// The calling thread's stack as `[low, high)` (cached per thread; `(1, 1)` when unknown).
+/// Stack walkers use it so that they never read outside the stack.
 #[inline]
-pub(crate) fn stack_bounds() -> (usize, usize) {
+pub fn stack_bounds() -> (usize, usize) {
     STACK_BOUNDS
         .try_with(|b| {
             let v = b.get();

@@ -303,7 +303,6 @@ mod dwarf {
 
     thread_local! {
         static CACHE: CacheBox = const { CacheBox(Cell::new(core::ptr::null_mut())) };
-        static BOUNDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
 
     /// Reads `.eh_frame_hdr`'s pointer to `.eh_frame` (pc-relative or absolute, 4 or 8 bytes).
@@ -382,37 +381,8 @@ mod dwarf {
     }
 
     fn stack_bounds() -> (u64, u64) {
-        BOUNDS
-            .try_with(|b| {
-                let v = b.get();
-                if v.1 != 0 {
-                    return v;
-                }
-                let mut lo = 0usize;
-                let mut size = 0usize;
-                // SAFETY: attr is initialised by pthread_getattr_np before use, destroyed
-                // after.
-                let ok = unsafe {
-                    let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-                    if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                        false
-                    } else {
-                        let mut addr: *mut libc::c_void = core::ptr::null_mut();
-                        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-                        libc::pthread_attr_destroy(&mut attr);
-                        lo = addr as usize;
-                        r == 0
-                    }
-                };
-                let v = if ok && size != 0 {
-                    (lo as u64, (lo + size) as u64)
-                } else {
-                    (1, 1)
-                };
-                b.set(v);
-                v
-            })
-            .unwrap_or((1, 1))
+        let (lo, hi) = tidemark_tracer::thread_stack_bounds();
+        (lo as u64, hi as u64)
     }
 
     fn cache() -> Option<&'static mut CacheX86_64> {

@@ -254,25 +254,6 @@ fn released() -> *mut ThreadBuf {
     core::ptr::dangling_mut()
 }
 
-fn mmap_bytes(len: usize) -> *mut u8 {
-    // SAFETY: anonymous private mapping, no file, no fixed address.
-    let p = unsafe {
-        libc::mmap(
-            null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        null_mut()
-    } else {
-        p as *mut u8
-    }
-}
-
 fn pthread_key() -> libc::pthread_key_t {
     static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
     let k = KEY.load(Ordering::Acquire);
@@ -317,7 +298,7 @@ fn new_block(thread: u32, seq: u64, stack: u32) -> *mut Block {
         b
     });
     if block.is_null() {
-        block = mmap_bytes(BLOCK_BYTES) as *mut Block;
+        block = crate::sysmem::map_zeroed(BLOCK_BYTES) as *mut Block;
         if block.is_null() {
             return block;
         }
@@ -421,7 +402,7 @@ fn claim_slot() -> *mut ThreadBuf {
         cur = c.next;
     }
     if slot.is_null() {
-        let p = mmap_bytes(core::mem::size_of::<ThreadBuf>()) as *mut ThreadBuf;
+        let p = crate::sysmem::map_zeroed(core::mem::size_of::<ThreadBuf>()) as *mut ThreadBuf;
         if p.is_null() {
             return p;
         }
