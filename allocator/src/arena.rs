@@ -136,6 +136,25 @@ pub fn visit(mut visit: impl FnMut(&Pool)) -> (ArenaCounters, usize) {
     })
 }
 
+/// Visits every live arena as `(descriptor index, base, pools carved)`, under the arena lock:
+/// `visit` must not allocate. Pools at and above the carved count have never been touched.
+pub fn visit_arenas(mut visit: impl FnMut(usize, usize, usize)) {
+    ARENAS.with(|arenas| {
+        for index in 0..arenas.len {
+            // SAFETY: `index < len`, inside the part of the table that has been touched.
+            let arena = unsafe { &*arenas.table.add(index as usize) };
+            if arena.base != 0 {
+                visit(index as usize, arena.base, arena.ncarved as usize);
+            }
+        }
+    })
+}
+
+/// Arena descriptors ever used: every descriptor index handed out so far is below this.
+pub fn descriptors_used() -> usize {
+    ARENAS.with(|arenas| arenas.len as usize)
+}
+
 impl Arenas {
     const fn new() -> Self {
         Arenas {

@@ -17,6 +17,7 @@
 //!        |  pool.rs      16 KiB pool of one size class, lazily carved free list
 //!        |  arena.rs     1 MiB arenas (mmap), fullest first, freed when empty
 //!        |  arena_map.rs is this pointer ours? one bit per 1 MiB of address space
+//!        |  trace_slots.rs  a word per block for a tracer's trace (side regions per arena)
 //!        |  size_class.rs  32 classes: 16, 32, ..., 512 bytes
 //!        |
 //!   [0] os.rs         mmap for arenas; glibc (__libc_malloc...) for > 512 B or align > 16
@@ -88,11 +89,15 @@ mod pymalloc;
 mod remote;
 mod stats;
 mod thread;
+mod trace_slots;
 
 pub use debug::{check_heap, Debug};
 pub use pymalloc::Pymalloc;
 pub use select::Tidemark;
 pub use stats::{print_stats, stats, ClassStats, Stats};
+pub use trace_slots::{
+    clear_all as clear_trace_slots, for_each_trace, mapped_bytes as trace_slot_bytes, trace_slot,
+};
 
 /// Is `ptr` inside one of tidemark's arenas (a block `Pymalloc` handed out from a pool)?
 /// O(1); reads only tidemark's own memory, so any address may be asked about.

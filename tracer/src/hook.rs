@@ -242,13 +242,11 @@ fn after_alloc(ptr: *mut u8, size: usize) {
         }
         let recording = mode & RECORDING != 0 && capture::is_recording();
         if mode & TRACING != 0 || recording {
-            if mode & TRACING != 0 {
-                table::prefetch(0, ptr as usize);
-            }
+            let place = (mode & TRACING != 0).then(|| table::place(0, ptr as usize));
             let (id, total) =
                 capture_here((mode & !RECORDING) | if recording { RECORDING } else { 0 });
-            if mode & TRACING != 0 {
-                table::insert(TraceEntry::new(0, ptr as usize, size, id, total));
+            if let Some(place) = place {
+                table::insert_at(place, TraceEntry::new(0, ptr as usize, size, id, total));
             }
             if recording {
                 capture::on_alloc(ptr as usize, size, 0, id);

@@ -188,17 +188,23 @@ fn walk_with_memo(
     // Candidates for the meeting point are recs[..j]; their addresses fall as the index rises.
     let mut j = if m.complete { m.len } else { 0 };
     let mut matched = 0usize;
+    // recs[..intact] hold what the memo says; computed at the first meeting (None before).
+    let mut intact: Option<usize> = None;
     let mut fp = start;
     while fp >= lo && fp <= hi.wrapping_sub(16) && fp & 7 == 0 {
         while j > 0 && m.recs[j - 1].fp < fp {
             j -= 1;
         }
         if j > 0 && m.recs[j - 1].fp == fp {
-            if unchanged(&m.recs[..j]) {
+            // A frame at the meeting point may have changed (the same function called again
+            // from another call site, as recursion does) while everything below it holds. The
+            // intact prefix, computed once, answers this meeting and every later (lower) one:
+            // a changed frame is read fresh and the walk meets again one frame further down.
+            let ok = *intact.get_or_insert_with(|| intact_prefix(&m.recs[..j]));
+            if j <= ok {
                 matched = j;
                 break;
             }
-            j = 0; // the memo is stale below here: walk the rest fresh
         }
         if nf == FRESH_MAX {
             return None;
@@ -211,6 +217,10 @@ fn walk_with_memo(
             break;
         }
         fp = next;
+    }
+    if nf == 0 && matched == m.len && m.has_leaf && m.skip == skip && m.want == want {
+        // The whole stack is the one the memo holds (the same call site again): same stack.
+        return Some((m.leaf, m.frames.saturating_sub(skip)));
     }
     let len = matched + nf;
     if len > CAP {
@@ -264,6 +274,18 @@ fn walk_with_memo(
     m.frames = frames;
     m.has_leaf = true;
     Some((id, total))
+}
+
+/// How many of `recs` (outermost first) still hold, at their frame addresses, the words the
+/// memo read there: all of them on the fast path, else the index of the outermost change.
+#[inline(always)]
+fn intact_prefix(recs: &[Rec]) -> usize {
+    if unchanged(recs) {
+        return recs.len();
+    }
+    recs.iter()
+        .position(|r| !unchanged(core::slice::from_ref(r)))
+        .unwrap_or(recs.len())
 }
 
 /// Does the stack still hold, at every remembered frame address, the words the memo read there?
@@ -390,5 +412,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Binary recursion: consecutive captures differ in a frame deep inside the stack (the left
+    /// and the right call site of the same function at the same address), the case where the
+    /// memo must meet again below the changed frame instead of hashing the whole stack.
+    #[test]
+    fn memo_agrees_with_plain_through_binary_recursion() {
+        #[inline(never)]
+        fn tree(depth: usize, path: u64, out: &mut Vec<(u64, Vec<u64>, Vec<u64>)>) -> usize {
+            if depth == 0 {
+                let a = capture_interned(0, 64, 1 << 16);
+                let b = plain(0, 64, 1 << 16);
+                assert_eq!(a.1, b.1);
+                out.push((path, stack::stack_ips(a.0), stack::stack_ips(b.0)));
+                return 1;
+            }
+            // black_box keeps both calls real calls (no tail call): distinct call sites.
+            let left = core::hint::black_box(tree(depth - 1, path << 1, out));
+            left + core::hint::black_box(tree(depth - 1, path << 1 | 1, out))
+        }
+        let mut out = Vec::new();
+        // Not unrolled: both rounds must call from the same site.
+        for _ in 0..core::hint::black_box(2) {
+            assert_eq!(tree(8, 1, &mut out), 256);
+        }
+        assert_eq!(out.len(), 512);
+        for (path, a, b) in &out {
+            assert_eq!(a.len(), b.len(), "path {path:b}");
+            assert_eq!(a[1..], b[1..], "path {path:b}");
+        }
+        // Different paths are different stacks; the same path twice is the same stack.
+        assert_ne!(out[0].1, out[1].1);
+        assert_eq!(out[5].1, out[256 + 5].1);
     }
 }

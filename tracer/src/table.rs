@@ -6,11 +6,18 @@
 //! shard, and then only for a few loads. Each shard is an open-addressing table with linear
 //! probing and backward-shift deletion (no tombstones, so long runs of churn don't degrade it),
 //! stored in mmap'd memory.
+//!
+//! Blocks of tidemark's own pools (domain 0: the global allocator's) skip the shards: the
+//! allocator keeps a word per block for us (`tidemark_alloc::trace_slot`), found from the
+//! pointer with a few loads and a multiply, so recording a trace is one store and forgetting it
+//! one load and one store, with no lock and no probe into a table as big as the heap. The word
+//! packs the trace (see `Word`); a trace that does not fit (a `track` of an odd size) goes to
+//! the shards and leaves the `ELSEWHERE` mark in its word.
 
 use crate::counters;
 use crate::stack::StackId;
 use crate::sysmem::{map_zeroed, unmap, MapVec};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use tidemark_alloc::sync::SpinLock;
 
 /// One live block.
@@ -89,30 +96,78 @@ fn shard_of(h: u64) -> &'static SpinLock<Shard> {
     &padded_of(h).lock
 }
 
-/// Starts loading the slot where (domain, ptr)'s trace will go, so that the cache miss (the
-/// table is as big as the number of live blocks, and hit at random) overlaps the stack capture
-/// instead of following it.
+/// Where the trace of (domain, ptr) lives: the allocator's word for the block, or the shards.
+#[derive(Clone, Copy)]
+pub(crate) enum Place {
+    Word(&'static AtomicU64),
+    Shards,
+}
+
+/// Finds where (domain, ptr)'s trace will go and starts loading that memory, so that the cache
+/// miss (both homes are as big as the number of live blocks, and hit at random) overlaps the
+/// stack capture instead of following it. Pass the result to `insert_at`.
 #[inline]
-pub(crate) fn prefetch(domain: u32, ptr: usize) {
+pub(crate) fn place(domain: u32, ptr: usize) -> Place {
+    let place = match word_of(domain, ptr) {
+        Some(w) => Place::Word(w),
+        None => Place::Shards,
+    };
     #[cfg(target_arch = "x86_64")]
     {
-        let h = hash(domain, ptr);
-        let p = padded_of(h);
-        let slots = p.slots_hint.load(Ordering::Relaxed);
-        if !slots.is_null() {
-            let i = h as usize & p.mask_hint.load(Ordering::Relaxed);
-            // SAFETY: a prefetch never faults and has no effect on memory, whatever the address
-            // (the mapping may have been replaced since the hint was read).
-            unsafe {
-                core::arch::x86_64::_mm_prefetch(
-                    slots.wrapping_add(i) as *const i8,
-                    core::arch::x86_64::_MM_HINT_T0,
-                )
-            };
-        }
+        let target = match place {
+            Place::Word(w) => w as *const AtomicU64 as *const i8,
+            Place::Shards => {
+                let h = hash(domain, ptr);
+                let p = padded_of(h);
+                let slots = p.slots_hint.load(Ordering::Relaxed);
+                if slots.is_null() {
+                    return place;
+                }
+                slots.wrapping_add(h as usize & p.mask_hint.load(Ordering::Relaxed)) as *const i8
+            }
+        };
+        // SAFETY: a prefetch never faults and has no effect on memory, whatever the address
+        // (the mapping may have been replaced since the hint was read).
+        unsafe { core::arch::x86_64::_mm_prefetch(target, core::arch::x86_64::_MM_HINT_T0) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (domain, ptr);
+    place
+}
+
+/// A trace packed into the allocator's word for a block: bit 63 = present, bit 62 = the trace
+/// is in the shards instead (`ELSEWHERE`), bits 45..62 = total_nframe (17 bits), bits 32..45 =
+/// size (13 bits: a pool block holds at most 512 bytes), bits 0..32 = stack id.
+struct Word;
+
+impl Word {
+    const PRESENT: u64 = 1 << 63;
+    const ELSEWHERE: u64 = 1 << 62;
+    const SIZE_BITS: u32 = 13;
+    const NFRAME_BITS: u32 = 17;
+
+    fn pack(e: &TraceEntry) -> Option<u64> {
+        let fits = e.size < 1 << Self::SIZE_BITS && e.total_nframe < 1 << Self::NFRAME_BITS;
+        fits.then_some(
+            Self::PRESENT
+                | (e.total_nframe as u64) << (32 + Self::SIZE_BITS)
+                | (e.size as u64) << 32
+                | e.stack as u64,
+        )
+    }
+
+    fn unpack(ptr: usize, w: u64) -> TraceEntry {
+        let size = (w >> 32) as usize & ((1 << Self::SIZE_BITS) - 1);
+        let nframe = (w >> (32 + Self::SIZE_BITS)) as u32 & ((1 << Self::NFRAME_BITS) - 1);
+        TraceEntry::new(0, ptr, size, w as u32, nframe)
+    }
+}
+
+/// The allocator's word for (domain, ptr), when it has one: domain 0 and a block of our pools.
+#[inline]
+fn word_of(domain: u32, ptr: usize) -> Option<&'static AtomicU64> {
+    if domain != 0 {
+        return None;
+    }
+    tidemark_alloc::trace_slot(ptr as *const u8)
 }
 
 impl Padded {
@@ -254,6 +309,40 @@ impl Shard {
 
 /// Records a live block (replacing any trace of the same (domain, ptr)).
 pub(crate) fn insert(e: TraceEntry) {
+    let place = match word_of(e.domain, e.ptr) {
+        Some(w) => Place::Word(w),
+        None => Place::Shards,
+    };
+    insert_at(place, e);
+}
+
+/// `insert`, with the place already found by `place(e.domain, e.ptr)`.
+#[inline]
+pub(crate) fn insert_at(place: Place, e: TraceEntry) {
+    let Place::Word(word) = place else {
+        return insert_hashed(e);
+    };
+    // Only the block's owner (the thread that allocated it, or `track`'s caller) writes its
+    // word while it is live: a plain load and store suffice.
+    let old = word.load(Ordering::Relaxed);
+    if old & Word::ELSEWHERE != 0 {
+        remove_hashed(0, e.ptr);
+    } else if old != 0 {
+        counters::sub(Word::unpack(e.ptr, old).size);
+    }
+    match Word::pack(&e) {
+        Some(w) => {
+            word.store(w, Ordering::Relaxed);
+            counters::add(e.size);
+        }
+        None => {
+            word.store(Word::PRESENT | Word::ELSEWHERE, Ordering::Relaxed);
+            insert_hashed(e);
+        }
+    }
+}
+
+fn insert_hashed(e: TraceEntry) {
     let h = hash(e.domain, e.ptr);
     match padded_of(h).with(|s| s.insert(e, h)) {
         Ok(None) => counters::add(e.size),
@@ -269,6 +358,23 @@ pub(crate) fn insert(e: TraceEntry) {
 
 /// Forgets a block; returns its trace if it had one.
 pub(crate) fn remove(domain: u32, ptr: usize) -> Option<TraceEntry> {
+    if let Some(word) = word_of(domain, ptr) {
+        let old = word.load(Ordering::Relaxed);
+        if old == 0 {
+            return None; // allocated before tracing started
+        }
+        word.store(0, Ordering::Relaxed);
+        if old & Word::ELSEWHERE != 0 {
+            return remove_hashed(0, ptr);
+        }
+        let e = Word::unpack(ptr, old);
+        counters::sub(e.size);
+        return Some(e);
+    }
+    remove_hashed(domain, ptr)
+}
+
+fn remove_hashed(domain: u32, ptr: usize) -> Option<TraceEntry> {
     let h = hash(domain, ptr);
     let r = shard_of(h).with(|s| s.remove(domain, ptr, h));
     if let Some(e) = r {
@@ -278,6 +384,12 @@ pub(crate) fn remove(domain: u32, ptr: usize) -> Option<TraceEntry> {
 }
 
 pub(crate) fn get(domain: u32, ptr: usize) -> Option<TraceEntry> {
+    if let Some(word) = word_of(domain, ptr) {
+        let w = word.load(Ordering::Relaxed);
+        if w & Word::ELSEWHERE == 0 {
+            return (w != 0).then(|| Word::unpack(ptr, w));
+        }
+    }
     let h = hash(domain, ptr);
     shard_of(h).with(|s| {
         // SAFETY: find returns an index < cap.
@@ -289,6 +401,13 @@ pub(crate) fn get(domain: u32, ptr: usize) -> Option<TraceEntry> {
 /// while a shard lock is held). Returns false if `out` could not grow.
 pub(crate) fn collect(out: &mut MapVec<TraceEntry>) -> bool {
     let mut ok = true;
+    // Traces kept in the allocator's words carry the block's address (for a wrapped allocator
+    // that adds a header, such as `Debug`, the block's start rather than the user pointer).
+    tidemark_alloc::for_each_trace(|block, w| {
+        if w & Word::ELSEWHERE == 0 && !out.push(Word::unpack(block, w)) {
+            ok = false;
+        }
+    });
     for shard in &TABLE {
         shard.lock.with(|s| {
             for i in 0..s.cap {
@@ -308,6 +427,7 @@ pub(crate) fn clear() {
     for shard in &TABLE {
         shard.with(|s| s.release());
     }
+    tidemark_alloc::clear_trace_slots();
     counters::clear();
 }
 
@@ -323,12 +443,13 @@ pub(crate) fn lost() -> usize {
     LOST.load(Ordering::Relaxed)
 }
 
-/// Bytes mapped for the shards.
+/// Bytes mapped for the shards and the allocator's trace words.
 pub(crate) fn table_bytes() -> usize {
     TABLE
         .iter()
         .map(|s| s.lock.with(|s| s.cap * core::mem::size_of::<TraceEntry>()))
-        .sum()
+        .sum::<usize>()
+        + tidemark_alloc::trace_slot_bytes()
 }
 
 /// Backward-shift deletion in a linear-probing table: after a hole at `i`, the entry at `j`
