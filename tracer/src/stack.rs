@@ -10,8 +10,15 @@
 //!
 //! Speed: the hot path is a lock-free lookup in a small two-way cache keyed by 96 bits of hash
 //! of the whole ip array (two different stacks would have to agree on all of them to be
-//! confused). Only a miss takes the lock and walks the child map, creating nodes as needed.
+//! confused). Only a miss takes the lock and steps down the trie, creating nodes as needed.
 //! Everything lives in mmap'd memory (see `sysmem`), never the traced allocator.
+//!
+//! Finding a node's child: the first `LIST_MAX` children of a node are a linked list (the
+//! node's `first child`, each child's `next_sibling`); only children beyond those go into a
+//! hash map keyed by (parent, ip). Most nodes have one to three children, so most lookups read
+//! a node or two near the parent instead of probing a map as big as the trie, and a trie of
+//! millions of distinct paths (recursion: every path to a leaf of a tree is its own stack)
+//! costs 20 bytes a node instead of 16 plus ~40 of map.
 
 use crate::sysmem::{map_zeroed, unmap};
 use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -25,8 +32,13 @@ pub type StackId = u32;
 struct Node {
     ip: u64,
     parent: StackId,
-    _pad: u32,
+    /// The next child of `parent` in its child list (0 = last). Set before the node is
+    /// published and never changed, so lock-free readers may copy whole nodes.
+    next_sibling: StackId,
 }
+
+/// Children of a node kept in its list; further ones go to the child map.
+const LIST_MAX: usize = 8;
 
 const CHUNK_BITS: u32 = 16;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
@@ -36,6 +48,11 @@ const CHUNK_BYTES: usize = CHUNK_LEN * core::mem::size_of::<Node>();
 /// Node storage: chunks that never move once mapped, so readers need no lock.
 static CHUNKS: [AtomicPtr<Node>; MAX_CHUNKS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CHUNKS];
+/// Each node's first child (0 = none), in chunks parallel to `CHUNKS`; read and written only
+/// under the interner lock (kept apart from the nodes because it changes after publication).
+static FIRST_CHILD: [AtomicPtr<StackId>; MAX_CHUNKS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CHUNKS];
+const FIRST_CHUNK_BYTES: usize = CHUNK_LEN * core::mem::size_of::<StackId>();
 /// Number of nodes published (the root counts). Release after a node is written.
 static COUNT: AtomicU32 = AtomicU32::new(1);
 
@@ -54,7 +71,8 @@ const CACHE_BYTES: usize = CACHE_LEN * core::mem::size_of::<CacheEntry>();
 /// Two-way set-associative cache from stack hash to leaf id.
 static CACHE: AtomicPtr<CacheEntry> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The child map, (parent, ip) → child, touched only under the lock.
+/// The child map, (parent, ip) → child, for children beyond a node's list; touched only under
+/// the lock.
 struct ChildMap {
     slots: *mut ChildSlot,
     cap: usize,
@@ -283,6 +301,28 @@ impl ChildMap {
 
     /// The child of `parent` for `ip`, created if missing; None when out of memory.
     fn child(&mut self, parent: StackId, ip: u64) -> Option<StackId> {
+        let first = first_child_slot(parent)?;
+        let mut c = *first;
+        let mut listed = 0;
+        while c != 0 {
+            // SAFETY: children are published nodes (written before they were linked).
+            let n = unsafe { node_ptr(c).read() };
+            if n.ip == ip {
+                return Some(c);
+            }
+            c = n.next_sibling;
+            listed += 1;
+        }
+        if listed < LIST_MAX {
+            let id = new_node(ip, parent, *first)?;
+            *first = id;
+            return Some(id);
+        }
+        self.child_in_map(parent, ip)
+    }
+
+    /// The child beyond the list, from the map (made if missing).
+    fn child_in_map(&mut self, parent: StackId, ip: u64) -> Option<StackId> {
         if (self.len + 1) * 4 > self.cap * 3 && !self.grow() && self.len + 1 >= self.cap {
             return None;
         }
@@ -292,7 +332,7 @@ impl ChildMap {
             // SAFETY: i is masked to cap, the mapping holds cap slots.
             let s = unsafe { &mut *self.slots.add(i) };
             if s.child == 0 {
-                let id = new_node(ip, parent)?;
+                let id = new_node(ip, parent, 0)?;
                 *s = ChildSlot {
                     ip,
                     parent,
@@ -344,8 +384,25 @@ impl ChildMap {
     }
 }
 
+/// The first-child word of node `id` (under the interner lock), its chunk mapped if needed;
+/// None when out of memory.
+fn first_child_slot(id: StackId) -> Option<&'static mut StackId> {
+    let slot = &FIRST_CHILD[(id >> CHUNK_BITS) as usize & (MAX_CHUNKS - 1)];
+    let mut chunk = slot.load(Ordering::Relaxed);
+    if chunk.is_null() {
+        chunk = map_zeroed(FIRST_CHUNK_BYTES) as *mut StackId;
+        if chunk.is_null() {
+            return None;
+        }
+        slot.store(chunk, Ordering::Relaxed);
+    }
+    // SAFETY: the index is masked to the chunk; only the interner lock holder (our caller)
+    // touches first-child words, and the chunk is never unmapped.
+    Some(unsafe { &mut *chunk.add(id as usize & (CHUNK_LEN - 1)) })
+}
+
 /// Appends a node (under the interner lock) and publishes it.
-fn new_node(ip: u64, parent: StackId) -> Option<StackId> {
+fn new_node(ip: u64, parent: StackId, next_sibling: StackId) -> Option<StackId> {
     let id = COUNT.load(Ordering::Relaxed);
     if id as usize >= CHUNK_LEN * MAX_CHUNKS {
         return None;
@@ -364,16 +421,18 @@ fn new_node(ip: u64, parent: StackId) -> Option<StackId> {
         chunk.add(id as usize & (CHUNK_LEN - 1)).write(Node {
             ip,
             parent,
-            _pad: 0,
+            next_sibling,
         })
     };
     COUNT.store(id + 1, Ordering::Release);
     Some(id)
 }
 
-/// Bytes of the stack table: nodes in use, the child map and the cache.
+/// Bytes of the stack table: nodes in use (with their first-child words), the child map and
+/// the cache.
 pub fn table_bytes() -> usize {
-    let nodes = COUNT.load(Ordering::Relaxed) as usize * core::mem::size_of::<Node>();
+    let nodes = COUNT.load(Ordering::Relaxed) as usize
+        * (core::mem::size_of::<Node>() + core::mem::size_of::<StackId>());
     let map = INTERNER.with(|m| m.cap * core::mem::size_of::<ChildSlot>());
     let cache = if CACHE.load(Ordering::Relaxed).is_null() {
         0
