@@ -79,31 +79,38 @@ impl<A> Traced<A> {
 
 // SAFETY: every call forwards to `inner` with the caller's arguments and returns its result;
 // the slow paths only observe pointers and never allocate through `self`.
+//
+// Each method tests `MODE` *before* calling `inner` and, when the hook has work, hands the
+// whole call to a cold function. So the fast path is the inner allocator's with one load and
+// one branch in front, and no call of ours around it (a call after `inner.alloc` would make
+// the compiler keep the pointer in a callee-saved register and save/restore it each time:
+// measured +15% instructions on churn with tracing off).
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        let p = unsafe { self.inner.alloc(layout) };
-        if active() && !p.is_null() {
-            after_alloc(p, layout.size());
+        if active() {
+            // SAFETY: forwarded contract.
+            return unsafe { alloc_slow(&self.inner, layout, false) };
         }
-        p
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc(layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        let p = unsafe { self.inner.alloc_zeroed(layout) };
-        if active() && !p.is_null() {
-            after_alloc(p, layout.size());
+        if active() {
+            // SAFETY: forwarded contract.
+            return unsafe { alloc_slow(&self.inner, layout, true) };
         }
-        p
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.alloc_zeroed(layout) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if active() {
-            before_free(ptr, layout.size());
+            // SAFETY: forwarded contract.
+            return unsafe { dealloc_slow(&self.inner, ptr, layout) };
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -111,13 +118,41 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !active() {
+        if active() {
             // SAFETY: forwarded contract.
-            return unsafe { self.inner.realloc(ptr, layout, new_size) };
+            return unsafe { realloc_slow(&self.inner, ptr, layout, new_size) };
         }
         // SAFETY: forwarded contract.
-        unsafe { realloc_slow(&self.inner, ptr, layout, new_size) }
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
     }
+}
+
+/// `alloc` / `alloc_zeroed` with the hook's work after it.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    let p = unsafe {
+        if zeroed {
+            inner.alloc_zeroed(layout)
+        } else {
+            inner.alloc(layout)
+        }
+    };
+    if !p.is_null() {
+        after_alloc(p, layout.size());
+    }
+    p
+}
+
+/// `dealloc` with the hook's work before it (a free is recorded before the address can be
+/// reused).
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
+    before_free(ptr, layout.size());
+    // SAFETY: forwarded contract.
+    unsafe { inner.dealloc(ptr, layout) }
 }
 
 /// Is there anything for the hook to do? One relaxed load: tracing, recording (announced by
@@ -227,8 +262,7 @@ pub(crate) fn deep_buffer() -> Option<*mut u64> {
     .filter(|p| !p.is_null())
 }
 
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn after_alloc(ptr: *mut u8, size: usize) {
     let Some(flags) = enter() else { return };
     let mut mode = MODE.load(Ordering::Relaxed);
@@ -256,8 +290,7 @@ fn after_alloc(ptr: *mut u8, size: usize) {
     leave(flags);
 }
 
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn before_free(ptr: *mut u8, size: usize) {
     let Some(flags) = enter() else { return };
     let mode = MODE.load(Ordering::Relaxed);
