@@ -104,15 +104,30 @@ fn register_process_hooks() {
         return;
     }
     crate::stats::register_exit_hook_from_env();
+    register_fork_handlers();
+}
+
+/// Once per process, by pymalloc or the debug layer, whichever comes first (may allocate):
+/// the fork handlers, one set for both, so their locks are always taken in one order.
+pub(crate) fn register_fork_handlers() {
+    use core::sync::atomic::AtomicBool;
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
     // SAFETY: plain extern "C" functions with no state beyond the locks they take.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
 }
 
 /// Before `fork`: hold the allocator's locks so the child never inherits one mid-update
-/// (another thread may be inside an arena or registry operation at the moment of fork).
+/// (another thread may be inside an arena or registry operation at the moment of fork). The
+/// debug layer's come first: see `debug/fork.rs` for the order.
 unsafe extern "C" fn fork_prepare() {
     // SAFETY: released by `fork_release` in both processes.
-    unsafe { REGISTRY.force_lock() };
+    unsafe {
+        crate::debug::fork_prepare();
+        REGISTRY.force_lock();
+    }
     arena::fork_prepare();
 }
 
@@ -120,7 +135,10 @@ unsafe extern "C" fn fork_prepare() {
 unsafe extern "C" fn fork_release() {
     arena::fork_release();
     // SAFETY: taken by `fork_prepare`.
-    unsafe { REGISTRY.force_unlock() };
+    unsafe {
+        REGISTRY.force_unlock();
+        crate::debug::fork_release();
+    }
 }
 
 /// The pthread key destructor: runs when a thread exits, after Rust's thread-local

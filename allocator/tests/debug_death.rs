@@ -249,6 +249,85 @@ fn double_free() {
     ]);
 }
 
+/// A second free after the block left the quarantine (here: never entered it) is still a
+/// double free, reported without reading the block's bytes.
+#[test]
+fn double_free_after_the_quarantine() {
+    let name = "double_free_after_the_quarantine";
+    if is_child(name) {
+        unsafe {
+            let p = alloc(L24);
+            announce(p);
+            dealloc(p, L24);
+            dealloc(p, L24);
+        }
+        unreachable!();
+    }
+    let d = run_child(name, &[("TIDEMARK_QUARANTINE", "0")]);
+    d.has_lines(&[
+        d.headline(),
+        "    24 bytes originally requested, align 8".into(),
+        "    The block was freed and has already left the quarantine: its memory went back to the inner allocator."
+            .into(),
+        "    dealloc was called on a block that was already freed.".into(),
+        "Memory block allocated at (most recent call first):".into(),
+        "Memory block freed at (most recent call first):".into(),
+        "Fatal error: tidemark debug dealloc: double free".into(),
+    ]);
+    assert!(!d.stderr.contains("Data at p"), "{}", d.stderr);
+}
+
+/// The same once the block was pushed out of a small quarantine by others (of another size
+/// class, so its memory is not handed out again), through the C API, with the tracebacks.
+#[test]
+fn double_free_after_eviction_shows_tracebacks() {
+    let name = "double_free_after_eviction_shows_tracebacks";
+    if is_child(name) {
+        tidemark_alloc::hooks::set_traceback_hooks(&HOOKS);
+        unsafe {
+            let p = G.c_malloc(24);
+            announce(p);
+            G.c_free(p);
+            for _ in 0..100 {
+                let q = G.c_malloc(300);
+                G.c_free(q);
+            }
+            assert_eq!(G.quarantined().1, 2, "1k holds two blocks of 364 bytes");
+            G.c_free(p);
+        }
+        unreachable!();
+    }
+    let d = run_child(name, &[("TIDEMARK_QUARANTINE", "1k")]);
+    d.has_lines(&[
+        format!("Debug memory block at address p={:#x}: API 'c'", d.p),
+        "    24 bytes originally requested, align 16".into(),
+        "    The block was freed and has already left the quarantine: its memory went back to the inner allocator."
+            .into(),
+        "    free was called on a block that was already freed.".into(),
+        "Fatal error: tidemark debug free: double free".into(),
+    ]);
+    let text = &d.stderr;
+    let alloc_at = text
+        .find("Memory block allocated at (most recent call first):")
+        .unwrap();
+    let freed_at = text
+        .find("Memory block freed at (most recent call first):")
+        .unwrap();
+    let called_at = text
+        .find("free called at (most recent call first):")
+        .unwrap();
+    assert!(alloc_at < freed_at && freed_at < called_at, "{text}");
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  frame 0 of stack "))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    // The allocation and the first free were the first two captures; the second free came
+    // after 100 more blocks (200 captures).
+    assert_eq!(ids.len(), 3, "{text}");
+    assert!(ids[0] < ids[1] && ids[1] + 200 <= ids[2], "{text}");
+}
+
 #[repr(align(4096))]
 struct Page([u8; 8192]);
 static mut FOREIGN: Page = Page([0; 8192]);

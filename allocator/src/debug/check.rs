@@ -6,7 +6,7 @@
 //! block is remembered, the lock dropped, and then the report is written, because the report
 //! may call the tracer, which may allocate.
 
-use super::layout::{status, Block, FREED};
+use super::layout::{all_equal, first_not, status, Block, DEADBYTE, FREED};
 use super::live;
 use super::report::{fatal, Defect, Op};
 use core::sync::atomic::Ordering;
@@ -45,16 +45,16 @@ pub fn check_heap() -> usize {
 pub unsafe fn verify(b: Block, freed: bool) -> Option<Defect> {
     // SAFETY: the block is registered, hence readable.
     unsafe {
-        if b.bad_leading().is_some() {
+        if !b.leading_intact() {
             return Some(Defect::LeadingPad);
         }
-        if b.bad_trailing().is_some() {
+        let size = b.size();
+        if !b.trailing_intact(size) {
             return Some(Defect::TrailingPad);
         }
-        if freed {
-            if let Some(offset) = b.first_live_byte() {
-                return Some(Defect::WriteAfterFree { offset });
-            }
+        if freed && !all_equal(b.p, size, DEADBYTE) {
+            let offset = first_not(b.p, size, DEADBYTE).unwrap_or(0);
+            return Some(Defect::WriteAfterFree { offset });
         }
     }
     None

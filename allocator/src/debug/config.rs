@@ -3,6 +3,8 @@
 //! - `TIDEMARK_QUARANTINE=size` (`k`/`M`/`G` suffixes; 0 turns the quarantine off; default
 //!   4 MiB);
 //! - `TIDEMARK_CHECK_AT_EXIT=1` runs `check_heap()` from an `atexit` handler.
+//!
+//! The first read also registers the `fork` handlers (see `fork.rs`).
 
 use super::quarantine::DEFAULT_LIMIT;
 use crate::stderr::Stderr;
@@ -47,6 +49,9 @@ fn read_env() -> usize {
     // example from atexit's own allocation) sees a finished value.
     QUARANTINE_LIMIT.store(limit, Ordering::Relaxed);
     register_check_at_exit();
+    // The debug layer's locks must be taken around `fork` even when the inner allocator is
+    // not pymalloc (which registers the same handlers at its first allocation).
+    crate::thread::register_fork_handlers();
     limit
 }
 

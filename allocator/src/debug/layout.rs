@@ -34,9 +34,11 @@
 //!
 //! Marks: fresh user bytes are CLEANBYTE (0xCD) unless zeroed; freed user bytes are DEADBYTE
 //! (0xDD) for as long as the block waits in the quarantine; guards are FORBIDDENBYTE (0xFD).
+//! The header's status says LIVE, FREED (in the quarantine) or RELEASED (back with the inner
+//! allocator, see [`mark_released`]).
 
 use core::alloc::Layout;
-use core::sync::atomic::AtomicU8;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Fresh, never-written memory.
 pub const CLEANBYTE: u8 = 0xCD;
@@ -59,6 +61,10 @@ pub const MAGIC: u32 = 0x7D3B_A10C;
 pub const LIVE: u8 = 0x4C;
 /// The block was freed and waits in the quarantine.
 pub const FREED: u8 = 0x46;
+/// The block was freed and has left the quarantine: its memory went back to the inner
+/// allocator, with this mark left in the header so that a second free of the same pointer is
+/// still recognized (see [`mark_released`]).
+pub const RELEASED: u8 = 0x52;
 
 /// Which family of entry points made (or frees) a block.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -103,7 +109,8 @@ pub struct Header {
     pub status: u8,
     /// log2 of the alignment the program asked for.
     pub align_log2: u8,
-    pub _reserved: u8,
+    /// Once `RELEASED`: a hash of the stack ids (see [`mark_released`]).
+    pub released_check: u8,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == 40);
@@ -190,7 +197,7 @@ pub unsafe fn init_block(
             api: api as u8,
             status: LIVE,
             align_log2: align.trailing_zeros() as u8,
-            _reserved: 0,
+            released_check: 0,
         });
         core::ptr::write_bytes(p.sub(GUARD), FORBIDDENBYTE, GUARD);
         if let Some(from) = clean_from {
@@ -201,6 +208,88 @@ pub unsafe fn init_block(
         (p.add(size + GUARD) as *mut u64).write_unaligned(serial);
         p
     }
+}
+
+/// Marks a block that is about to go back to the inner allocator, so that freeing it again
+/// is still reported as a double free rather than passing for a live block (or an invalid
+/// free) while its memory is not handed out again.
+///
+/// What survives the inner allocator's taking the block back decides where the mark goes.
+/// Freeing writes the first bytes of a block only: pymalloc a free-list link (bytes 0..8)
+/// and, for a block freed by another thread, a batch word (8..16); glibc `fd`/`bk` or the
+/// tcache link and key (0..16), and in its large bins `fd_nextsize`/`bk_nextsize` (16..32).
+/// The header starts at byte `front(align) - HEAD` of the inner block (0 up to alignment 16,
+/// further for bigger alignments), so:
+///
+/// - its last 8 bytes (magic, API, status, alignment, check), at 32..40 or further, always
+///   survive: the status becomes RELEASED;
+/// - `slot` and `size` (0..16) are lost to glibc and to pymalloc's cross-thread frees, so the
+///   size is copied into the front guard (40..48, done with since the free's checks), with a
+///   check byte;
+/// - the stack ids (16..32) are lost only in glibc's large bins: `released_check` holds a hash
+///   of them, and the report shows them only if it still matches.
+///
+/// # Safety
+/// `h` is the header of a freed block that this thread owns until it is deallocated.
+#[inline]
+pub unsafe fn mark_released(h: *mut Header) {
+    // SAFETY: the header and front guard are valid and ours (caller); the front guard is the 8
+    // bytes right after the header, so 8-aligned. Relaxed: a later free of the same pointer
+    // is a race the program already lost, not one the mark could order.
+    unsafe {
+        (user_of(h).sub(GUARD) as *mut u64).write(released_size_word((*h).size));
+        (*h).released_check = hash8((*h).alloc_stack ^ (*h).free_stack.rotate_left(32));
+        status(h).store(RELEASED, Ordering::Relaxed);
+    }
+}
+
+/// What the mark of a released block still tells, each part only if its check matches.
+pub struct Released {
+    pub api: u8,
+    pub align_log2: u8,
+    pub size: Option<usize>,
+    /// (allocation, free) stack ids.
+    pub stacks: Option<(u64, u64)>,
+}
+
+/// Reads what [`mark_released`] left before `p`. Volatile: the memory is the inner
+/// allocator's, which may be handing it out again on another thread meanwhile.
+///
+/// # Safety
+/// The `HEAD` bytes before `p` are readable, and `p` is 16-aligned.
+pub unsafe fn read_released(p: *mut u8) -> Released {
+    // SAFETY: the header and front guard are readable and aligned (caller).
+    let (h, word) = unsafe {
+        (
+            core::ptr::read_volatile(header_of(p)),
+            core::ptr::read_volatile(p.sub(GUARD) as *const u64),
+        )
+    };
+    let size = (word & SIZE_BITS) as usize;
+    Released {
+        api: h.api,
+        align_log2: h.align_log2,
+        size: (hash8(word & SIZE_BITS) == (word >> 56) as u8).then_some(size),
+        stacks: (hash8(h.alloc_stack ^ h.free_stack.rotate_left(32)) == h.released_check)
+            .then_some((h.alloc_stack, h.free_stack)),
+    }
+}
+
+/// The low 56 bits of the front-guard word of a released block hold the size.
+const SIZE_BITS: u64 = (1 << 56) - 1;
+
+/// The front-guard word of a released block: the size and its check byte (a size that does
+/// not fit, which no real allocation has, gets a check that fails).
+pub fn released_size_word(size: usize) -> u64 {
+    let bits = size as u64 & SIZE_BITS;
+    let check = hash8(bits) ^ u8::from(bits != size as u64);
+    bits | (u64::from(check) << 56)
+}
+
+/// A byte that depends on every bit of `x`.
+#[inline]
+fn hash8(x: u64) -> u8 {
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
 }
 
 /// A view of a block that is known to carry a valid header.
@@ -256,27 +345,28 @@ impl Block {
         }
     }
 
-    /// Offset of the first front-guard byte that is not FORBIDDENBYTE (0 = farthest from p).
+    /// Whether the front guard is intact: one aligned word (`p` is 16-aligned).
     #[inline]
-    pub unsafe fn bad_leading(self) -> Option<usize> {
-        // SAFETY: the front guard lies between the header and `p`.
-        unsafe { first_not(self.p.sub(GUARD), GUARD, FORBIDDENBYTE) }
+    pub unsafe fn leading_intact(self) -> bool {
+        // SAFETY: the front guard is the 8 bytes before `p`, 8-aligned, inside the block.
+        unsafe { (self.p.sub(GUARD) as *const u64).read() == GUARD_WORD }
     }
 
-    /// Offset (from tail) of the first back-guard byte that is not FORBIDDENBYTE.
+    /// Whether the back guard of the block, whose user size is `size`, is intact: one
+    /// unaligned word. The size is a parameter so that the free path can take it from the
+    /// caller's layout and load the guard without waiting for the header (see
+    /// `Debug::checked`).
     #[inline]
-    pub unsafe fn bad_trailing(self) -> Option<usize> {
-        // SAFETY: the back guard follows the user bytes inside the inner allocation.
-        unsafe { first_not(self.tail(), GUARD, FORBIDDENBYTE) }
-    }
-
-    /// Offset of the first user byte that is not DEADBYTE (for a freed block).
-    #[inline]
-    pub unsafe fn first_live_byte(self) -> Option<usize> {
-        // SAFETY: the user bytes belong to the inner allocation until the block is released.
-        unsafe { first_not(self.p, self.size(), DEADBYTE) }
+    pub unsafe fn trailing_intact(self, size: usize) -> bool {
+        // SAFETY: with the block's own size, the back guard follows the user bytes inside the
+        // inner allocation (callers pass the header's size or one checked equal to it).
+        unsafe { (self.p.add(size) as *const u64).read_unaligned() == GUARD_WORD }
     }
 }
+
+/// Both guards as a word, so each is checked with one load and one compare.
+const GUARD_WORD: u64 = u64::from_ne_bytes([FORBIDDENBYTE; GUARD]);
+const _: () = assert!(GUARD == core::mem::size_of::<u64>());
 
 /// The first offset in `[ptr, ptr+len)` whose byte differs from `want`.
 ///
@@ -295,9 +385,10 @@ pub unsafe fn first_not(ptr: *const u8, len: usize, want: u8) -> Option<usize> {
 }
 
 /// Whether every byte of `[ptr, ptr+len)` is `want`. Eviction scans every freed block, so
-/// this is the hot loop of the debug layer: 64 bytes per step (four 16-byte SSE2 compares,
-/// ANDed, one mask test), then the tail 16 bytes at a time and one overlapping load for the
-/// rest. Other targets compare u64 words, four per step.
+/// this is the hot loop of the debug layer: with AVX2 (checked at run time, the build
+/// targets baseline x86_64), 128 bytes per step (four 32-byte compares, ANDed, one mask
+/// test); otherwise 64 bytes per step with SSE2; then the tail a vector at a time and one
+/// overlapping load for the rest. Other targets compare u64 words, four per step.
 ///
 /// # Safety
 /// The range must be readable.
@@ -305,6 +396,11 @@ pub unsafe fn first_not(ptr: *const u8, len: usize, want: u8) -> Option<usize> {
 pub unsafe fn all_equal(ptr: *const u8, len: usize, want: u8) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
+        // The feature test is a load of std's cached CPUID bits (no allocation, no lock).
+        if len >= 32 && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (just checked); every load is inside the range.
+            return unsafe { all_equal_avx2(ptr, len, want) };
+        }
         if len >= 16 {
             // SAFETY: SSE2 is part of x86_64; every load is of 16 bytes inside the range.
             return unsafe { all_equal_sse2(ptr, len, want) };
@@ -312,6 +408,41 @@ pub unsafe fn all_equal(ptr: *const u8, len: usize, want: u8) -> bool {
     }
     // SAFETY: as required by this function.
     unsafe { all_equal_words(ptr, len, want) }
+}
+
+/// [`all_equal`] with 32-byte compares.
+///
+/// # Safety
+/// The CPU has AVX2; `len >= 32`; the range is readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn all_equal_avx2(ptr: *const u8, len: usize, want: u8) -> bool {
+    use core::arch::x86_64::*;
+    // SAFETY (all loads): `len >= 32`; every load reads 32 bytes inside `[ptr, ptr+len)`.
+    unsafe {
+        let w = _mm256_set1_epi8(want as i8);
+        let load = |at: usize| _mm256_loadu_si256(ptr.add(at) as *const __m256i);
+        let eq = |at: usize| _mm256_cmpeq_epi8(load(at), w);
+        let mut i = 0;
+        while i + 128 <= len {
+            let all = _mm256_and_si256(
+                _mm256_and_si256(eq(i), eq(i + 32)),
+                _mm256_and_si256(eq(i + 64), eq(i + 96)),
+            );
+            if _mm256_movemask_epi8(all) != -1 {
+                return false;
+            }
+            i += 128;
+        }
+        while i + 32 <= len {
+            if _mm256_movemask_epi8(eq(i)) != -1 {
+                return false;
+            }
+            i += 32;
+        }
+        // The last (overlapping) 32 bytes cover the remaining 0..31.
+        _mm256_movemask_epi8(eq(len - 32)) == -1
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -396,8 +527,8 @@ pub enum Probe {
     Foreign { reason: &'static str },
 }
 
-/// Decides whether `p` starts a debug block, reading at most the `HEAD` bytes before it and
-/// only when that is safe:
+/// Decides whether `p` starts a debug block (live, quarantined, or released with its mark
+/// still in place), reading at most the `HEAD` bytes before it and only when that is safe:
 ///
 /// - every debug pointer is 16-aligned, so any other pointer is rejected without reading;
 /// - if the header would cross into the previous page, that page is checked first (arena
@@ -436,7 +567,8 @@ pub fn probe(p: *mut u8) -> Probe {
             core::ptr::addr_of!((*h).status).read_volatile(),
         )
     };
-    if magic != MAGIC || Api::from_byte(api).is_none() || (status != LIVE && status != FREED) {
+    if magic != MAGIC || Api::from_byte(api).is_none() || !matches!(status, LIVE | FREED | RELEASED)
+    {
         return Probe::Foreign {
             reason: "no debug block header precedes the pointer (bad magic)",
         };

@@ -172,6 +172,26 @@ unsafe extern "C" fn abandon(value: *mut libc::c_void) {
     });
 }
 
+/// Before `fork`: takes the lock of the thread states (see `debug::fork`).
+///
+/// # Safety
+/// Must be followed by [`fork_release`] on this thread, in the parent and in the child.
+pub unsafe fn fork_prepare() {
+    // SAFETY: released by `fork_release` (guaranteed by the caller).
+    unsafe { LOCALS.force_lock() }
+}
+
+/// After `fork`, in the parent and in the child. The child's other threads are gone, but
+/// their states stay adopted: they are never reused, which costs the child their free slots
+/// and serial ranges, nothing else.
+///
+/// # Safety
+/// [`fork_prepare`] took the lock before the fork.
+pub unsafe fn fork_release() {
+    // SAFETY: held through `fork_prepare` (guaranteed by the caller).
+    unsafe { LOCALS.force_unlock() }
+}
+
 /// Blocks registered and not yet unregistered, over all threads.
 pub fn total_count() -> usize {
     LOCALS.with(|reg| {

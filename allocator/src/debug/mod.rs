@@ -32,7 +32,8 @@
 //! 3. API mismatch: made by the Rust global allocator, released by C `free` or the reverse;
 //! 4. layout mismatch: Rust `dealloc`/`realloc` got a size or alignment other than the
 //!    allocation's;
-//! 5. double free: the block is already freed and waiting in the quarantine;
+//! 5. double free: the block is already freed, and waits in the quarantine or has left it
+//!    (see "After the quarantine" below);
 //! 6. invalid free: no debug header before the pointer (see "Limits" below for what is
 //!    read to find out);
 //! 7. write after free: a freed block leaves the quarantine (FIFO, `TIDEMARK_QUARANTINE`,
@@ -41,11 +42,32 @@
 //! [`check_heap()`] verifies every live and quarantined block at once
 //! (`TIDEMARK_CHECK_AT_EXIT=1` runs it at exit).
 //!
+//! # After the quarantine
+//!
+//! A block leaving the quarantine (or freed with the quarantine off) goes back to the inner
+//! allocator with a mark in its header, status RELEASED, placed where neither pymalloc nor
+//! glibc writes when they take a block back (see `layout::mark_released`). Freeing the same
+//! pointer again is then still a double free, reported with the line "The block was freed and
+//! has already left the quarantine", its tracebacks when the inner allocator has not written
+//! over them, and no dump of its bytes (they are the inner allocator's again).
+//!
+//! That holds while the inner allocator has not handed the memory out again. Once it has,
+//! nothing can tell a stale pointer from a live one in general, as with AddressSanitizer
+//! after its quarantine:
+//!
+//! - if the memory became a new debug block at the same address (pymalloc reuses a free block
+//!   of the same size class first), the second free releases that new block, and its owner's
+//!   later use of it is reported as a write after free or a double free instead;
+//! - if it became part of another block, the header's bytes are someone else's data, and the
+//!   second free is most likely reported as an invalid free (bad magic);
+//! - if the inner allocator gave the memory back to the OS (an emptied pymalloc arena, a big
+//!   glibc block), the second free reads unmapped memory and faults, as it would in glibc.
+//!
+//! A bigger `TIDEMARK_QUARANTINE` widens the window in which a double free is reported with
+//! the block's full dump.
+//!
 //! # Limits
 //!
-//! - A double free of a block that already left the quarantine is not reliably caught: its
-//!   memory belongs to the inner allocator again, and may even hold a new debug block. A
-//!   bigger quarantine widens the window.
 //! - Invalid free reads the 48 bytes before a 16-aligned pointer (checking the previous page
 //!   is mapped when the header would cross into it). A pointer into a page that is not mapped
 //!   at all faults, as it does in glibc.
@@ -53,9 +75,6 @@
 //!   land in the guard, or spoil a neighbour's header (then that block is reported as invalid).
 //! - Realloc always moves the block, so stale pointers to the old one are caught as
 //!   write-after-free rather than silently working.
-//! - `fork` while another thread holds the registry's release lock, the thread-state lock or a
-//!   quarantine lock (each held for a few ring or slot operations, or one eviction batch)
-//!   leaves that lock held in the child; no `pthread_atfork` handlers take them yet.
 //! - The quarantine also holds at most 2^20 blocks (`quarantine::MAX_BLOCKS`), which only
 //!   matters for bounds above 64 MiB of tiny blocks.
 //!
@@ -64,14 +83,20 @@
 //! What the checks need is paid; nothing else is shared:
 //!
 //! - no lock and no atomic read-modify-write on the allocation path, one uncontended lock per
-//!   free (the quarantine's ring) and one per eviction batch: serial numbers come from
+//!   free (the quarantines' ring lock, one for all instances so the `fork` handlers can take
+//!   it, see `fork.rs`) and one per eviction batch: serial numbers come from
 //!   per-thread ranges (`local.rs`), the registry is a table of slots that each thread writes
 //!   without locking (`live.rs`), and the quarantine is emptied ~64 KiB at a time
 //!   (`quarantine.rs`), so the release lock that `check_heap` synchronizes with is taken once
 //!   per batch;
 //! - the quarantine is a ring of (block, size) entries, so evicting reads no block to find the
 //!   next one, and the evicting thread prefetches the blocks it is about to verify;
-//! - fills are `memset`, the write-after-free check compares 64 bytes per step (SSE2);
+//! - fills are `memset`; the write-after-free check compares 128 bytes per step with AVX2
+//!   (detected at run time), 64 with SSE2; each guard is one word compare;
+//! - a Rust `dealloc` knows the block's size from its layout before reading the header: it
+//!   prefetches the whole block and locates the back guard from the layout (checked equal to
+//!   the header's size), so the cache misses of a cold block overlap instead of following
+//!   each other;
 //! - the header is 40 bytes, so a block costs 64 bytes more than asked (48 in front, 16
 //!   behind).
 //!
@@ -79,10 +104,19 @@
 //! (0xCD), every free reads the header and guards and writes the user bytes again (0xDD), and
 //! every block is read back when it leaves the quarantine (4 MiB later, so from L3 or memory).
 //! A program that frees blocks it has not touched for a while (the benchmark's `churn`, which
-//! only ever writes one byte of each object) pays several cache misses per free that the plain
-//! allocator, which does not touch a freed block at all, does not: expect about 10× its time
-//! there, and 1.5–2× on ordinary allocation-heavy code (`strings`). `TIDEMARK_QUARANTINE=0`
-//! removes the read-back, not the fills.
+//! only ever writes one byte of each object) pays several cache misses per free where the
+//! plain allocator touches one line of the block (its free-list link); and touching every
+//! byte makes churn's working set its whole 26 MB live set plus 64 bytes per block and the
+//! quarantine, where pymalloc alone touches one line per object (about 6 MB, which stays in
+//! cache). Expect 10–13× the plain allocator's time there, and 2–3× on ordinary
+//! allocation-heavy code (`strings`: about 700 instructions of checks and bookkeeping per
+//! allocation and free, and blocks of 20-byte strings three times as large, which the sort
+//! then walks). `TIDEMARK_QUARANTINE=0` removes the read-back, not the fills.
+//!
+//! # fork
+//!
+//! `fork` from a threaded program is safe: `pthread_atfork` handlers take every debug lock
+//! before the fork and release them in both processes (see `fork.rs`).
 //!
 //! Tracebacks come from the tracer through [`crate::hooks`]; without it the report says
 //! tracing is off and how to turn it on (`TIDEMARK_TRACE=32`).
@@ -90,6 +124,7 @@
 mod c_api;
 mod check;
 mod config;
+mod fork;
 mod layout;
 mod live;
 mod local;
@@ -98,16 +133,19 @@ mod report;
 
 pub use check::check_heap;
 pub use config::parse_quarantine;
+pub(crate) use fork::{fork_prepare, fork_release};
 pub use layout::{Api, CLEANBYTE, DEADBYTE, FORBIDDENBYTE};
 pub use quarantine::DEFAULT_LIMIT as DEFAULT_QUARANTINE;
 
 use crate::hooks::traceback_hooks;
-use crate::sync::SpinLock;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
-use layout::{header_of, init_block, inner_layout, probe, status, user_of, Block, Probe, FREED};
-use quarantine::{Batch, Entry, Quarantine};
+use layout::{
+    header_of, init_block, inner_layout, mark_released, probe, status, user_of, Block, Probe,
+    FREED, GUARD, HEAD, RELEASED, TRAILER,
+};
+use quarantine::{Batch, Entry, Locked};
 use report::{fatal, Defect, Op};
 
 /// Read the limit from `TIDEMARK_QUARANTINE` at first use.
@@ -116,7 +154,7 @@ const LIMIT_FROM_ENV: usize = usize::MAX;
 /// The debug hooks around allocator `A`. See the module docs.
 pub struct Debug<A: GlobalAlloc> {
     inner: A,
-    quarantine: SpinLock<Quarantine>,
+    quarantine: Locked,
     limit: usize,
 }
 
@@ -125,7 +163,7 @@ impl<A: GlobalAlloc> Debug<A> {
     pub const fn new(inner: A) -> Self {
         Debug {
             inner,
-            quarantine: SpinLock::new(Quarantine::new()),
+            quarantine: Locked::new(),
             limit: LIMIT_FROM_ENV,
         }
     }
@@ -139,7 +177,7 @@ impl<A: GlobalAlloc> Debug<A> {
         };
         Debug {
             inner,
-            quarantine: SpinLock::new(Quarantine::new()),
+            quarantine: Locked::new(),
             limit,
         }
     }
@@ -240,32 +278,42 @@ impl<A: GlobalAlloc> Debug<A> {
             // SAFETY: InvalidFree reads nothing at p.
             Probe::Foreign { reason } => unsafe { fatal(op, p, Defect::InvalidFree { reason }) },
         };
-        // SAFETY: probe found a valid header, so the block's inner allocation is readable
-        // (unless it already went back to the inner allocator: see the module's limits).
+        // SAFETY: probe found a valid header, so the block's inner allocation is readable,
+        // unless the block was released: then only the header is read (by the report).
         unsafe {
             let h = b.header();
-            if status(h).load(Ordering::Acquire) == FREED {
-                fatal(op, p, Defect::DoubleFree);
+            match status(h).load(Ordering::Acquire) {
+                FREED => fatal(op, p, Defect::DoubleFree { released: false }),
+                RELEASED => fatal(op, p, Defect::DoubleFree { released: true }),
+                _ => {}
             }
             if (*h).api != api as u8 {
                 fatal(op, p, Defect::ApiMismatch { used: api });
             }
-            if let Some(l) = layout {
-                if l.size() != b.size() || l.align() != b.align() {
-                    fatal(
-                        op,
-                        p,
-                        Defect::LayoutMismatch {
-                            size: l.size(),
-                            align: l.align(),
-                        },
-                    );
+            // With a Rust layout, its size (once checked equal to the header's) locates the back
+            // guard: the guard's load then does not wait for the header's, and a block the
+            // program has not touched for a while costs two overlapping cache misses here
+            // rather than one after the other.
+            let size = match layout {
+                Some(l) => {
+                    if l.size() != b.size() || l.align() != b.align() {
+                        fatal(
+                            op,
+                            p,
+                            Defect::LayoutMismatch {
+                                size: l.size(),
+                                align: l.align(),
+                            },
+                        );
+                    }
+                    l.size()
                 }
-            }
-            if b.bad_leading().is_some() {
+                None => b.size(),
+            };
+            if !b.leading_intact() {
                 fatal(op, p, Defect::LeadingPad);
             }
-            if b.bad_trailing().is_some() {
+            if !b.trailing_intact(size) {
                 fatal(op, p, Defect::TrailingPad);
             }
         }
@@ -359,14 +407,20 @@ impl<A: GlobalAlloc> Debug<A> {
         for e in batch {
             let b = Block { p: user_of(e.h) };
             // SAFETY: unregistered above and still ours; the header gives back the inner
-            // pointer and layout the block was allocated with.
-            unsafe { self.inner.dealloc(b.base(), b.inner_layout()) };
+            // pointer and layout the block was allocated with (read before the mark, which
+            // changes no field they come from).
+            unsafe {
+                let (base, layout) = (b.base(), b.inner_layout());
+                mark_released(e.h);
+                self.inner.dealloc(base, layout);
+            }
         }
     }
 }
 
-/// Asks the CPU to start loading up to 1 KiB from `from` (the header onwards; the bytes are
-/// the inner allocation's size, an upper bound of what `verify` reads after `from`).
+/// Asks the CPU to start loading up to 1 KiB from `from` (a header; `bytes` from there to the
+/// end of the block, or more: the inner allocation's size). Only a hint: it never faults,
+/// whatever the address.
 #[inline]
 fn prefetch(from: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -383,7 +437,8 @@ fn prefetch(from: *const u8, bytes: usize) {
     let _ = (from, bytes);
 }
 
-/// True when `p` starts a block made by a debug allocator (live or quarantined). Reads at most
+/// True when `p` starts a block made by a debug allocator (live or quarantined, or released to
+/// the inner allocator with its mark still in place: freeing it is a double free). Reads at most
 /// the 48 bytes before a 16-aligned `p`, following the rules of invalid-free detection, so a
 /// foreign `p` must point into mapped memory. The preload uses it to route `free` of pointers
 /// that the debug layer never made.
@@ -414,6 +469,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Debug<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // The block is usually cold (a program frees what it has not touched for a while):
+        // start loading all of it, header to trailer, so that the misses of the checks and of
+        // the DEADBYTE fill overlap instead of coming one after another.
+        prefetch(
+            header_of(ptr) as *const u8,
+            HEAD + layout.size() + GUARD + TRAILER,
+        );
         // SAFETY: the caller passes a pointer it got from this allocator (that is what is
         // checked); `checked` aborts on anything else it can detect.
         unsafe {

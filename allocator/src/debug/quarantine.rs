@@ -14,10 +14,70 @@
 //! evicting thread takes the registry's release lock once per batch rather than once per
 //! free. The lock is held only for the ring operations: the leaving blocks are copied out in
 //! a [`Batch`], then verified and returned to the inner allocator after the lock is dropped.
+//!
+//! One lock, [`LOCK`], guards the quarantines of every `Debug` instance (see [`Locked`]): the
+//! `fork` handlers must be able to take every debug lock, and a lock inside an instance could
+//! not be found from a static (instances are values: a local one may move or be dropped). A
+//! process has one global allocator, so in practice the lock was one per process anyway.
 
 use super::layout::Header;
+use crate::sync::SpinLock;
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr::null_mut;
+
+/// The lock of every quarantine (see the module docs). Held only for ring operations, which
+/// never call out (not even into the inner allocator: the ring is a mapping of its own).
+static LOCK: SpinLock<()> = SpinLock::new(());
+
+/// A quarantine guarded by [`LOCK`].
+pub struct Locked {
+    q: UnsafeCell<Quarantine>,
+}
+
+// SAFETY: the quarantine inside is only reached through `with`, under `LOCK`; its contents
+// (headers of freed blocks, the ring mapping) may be used from any thread.
+unsafe impl Sync for Locked {}
+
+impl Locked {
+    pub const fn new() -> Self {
+        Locked {
+            q: UnsafeCell::new(Quarantine::new()),
+        }
+    }
+
+    /// Runs `f` on the quarantine under the lock. `f` must not call into any allocator.
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&mut Quarantine) -> R) -> R {
+        // SAFETY: `LOCK` is held for the whole call, and every access goes through here, so
+        // this is the only reference to the quarantine meanwhile.
+        LOCK.with(|()| f(unsafe { &mut *self.q.get() }))
+    }
+}
+
+impl Default for Locked {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Before `fork`: takes the quarantines' lock (see `debug::fork`).
+///
+/// # Safety
+/// Must be followed by [`fork_release`] on this thread, in the parent and in the child.
+pub unsafe fn fork_prepare() {
+    // SAFETY: released by `fork_release` (guaranteed by the caller).
+    unsafe { LOCK.force_lock() }
+}
+
+/// After `fork`, in the parent and in the child.
+///
+/// # Safety
+/// [`fork_prepare`] took the lock before the fork.
+pub unsafe fn fork_release() {
+    // SAFETY: held through `fork_prepare` (guaranteed by the caller).
+    unsafe { LOCK.force_unlock() }
+}
 
 /// Default bound: 4 MiB of freed blocks.
 pub const DEFAULT_LIMIT: usize = 4 << 20;
@@ -80,7 +140,7 @@ impl Default for Batch {
     }
 }
 
-/// The FIFO itself (callers wrap it in a `SpinLock`).
+/// The FIFO itself (callers reach it through [`Locked`]).
 pub struct Quarantine {
     ring: *mut Entry,
     /// Ring capacity - 1 (a power of two minus one).

@@ -5,7 +5,7 @@
 //! corrupt, so the report itself never allocates. Only the tracer's `write` hook may allocate
 //! (symbolization); no debug-layer lock is held while it runs.
 
-use super::layout::{Api, Block, DEADBYTE, FORBIDDENBYTE, FREED, GUARD};
+use super::layout::{read_released, Api, Block, DEADBYTE, FORBIDDENBYTE, FREED, GUARD};
 use crate::hooks::traceback_hooks;
 use crate::stderr::Stderr;
 use core::fmt::Write;
@@ -59,8 +59,9 @@ pub enum Defect {
     ApiMismatch { used: Api },
     /// Rust `dealloc`/`realloc` passed a layout other than the allocation's.
     LayoutMismatch { size: usize, align: usize },
-    /// Freed while already waiting in the quarantine.
-    DoubleFree,
+    /// Freed again, while waiting in the quarantine or (`released`) after it went back to
+    /// the inner allocator with its mark in place.
+    DoubleFree { released: bool },
     /// Not a pointer tidemark handed out.
     InvalidFree { reason: &'static str },
     /// A freed block's byte at `offset` is no longer DEADBYTE.
@@ -74,7 +75,7 @@ impl Defect {
             Defect::TrailingPad => out.write_str("bad trailing pad byte"),
             Defect::ApiMismatch { .. } => out.write_str("API mismatch"),
             Defect::LayoutMismatch { .. } => out.write_str("layout mismatch"),
-            Defect::DoubleFree => out.write_str("double free"),
+            Defect::DoubleFree { .. } => out.write_str("double free"),
             Defect::InvalidFree { .. } => out.write_str("invalid free"),
             Defect::WriteAfterFree { .. } => out.write_str("write after free"),
         };
@@ -87,8 +88,8 @@ static REPORTER: AtomicI32 = AtomicI32::new(0);
 /// Writes the report for the block at `p` and aborts the process.
 ///
 /// # Safety
-/// Unless `defect` is `InvalidFree`, `p` must be a debug block whose header, guards, user
-/// bytes and trailer are readable.
+/// Unless `defect` is `InvalidFree`, `p` must be a debug block whose header is readable, and
+/// unless it is `DoubleFree { released: true }`, its guards, user bytes and trailer too.
 #[cold]
 #[inline(never)]
 pub unsafe fn fatal(op: Op, p: *mut u8, defect: Defect) -> ! {
@@ -97,6 +98,9 @@ pub unsafe fn fatal(op: Op, p: *mut u8, defect: Defect) -> ! {
     let _ = writeln!(out);
     if let Defect::InvalidFree { reason } = defect {
         invalid(&mut out, op, p, reason);
+    } else if let Defect::DoubleFree { released: true } = defect {
+        // SAFETY: the caller promises a readable header.
+        unsafe { released(&mut out, op, p) };
     } else {
         // SAFETY: the caller promises a readable debug block.
         unsafe { dump(&mut out, op, Block { p }, defect) };
@@ -237,7 +241,7 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
                 op.call()
             );
         }
-        Defect::DoubleFree => {
+        Defect::DoubleFree { .. } => {
             let _ = writeln!(
                 out,
                 "    {} was called on a block that was already freed.",
@@ -281,6 +285,51 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
     if !matches!(op, Op::Quarantine | Op::CheckHeap) {
         current_stack(out, op, false);
     }
+}
+
+/// The report of a second free of a block that already went back to the inner allocator.
+/// Only the header and front guard are read (the block's bytes belong to the inner allocator
+/// again): the size and the tracebacks if their checks say the inner allocator left them
+/// alone (see `layout::mark_released`).
+///
+/// # Safety
+/// The `HEAD` bytes before `p` are readable, and `p` is 16-aligned.
+unsafe fn released(out: &mut Stderr, op: Op, p: *mut u8) {
+    // SAFETY: as required by this function.
+    let r = unsafe { read_released(p) };
+    let api = Api::from_byte(r.api).map_or("?", Api::name);
+    let _ = writeln!(
+        out,
+        "Debug memory block at address p={:#x}: API '{api}'",
+        p as usize
+    );
+    if let Some(size) = r.size {
+        let align = 1usize << (r.align_log2 & 63);
+        let _ = writeln!(out, "    {size} bytes originally requested, align {align}");
+    }
+    let _ = writeln!(
+        out,
+        "    The block was freed and has already left the quarantine: its memory went back to the inner allocator."
+    );
+    let _ = writeln!(
+        out,
+        "    {} was called on a block that was already freed.",
+        op.call()
+    );
+    if let Some((alloc_stack, free_stack)) = r.stacks {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Memory block allocated at (most recent call first):");
+        traceback(out, alloc_stack, "allocated");
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Memory block freed at (most recent call first):");
+        traceback(out, free_stack, "freed");
+    } else {
+        let _ = writeln!(
+            out,
+            "    The inner allocator has since written over the block's tracebacks."
+        );
+    }
+    current_stack(out, op, false);
 }
 
 /// Bytes in hex, like CPython: up to 8 from each end with " ..." between; `limit` = MAX shows

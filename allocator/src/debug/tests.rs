@@ -177,3 +177,76 @@ fn serial_numbers_increase() {
         d.dealloc(q, layout(8, 8));
     }
 }
+
+/// The RELEASED mark survives the inner allocator taking the block back (glibc's tcache and
+/// pymalloc's free lists here; both are per thread, so no other test's thread can take the
+/// block meanwhile), with the size and stack ids it keeps.
+#[test]
+fn released_blocks_keep_their_mark() {
+    fn check<A: GlobalAlloc>(d: &Debug<A>, size: usize, align: usize) {
+        let what = format!("size {size} align {align} {}", core::any::type_name::<A>());
+        unsafe {
+            let p = d.alloc(layout(size, align));
+            (*layout::header_of(p)).free_stack = 0; // overwritten by the free
+            let alloc_stack = (*layout::header_of(p)).alloc_stack;
+            d.dealloc(p, layout(size, align));
+            assert_eq!(d.quarantined(), (0, 0));
+            // Reading the inner allocator's free memory: still mapped, not handed out again
+            // (nothing was allocated on this thread since).
+            assert!(is_debug_block(p), "{what}");
+            let h = core::ptr::read_volatile(layout::header_of(p));
+            assert_eq!(h.status, RELEASED, "{what}");
+            let r = layout::read_released(p);
+            assert_eq!(r.size, Some(size), "{what}");
+            assert_eq!(1usize << r.align_log2, align, "{what}");
+            assert_eq!(r.stacks, Some((alloc_stack, 0)), "{what}");
+        }
+    }
+    let glibc = Debug::with_quarantine(System, 0);
+    let pymalloc = Debug::with_quarantine(crate::Pymalloc::new(), 0);
+    for size in [0, 24, 200, 400] {
+        for align in [8, 16, 64] {
+            check(&glibc, size, align);
+            check(&pymalloc, size, align);
+        }
+    }
+}
+
+#[test]
+fn released_size_word_checks_itself() {
+    for size in [0usize, 1, 24, 4095, 1 << 40, (1 << 56) - 1] {
+        let word = layout::released_size_word(size);
+        let mut buf = [0u64; 8];
+        buf[5] = word;
+        let p = buf.as_mut_ptr().wrapping_add(6) as *mut u8;
+        assert_eq!(unsafe { layout::read_released(p) }.size, Some(size));
+        // One flipped bit anywhere fails the check.
+        for bit in 0..64 {
+            buf[5] = word ^ (1 << bit);
+            assert_eq!(unsafe { layout::read_released(p) }.size, None, "bit {bit}");
+        }
+    }
+    assert_ne!(
+        layout::released_size_word(1 << 56),
+        layout::released_size_word(0)
+    );
+}
+
+#[test]
+fn a_block_leaving_the_quarantine_is_marked_released() {
+    let d = Debug::with_quarantine(crate::Pymalloc::new(), 1 << 10);
+    unsafe {
+        let p = d.alloc(layout(24, 8));
+        d.dealloc(p, layout(24, 8));
+        assert_eq!((*layout::header_of(p)).status, layout::FREED);
+        // Blocks of another size class push it out without taking its memory.
+        for _ in 0..20 {
+            let q = d.alloc(layout(200, 8));
+            d.dealloc(q, layout(200, 8));
+        }
+        assert_eq!(
+            core::ptr::read_volatile(layout::header_of(p)).status,
+            RELEASED
+        );
+    }
+}
