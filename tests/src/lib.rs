@@ -98,3 +98,53 @@ pub fn compile_c(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
     assert!(status.success(), "cc failed on {}", src.display());
     exe
 }
+
+/// "function:line" of the line marked `/* SITE <marker> */` in `tests/programs/<source>`.
+pub fn site(source: &str, function: &str, marker: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source);
+    let code = std::fs::read_to_string(&path).expect("the program's source");
+    let tag = format!("/* SITE {marker} */");
+    let line = code
+        .lines()
+        .position(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("{tag} not in {source}"));
+    format!("{function}:{}", line + 1)
+}
+
+/// The `tidemark` binary: `target/<profile>/tidemark` (built on first use, beside the preload
+/// library, so `tidemark run` finds the library without any path set), or `TIDEMARK_TEST_CLI`
+/// when set.
+pub fn tidemark_cli() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        preload_library();
+        let dir = profile_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "tidemark"]);
+        if release {
+            build.arg("--release");
+        }
+        build.env("CARGO_TARGET_DIR", dir.parent().expect("target dir"));
+        assert!(
+            build.status().expect("cargo runs").success(),
+            "building tidemark"
+        );
+        let bin = std::env::var_os("TIDEMARK_TEST_CLI")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("tidemark"));
+        let help = Command::new(&bin)
+            .args(["run", "--help"])
+            .output()
+            .expect("tidemark runs");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("--follow-fork"),
+            "`tidemark run --help` lacks options:\n{help}"
+        );
+        bin
+    })
+}

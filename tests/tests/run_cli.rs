@@ -5,44 +5,9 @@
 //! The binary is `target/<profile>/tidemark` (built on first use, beside the preload library,
 //! so `tidemark run` finds the library without any path set), or `TIDEMARK_TEST_CLI` when set.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use tidemark_tests::{compile_c, preload_library, profile_dir, scratch_dir};
-
-/// The `tidemark` binary.
-fn tidemark() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        preload_library();
-        let dir = profile_dir();
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "tidemark"]);
-        if release {
-            build.arg("--release");
-        }
-        build.env("CARGO_TARGET_DIR", dir.parent().expect("target dir"));
-        assert!(
-            build.status().expect("cargo runs").success(),
-            "building tidemark"
-        );
-        let bin = std::env::var_os("TIDEMARK_TEST_CLI")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dir.join("tidemark"));
-        let help = Command::new(&bin)
-            .args(["run", "--help"])
-            .output()
-            .expect("tidemark runs");
-        let help = String::from_utf8_lossy(&help.stdout);
-        assert!(
-            help.contains("--follow-fork"),
-            "`tidemark run --help` lacks options:\n{help}"
-        );
-        bin
-    })
-}
+use tidemark_tests::{compile_c, scratch_dir, tidemark_cli as tidemark};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

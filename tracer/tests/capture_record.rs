@@ -270,6 +270,134 @@ fn sigkill_leaves_a_readable_capture() {
     assert!(a.duration_ns > 0);
 }
 
+/// The subprocess half of `a_forked_child_forgets_the_parents_recording`; exits with the
+/// number of the first check that failed (0: all held).
+fn fork_main(dir: &std::path::Path) -> ! {
+    let guard = capture::record(dir.join("parent.tdm"), RecordOptions::default()).unwrap();
+    for i in 0..100 {
+        capture::on_alloc(0xA000_0000 + i * 0x100, 10, 0, stack(SITE_A));
+    }
+    // SAFETY: the child only touches the capture API (no lock another thread may hold: the
+    // fork handler took the capture's back) and leaves by _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let exit_with = |n: i32| -> ! {
+            // SAFETY: ends the child without the parent's exit handlers.
+            unsafe { libc::_exit(n) }
+        };
+        if capture::is_recording() {
+            exit_with(1);
+        }
+        if capture::stop().is_some() {
+            exit_with(2);
+        }
+        // Not recorded anywhere: nothing is being recorded in the child.
+        capture::on_alloc(0xB000_0000, 20, 0, stack(SITE_B));
+        let child = capture::record(dir.join("child.tdm"), RecordOptions::default());
+        let Ok(child) = child else { exit_with(3) };
+        for i in 0..7 {
+            capture::on_alloc(0xC000_0000 + i * 0x100, 30, 0, stack(SITE_C));
+        }
+        match child.stop() {
+            Ok(summary) if summary.events == 7 && summary.dropped == 0 => exit_with(0),
+            _ => exit_with(4),
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    for i in 0..50 {
+        capture::on_alloc(0xD000_0000 + i * 0x100, 40, 0, stack(SITE_D));
+    }
+    // A child made without the fork handlers (a raw clone) shares the recording's state:
+    // stopping there must not touch it (the writer thread is the parent's).
+    // SAFETY: the child calls only `stop` (which reads the pid and returns) and _exit.
+    let raw = unsafe {
+        let none: libc::c_long = 0;
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_long,
+            none,
+            none,
+            none,
+            none,
+        )
+    };
+    if raw == 0 {
+        let code = if capture::stop().is_none() { 0 } else { 5 };
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_exit_group, code as libc::c_long) };
+    }
+    let mut raw_status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(raw as i32, &mut raw_status, 0) };
+    guard.stop().unwrap();
+    let code = if !libc::WIFEXITED(status) {
+        10
+    } else if libc::WEXITSTATUS(raw_status) != 0 {
+        libc::WEXITSTATUS(raw_status)
+    } else {
+        libc::WEXITSTATUS(status)
+    };
+    std::process::exit(code)
+}
+
+#[test]
+fn a_forked_child_forgets_the_parents_recording() {
+    if let Ok(dir) = std::env::var("TIDEMARK_TEST_FORK_CAPTURE") {
+        fork_main(std::path::Path::new(&dir));
+    }
+    let dir = tempdir().join("fork");
+    std::fs::create_dir_all(&dir).unwrap();
+    // In a process of its own: the test harness's other threads must not be forked.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_forked_child_forgets_the_parents_recording",
+            "--nocapture",
+        ])
+        .env("TIDEMARK_TEST_FORK_CAPTURE", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "check failed in the forked child (see fork_main): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut syms = symbols();
+    let mut counts = |path: &std::path::Path| {
+        let a = report::analyze(path, &AnalyzeOptions::default()).unwrap();
+        assert!(
+            a.end.is_some() && a.truncated.is_none(),
+            "{}",
+            path.display()
+        );
+        let mut by: Vec<(String, u64, u64)> = a
+            .sites
+            .iter()
+            .map(|s| {
+                let f = syms.frames(&a, s.stack);
+                (f[0].function.clone(), s.total_count, s.total_bytes)
+            })
+            .collect();
+        by.sort();
+        by
+    };
+    // The 100 events the parent had buffered at the fork are written once, by the parent.
+    assert_eq!(
+        counts(&dir.join("parent.tdm")),
+        vec![
+            ("site_a".to_string(), 100, 1000),
+            ("site_d".to_string(), 50, 2000)
+        ]
+    );
+    assert_eq!(
+        counts(&dir.join("child.tdm")),
+        vec![("site_c".to_string(), 7, 210)]
+    );
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tidemark-capture-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

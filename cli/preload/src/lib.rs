@@ -21,7 +21,10 @@
 //!        |          tidemark_alloc::Pymalloc               small blocks from pools
 //!        |          tidemark_alloc::Debug<Pymalloc>        marks, guards, quarantine, reports
 //!        |        foreign pointers (glibc's, from before the library took over) go to glibc
-//!   lifecycle.rs  constructor, fork, exec (environment stripped), exit, fatal signals
+//!   lifecycle.rs  constructor, fork (the child forgets the parent's recording; with
+//!                 follow-fork it records its own), exec (environment stripped), exit
+//!   signals.rs    fatal signals flush the capture first; `sigaction`/`signal` interposed
+//!                 so the program sees SIG_DFL where the flush handler stands
 //! ```
 //!
 //! The library's own Rust allocations (the capture writer, the unwinder's tables) go straight
@@ -36,6 +39,7 @@ mod backend;
 mod exports;
 mod lifecycle;
 mod role;
+mod signals;
 mod trace;
 mod unwind;
 

@@ -6,32 +6,33 @@
 //!   `TIDEMARK_PRELOAD_*`) so programs the process execs run without it, unless
 //!   `TIDEMARK_PRELOAD_FOLLOW_FORK=1` asked to follow them. A bare `LD_PRELOAD` (no
 //!   `TIDEMARK_PRELOAD_*` at all, the mimalloc-style use) is left alone and inherited.
-//! - Fork: the child of a recording process stops recording (`pthread_atfork`): the writer
-//!   thread exists only in the parent. With follow-fork, a child that execs runs the library's
-//!   constructor again and records its own capture (`FILE.<pid>` when the name has no `%p`).
+//! - Fork (`pthread_atfork`, in the child): the parent's recording is forgotten without a
+//!   byte written (the events it had buffered are the parent's to write, its writer thread
+//!   does not exist in the child, its file is the parent's; see `capture::forget_after_fork`).
+//!   With follow-fork the child then records its own capture, named like the captures of
+//!   exec'd programs (`FILE.<pid>`, or the pattern's `%p`) with a writer thread of its own;
+//!   without it the child is not traced. A child that execs runs the library's constructor
+//!   again and (with follow-fork) records into the same `FILE.<pid>`, from scratch. With
+//!   follow-fork, `fork` first waits until no other thread is inside the hook (`trace.rs`'s
+//!   fork gate), so that the recording child finds none of the hook's locks held.
 //! - Exit: `exit` (an `on_exit` handler) and `_exit` (exported: the program's own calls) stop
-//!   and flush the recording. Fatal
-//!   signals (TERM, HUP, ABRT, SEGV, BUS, where their action is the default when the library
-//!   loads and the program does not change it later) flush with a 1 s watchdog, then die by
-//!   the same signal. SIGKILL and SIGINT leave the file readable up to the writer's last tick
-//!   (10 ms), without the end marker.
-//! - Not yet: a forked child that does not exec is not recorded even with follow-fork: the
-//!   capture module has no way to drop the parent's recording in a child and start its own
-//!   (its writer thread does not exist there). Children that exec are recorded.
-//! - A forked child of a recording process that calls `exit` ends right after the program's
-//!   own exit handlers and a stdio flush, through a handler registered at fork time (so it
-//!   runs first): the capture's own exit handler would join the parent's writer thread, which
-//!   does not exist in the child (glibc returns at once and the join panics).
+//!   and flush the recording of the process that records, never a parent's. Signals whose
+//!   default action kills: `signals.rs`.
 
 use crate::role::{self, Backend};
-use crate::{trace, unwind};
+use crate::{signals, trace, unwind};
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
 
 /// The pid that records (0: nothing is recorded).
 static RECORD_PID: AtomicI32 = AtomicI32::new(0);
 static STATS: AtomicBool = AtomicBool::new(false);
+/// The capture name pattern of forked children (with follow-fork): `%p` is the child's pid.
+/// Kept here rather than read from the environment again, which the program may have
+/// changed by the time it forks.
+static CHILD_PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
 
 #[used]
 #[link_section = ".init_array"]
@@ -52,23 +53,29 @@ extern "C" fn init() {
     }
     let follow = role::follow_fork();
     if let Some(pattern) = role::output_pattern() {
-        let me = pid();
-        let path = role::expand_output(pattern, me as u32);
-        let path = std::path::Path::new(OsStr::from_bytes(&path)).to_path_buf();
-        if trace::start(&path, role::aggregate(), role::native_frames()) {
-            RECORD_PID.store(me, Ordering::SeqCst);
-            install_signal_handlers();
+        if start_recording(pattern) {
+            signals::install();
         }
-        if follow && !pattern.windows(2).any(|w| w == b"%p") {
-            // Programs this one execs write beside it, one file per pid.
+        if follow {
             let mut child = pattern.to_vec();
-            child.extend_from_slice(b".%p");
-            set_env(b"TIDEMARK_PRELOAD_OUTPUT", &child);
+            if !pattern.windows(2).any(|w| w == b"%p") {
+                // Programs this one forks or execs write beside it, one file per pid.
+                child.extend_from_slice(b".%p");
+                set_env(b"TIDEMARK_PRELOAD_OUTPUT", &child);
+            }
+            let _ = CHILD_PATTERN.set(child);
+            trace::use_fork_gate();
         }
     }
-    // SAFETY: both handlers are extern "C" fns valid for the process's life.
+    // SAFETY: the handlers are extern "C" fns valid for the process's life. Registered after
+    // the capture's own fork handler (`start_recording` registered it), so in a child that
+    // one has already run when `after_fork_in_child` does.
     unsafe {
-        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        );
         on_exit(at_exit, core::ptr::null_mut());
     }
     if !follow {
@@ -76,34 +83,67 @@ extern "C" fn init() {
     }
 }
 
+/// Starts this process's recording into `pattern` (`%p` → pid); true when it runs.
+fn start_recording(pattern: &[u8]) -> bool {
+    let me = pid();
+    let path = role::expand_output(pattern, me as u32);
+    let path = std::path::Path::new(OsStr::from_bytes(&path)).to_path_buf();
+    if trace::start(&path, role::aggregate(), role::native_frames()) {
+        RECORD_PID.store(me, Ordering::SeqCst);
+        true
+    } else {
+        false
+    }
+}
+
+/// Is this process the one recording (not a forked child that inherited the state)?
+pub fn recording_here() -> bool {
+    let recorder = RECORD_PID.load(Ordering::SeqCst);
+    recorder != 0 && recorder == pid()
+}
+
 extern "C" {
     fn on_exit(f: extern "C" fn(i32, *mut libc::c_void), arg: *mut libc::c_void) -> i32;
 }
 
+/// With follow-fork, `fork` waits until no other thread is inside the hook (see the fork gate
+/// in `trace.rs`): the child must find none of the hook's locks held.
+extern "C" fn before_fork() {
+    trace::before_fork();
+}
+
+extern "C" fn after_fork_in_parent() {
+    trace::after_fork(false);
+}
+
+/// In the child of a `fork`, where only the forking thread exists (glibc's allocator and
+/// stdio are usable again by now; the signal handlers are inherited and find `RECORD_PID`
+/// to decide whether to flush).
 extern "C" fn after_fork_in_child() {
-    if RECORD_PID.load(Ordering::Relaxed) != 0 {
-        trace::set_on(false);
-        // Registered last, so it runs first when the child exits.
-        // SAFETY: `at_exit` is valid for the process's life.
-        unsafe { on_exit(at_exit, core::ptr::null_mut()) };
+    trace::after_fork(true);
+    if RECORD_PID.swap(0, Ordering::SeqCst) == 0 {
+        return;
+    }
+    trace::forget_after_fork();
+    for counter in [
+        &unwind::UNWIND_STACKS,
+        &unwind::UNWIND_FRAMES,
+        &unwind::UNWIND_NS,
+    ] {
+        counter.store(0, Ordering::Relaxed);
+    }
+    if let Some(pattern) = CHILD_PATTERN.get() {
+        start_recording(pattern);
     }
 }
 
-extern "C" fn at_exit(status: i32, _arg: *mut libc::c_void) {
-    let recorder = RECORD_PID.load(Ordering::SeqCst);
-    if recorder != 0 && recorder != pid() {
-        // A forked child of the recording process: skip the capture's exit handler.
-        // SAFETY: fflush(NULL) flushes every stdio stream, as exit would next.
-        unsafe {
-            libc::fflush(core::ptr::null_mut());
-            libc::syscall(libc::SYS_exit_group, status);
-        }
-    }
+extern "C" fn at_exit(_status: i32, _arg: *mut libc::c_void) {
     flush_before_exit();
 }
 
 /// Stops and flushes the recording if this process is the one recording (not a child that
-/// shares its memory after `vfork`); prints the stats when asked. Idempotent.
+/// shares its memory after `vfork`, or a forked child); prints the stats when asked.
+/// Idempotent.
 pub fn flush_before_exit() {
     let recorder = RECORD_PID.load(Ordering::SeqCst);
     if recorder == 0 || recorder != pid() {
@@ -135,77 +175,6 @@ fn print_stats() {
     let mut err = tidemark_alloc::stderr::Stderr::new();
     err.write_bytes(line.as_bytes());
     err.flush();
-}
-
-// ---- signals ----
-
-/// Not SIGINT: programs look at its disposition at startup (CPython raises KeyboardInterrupt
-/// only when it found SIG_DFL there; shells decide job control by it), so a handler here
-/// would change their behaviour. A program killed by Ctrl-C leaves its capture readable up
-/// to the writer's last tick, without the end marker.
-const FATAL: [i32; 5] = [
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGABRT,
-    libc::SIGSEGV,
-    libc::SIGBUS,
-];
-
-static DYING_BY: AtomicI32 = AtomicI32::new(0);
-
-fn install_signal_handlers() {
-    for sig in FATAL {
-        // SAFETY: sigaction with a zeroed struct reads the current action only; the new
-        // action's handler is an extern "C" fn valid for the process's life.
-        unsafe {
-            let mut old: libc::sigaction = core::mem::zeroed();
-            if libc::sigaction(sig, core::ptr::null(), &mut old) != 0
-                || old.sa_sigaction != libc::SIG_DFL
-            {
-                continue;
-            }
-            let mut new: libc::sigaction = core::mem::zeroed();
-            new.sa_sigaction = on_fatal_signal as extern "C" fn(i32) as usize;
-            new.sa_flags = libc::SA_RESETHAND | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut new.sa_mask);
-            libc::sigaction(sig, &new, core::ptr::null_mut());
-        }
-    }
-}
-
-/// Dies by `sig` with its default action.
-fn die_by(sig: i32) {
-    // SAFETY: resetting a disposition, unblocking and raising are async-signal-safe.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
-        libc::raise(sig);
-    }
-}
-
-extern "C" fn watchdog(_sig: i32) {
-    die_by(DYING_BY.load(Ordering::SeqCst));
-}
-
-/// Best effort: the flush is not async-signal-safe (the writer thread compresses and writes
-/// what is buffered), so a watchdog ends the process by the same signal if it takes over 1 s
-/// (a lock held by the interrupted code, a corrupt heap).
-extern "C" fn on_fatal_signal(sig: i32) {
-    if DYING_BY
-        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok()
-    {
-        // SAFETY: installing a handler and arming an alarm are async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGALRM, watchdog as extern "C" fn(i32) as usize);
-            libc::alarm(1);
-        }
-        flush_before_exit();
-    }
-    die_by(sig);
 }
 
 // ---- environment ----

@@ -10,7 +10,7 @@
 use crate::unwind;
 use core::cell::Cell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tidemark_tracer::capture;
 
 /// The capture API code for the C malloc family.
@@ -33,9 +33,17 @@ fn count_event() {
 const IN_HOOK: u8 = 1;
 const CHECKED: u8 = 2;
 const SILENT: u8 = 4;
+/// Counted in `INSIDE` (entered through the fork gate).
+const GATED: u8 = 8;
+/// This thread is calling `fork`: it passes the gate it closed.
+const FORKER: u8 = 16;
+/// This event is recorded without its stack: a fork kept the gate closed too long.
+const STACKLESS: u8 = 32;
 
 thread_local! {
     static FLAGS: Cell<u8> = const { Cell::new(0) };
+    /// The fork (`FORK_EPOCH`) this thread stopped waiting for at the gate.
+    static GAVE_UP_ON: Cell<u64> = const { Cell::new(0) };
 }
 
 #[inline(always)]
@@ -45,6 +53,152 @@ pub fn on() -> bool {
 
 pub fn set_on(on: bool) {
     ON.store(on, Ordering::SeqCst);
+}
+
+// ---- the fork gate ----
+//
+// A forked child that records (follow-fork) takes the hook's locks — the stack interner's,
+// the unwinder's module lock, the capture buffers' — and would wait forever for one that a
+// thread of the parent held at the moment of the fork: that thread does not exist in the
+// child. So, with follow-fork, `fork` waits (in its prepare handler) until no other thread is
+// inside the hook, and threads that arrive meanwhile wait at the door until the fork has
+// returned in the parent. Without follow-fork the gate stays open (one relaxed load per
+// hooked call): a child that does not record never takes those locks.
+//
+// The wait at the door is bounded (`GATE_WAIT`): the waiting thread may hold a lock that the
+// fork itself needs after the prepare handlers (glibc's NSS lock, a lock of a library whose
+// prepare handler runs after ours), and the fork must not wait for it forever. Past the
+// bound it records its event without a stack (id 0): no unwinder and no interner lock, only
+// the buffers' short list locks, which the child takes back (`capture::forget_after_fork`).
+// Counts and sizes stay exact; only such an event's stack is lost. It waits once per fork:
+// its next events in the same fork go stackless at once (it may hold that lock across many).
+
+/// How long a thread waits at a closed gate before it records without a stack.
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The gate is in use (follow-fork, recording).
+static GATE_ON: AtomicBool = AtomicBool::new(false);
+/// Threads inside the hook through the gate.
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+/// 1 while a fork is waiting or under way (the gate is closed); a futex word, so that the
+/// threads at the door sleep instead of taking the CPU the fork needs.
+static FORKING: AtomicU32 = AtomicU32::new(0);
+/// Counts the forks that closed the gate (1 for the first).
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Turns the fork gate on (the library's constructor, with follow-fork).
+pub fn use_fork_gate() {
+    GATE_ON.store(true, Ordering::SeqCst);
+}
+
+/// Counts the calling thread in, waiting while a fork is under way; false (not counted) when
+/// the fork kept the gate closed past `GATE_WAIT`. With `before_fork`'s store and load, both
+/// sequentially consistent: either this thread sees the gate closed, or the forking thread
+/// sees it inside and waits for it.
+#[inline]
+fn gate_in() -> bool {
+    loop {
+        INSIDE.fetch_add(1, Ordering::SeqCst);
+        if FORKING.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+        if !wait_for_fork() {
+            return false;
+        }
+    }
+}
+
+/// Waits for the gate to open; false after `GATE_WAIT`, and at once if this thread already
+/// gave up on this fork.
+#[cold]
+fn wait_for_fork() -> bool {
+    let epoch = FORK_EPOCH.load(Ordering::SeqCst);
+    if GAVE_UP_ON.try_with(|g| g.get() == epoch).unwrap_or(true) {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + GATE_WAIT;
+    while FORKING.load(Ordering::Acquire) != 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let _ = GAVE_UP_ON.try_with(|g| g.set(epoch));
+            return false;
+        }
+        let timeout = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT reads the word (returning at once unless it is still 1) and the
+        // timeout, both valid for the call; no other memory is touched.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                FORKING.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                1u32,
+                &timeout as *const libc::timespec,
+            )
+        };
+    }
+    true
+}
+
+/// Opens the gate and wakes the threads sleeping at it.
+fn open_gate() {
+    FORKING.store(0, Ordering::SeqCst);
+    // SAFETY: FUTEX_WAKE only reads the word's address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            FORKING.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
+}
+
+/// `pthread_atfork` prepare: closes the gate and waits until no other thread is inside the
+/// hook (at most 2 s: a thread stopped inside it for good must not hang the program's fork;
+/// the child then runs the old risk). Other prepare handlers that run after this one may
+/// allocate on this thread: it passes the gate.
+pub fn before_fork() {
+    if !GATE_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    // This thread inside the hook already (a signal handler that forks): do not wait for it.
+    let own = FLAGS
+        .try_with(|f| {
+            let v = f.get();
+            f.set(v | FORKER);
+            (v & GATED != 0) as usize
+        })
+        .unwrap_or(0);
+    FORK_EPOCH.fetch_add(1, Ordering::SeqCst);
+    FORKING.store(1, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while INSIDE.load(Ordering::SeqCst) > own && std::time::Instant::now() < deadline {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+/// `pthread_atfork` parent and child: opens the gate. In the child only this thread exists,
+/// so only its own count (if it forked from inside the hook) remains.
+pub fn after_fork(in_child: bool) {
+    if !GATE_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let own = FLAGS
+        .try_with(|f| {
+            let v = f.get();
+            f.set(v & !FORKER);
+            (v & GATED != 0) as usize
+        })
+        .unwrap_or(0);
+    if in_child {
+        INSIDE.store(own, Ordering::SeqCst);
+    }
+    open_gate();
 }
 
 /// Marks the thread as inside the hook; `None` on re-entry, in the writer thread, or when
@@ -64,7 +218,16 @@ fn enter() -> Option<u8> {
                     return None;
                 }
             }
-            f.set(v | CHECKED | IN_HOOK);
+            let inside = if GATE_ON.load(Ordering::Relaxed) && v & FORKER == 0 {
+                if gate_in() {
+                    GATED
+                } else {
+                    STACKLESS
+                }
+            } else {
+                0
+            };
+            f.set(v | CHECKED | IN_HOOK | inside);
             Some(v | CHECKED)
         })
         .ok()
@@ -73,7 +236,25 @@ fn enter() -> Option<u8> {
 
 #[inline]
 fn leave(prev: u8) {
-    let _ = FLAGS.try_with(|f| f.set(prev));
+    let _ = FLAGS.try_with(|f| {
+        if f.get() & !prev & GATED != 0 {
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        }
+        f.set(prev);
+    });
+}
+
+/// The calling stack's id; 0 (no stack) when the fork gate said so.
+#[inline]
+fn stack_id() -> u32 {
+    if FLAGS
+        .try_with(|f| f.get() & STACKLESS != 0)
+        .unwrap_or(false)
+    {
+        0
+    } else {
+        unwind::capture_interned()
+    }
 }
 
 /// Runs `f` with this thread's allocations unrecorded (starting the recording allocates).
@@ -104,7 +285,7 @@ fn is_writer_thread() -> bool {
 pub fn on_alloc(p: *mut c_void, size: usize) {
     let Some(prev) = enter() else { return };
     if capture::is_recording() {
-        let id = unwind::capture_interned();
+        let id = stack_id();
         capture::on_alloc(p as usize, size, API_C, id);
         count_event();
     }
@@ -127,7 +308,7 @@ pub fn on_free(p: *mut c_void) {
 pub fn on_realloc(old: *mut c_void, new: *mut c_void, size: usize) {
     let Some(prev) = enter() else { return };
     if capture::is_recording() {
-        let id = unwind::capture_interned();
+        let id = stack_id();
         capture::on_realloc(old as usize, new as usize, size, id);
         count_event();
     }
@@ -159,6 +340,14 @@ pub fn start(path: &std::path::Path, aggregate: bool, frames: usize) -> bool {
     })
 }
 
+/// In a forked child: stops recording and forgets the parent's recording without writing any
+/// of it (the parent writes its own events, once). A new `start` may follow.
+pub fn forget_after_fork() {
+    set_on(false);
+    EVENTS.store(0, Ordering::Relaxed);
+    quietly(capture::forget_after_fork);
+}
+
 /// Stops the recording and flushes the file (at exit).
 pub fn stop() {
     set_on(false);
@@ -181,7 +370,7 @@ pub fn install_traceback_hooks() {
 
 fn debug_capture() -> u64 {
     let Some(prev) = enter() else { return 0 };
-    let id = unwind::capture_interned();
+    let id = stack_id();
     leave(prev);
     id as u64
 }

@@ -46,8 +46,8 @@ pub struct RunArgs {
     /// Keep only per-stack totals at the high-water mark and at the end (small files).
     #[arg(long)]
     pub aggregate: bool,
-    /// Trace forked children and programs started with exec too, each into its own capture
-    /// (FILE.PID).
+    /// Trace forked children (from the fork on) and programs started with exec too, each into
+    /// its own capture (FILE.PID, or the pattern's %p).
     #[arg(long)]
     pub follow_fork: bool,
     /// Native frames kept per allocation stack.
@@ -249,6 +249,7 @@ fn run(args: &RunArgs) -> Result<i32, String> {
         cmd.env(k, v);
     }
     let started = std::time::Instant::now();
+    let started_at = std::time::SystemTime::now();
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", plan.program.display()))?;
@@ -277,13 +278,20 @@ fn run(args: &RunArgs) -> Result<i32, String> {
         (None, None) => 1,
     };
     if let (Some(pattern), false) = (&plan.capture, args.quiet) {
-        summarize(&expand(pattern, pid), pattern, args.follow_fork, elapsed);
+        let children = args.follow_fork.then_some(started_at);
+        summarize(&expand(pattern, pid), pattern, children, elapsed);
     }
     Ok(code)
 }
 
-/// Prints what was recorded and the next command.
-fn summarize(capture: &Path, pattern: &Path, follow_fork: bool, elapsed: std::time::Duration) {
+/// Prints what was recorded and the next command; with `children` (follow-fork: when the run
+/// started), the captures the traced children wrote.
+fn summarize(
+    capture: &Path,
+    pattern: &Path,
+    children: Option<std::time::SystemTime>,
+    elapsed: std::time::Duration,
+) {
     use tidemark_tracer::report::{self, text};
     if !capture.exists() {
         eprintln!(
@@ -309,8 +317,8 @@ fn summarize(capture: &Path, pattern: &Path, follow_fork: bool, elapsed: std::ti
         }
         Err(e) => eprintln!("tidemark: recorded {} ({e})", capture.display()),
     }
-    if follow_fork {
-        let children = child_captures(capture, pattern);
+    if let Some(since) = children {
+        let children = child_captures(capture, pattern, since);
         if !children.is_empty() {
             eprintln!("tidemark: child processes wrote:");
             for c in children {
@@ -324,9 +332,15 @@ fn summarize(capture: &Path, pattern: &Path, follow_fork: bool, elapsed: std::ti
     );
 }
 
-/// Captures of traced children: `PATTERN.<pid>` (or the pattern with other pids when it has
-/// `%p`) beside the main one.
-fn child_captures(main: &Path, pattern: &Path) -> Vec<PathBuf> {
+/// Captures of traced children, forked or exec'd: `PATTERN.<pid>` (or the pattern with other
+/// pids when it has `%p`) beside the main one, written since `since` (not those of earlier
+/// runs with the same pattern).
+fn child_captures(main: &Path, pattern: &Path, since: std::time::SystemTime) -> Vec<PathBuf> {
+    // File times come from a coarser clock than `since`: a capture created right after the
+    // start may look a little older.
+    let since = since
+        .checked_sub(std::time::Duration::from_secs(1))
+        .unwrap_or(std::time::UNIX_EPOCH);
     let dir = main.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
     let pat = pattern
@@ -341,7 +355,8 @@ fn child_captures(main: &Path, pattern: &Path) -> Vec<PathBuf> {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path())
+        // Named as `main` is (relative stays relative, without a `./` of its own).
+        .map(|e| main.with_file_name(e.file_name()))
         .filter(|p| p != main)
         .filter(|p| {
             let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -353,6 +368,11 @@ fn child_captures(main: &Path, pattern: &Path) -> Vec<PathBuf> {
                 && n[prefix.len()..n.len() - suffix.len()]
                     .bytes()
                     .all(|b| b.is_ascii_digit())
+        })
+        .filter(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
         })
         .collect();
     out.sort();
@@ -500,8 +520,12 @@ mod tests {
             std::fs::write(dir.join(n), b"").unwrap();
         }
         let main = dir.join("c.tdm");
-        let found = child_captures(&main, &main);
+        let since = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let found = child_captures(&main, &main, since);
         assert_eq!(found, vec![dir.join("c.tdm.12"), dir.join("c.tdm.13")]);
+        // A capture left by an earlier run with the same pattern is not this run's.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(child_captures(&main, &main, later).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -40,12 +40,15 @@ int main(int argc, char **argv) {
     int code = argc > 2 ? atoi(argv[2]) : 0;
     if (argc > 3) {
         /* How to end: _exit (no exit handlers: the preload's _exit flushes the capture),
-         * or a signal (TERM: the preload's handler flushes; KILL: what was written stays). */
+         * or a signal (TERM, INT: the preload's handler flushes; KILL: what was written
+         * stays). */
         fflush(stdout);
         if (strcmp(argv[3], "_exit") == 0)
             _exit(code);
         usleep(50000);
-        raise(strcmp(argv[3], "KILL") == 0 ? SIGKILL : SIGTERM);
+        raise(strcmp(argv[3], "KILL") == 0  ? SIGKILL
+              : strcmp(argv[3], "INT") == 0 ? SIGINT
+                                            : SIGTERM);
     }
     if (code == 0) {
         for (int i = 0; i < n; i++)

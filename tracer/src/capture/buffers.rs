@@ -420,7 +420,12 @@ fn claim_slot() -> *mut ThreadBuf {
         slot = p;
     }
     // SAFETY: we own the slot's identity fields until the writer sees the new index.
-    let s = unsafe { &*slot };
+    set_identity(unsafe { &*slot });
+    slot
+}
+
+/// Gives `s` the calling thread's identity (tid, name) and the next thread index.
+fn set_identity(s: &ThreadBuf) {
     // SAFETY: gettid has no preconditions.
     s.os_tid
         .store(unsafe { libc::gettid() } as u32, Ordering::Relaxed);
@@ -440,7 +445,60 @@ fn claim_slot() -> *mut ThreadBuf {
         NEXT_THREAD_INDEX.fetch_add(1, Ordering::Relaxed),
         Ordering::Release,
     );
-    slot
+}
+
+/// In a child made by `fork`, where only the forking thread exists: forgets every event the
+/// parent had buffered (the parent's writer writes those, once; a copy here must never reach
+/// any file) and makes the buffers as new, so that a recording started in the child numbers
+/// its threads and its clock from zero. The forking thread keeps its slot (its thread-local
+/// points there) with a fresh identity: index 0, the child's tid.
+///
+/// Locks and lists may be in any state a thread of the parent left them in at the moment of
+/// the fork. Each list operation keeps the list walkable at every step (a block's link is
+/// written before the block is linked in, and `head`/`tail` only ever point at valid blocks),
+/// so at worst a block that was in flight in a vanished thread is leaked.
+pub fn reset_after_fork() {
+    ACCEPTING.store(false, Ordering::SeqCst);
+    // SAFETY: only this thread exists in the child, and it is not inside a list operation (it
+    // is running a fork handler); a holder at the time of the fork no longer exists, so
+    // nothing can be relying on these locks.
+    unsafe {
+        FULL.force_unlock();
+        FREE.force_unlock();
+    }
+    let mut b = take_full();
+    while !b.is_null() {
+        // SAFETY: the list we took is ours; read the link before the block is relinked.
+        let next = unsafe { (*b).next };
+        free_block(b);
+        b = next;
+    }
+    PENDING.store(0, Ordering::Relaxed);
+    NEXT_THREAD_INDEX.store(0, Ordering::Relaxed);
+    let mine = MY_BUF.try_with(|b| b.get()).unwrap_or(null_mut());
+    let mut cur = THREADS.load(Ordering::Acquire);
+    while !cur.is_null() {
+        // SAFETY: registry entries are never freed; their owners (other than this thread)
+        // do not exist in the child, so every field, the owner-only cells included, is ours.
+        let slot = unsafe { &*cur };
+        let block = slot.block.swap(null_mut(), Ordering::AcqRel);
+        if !block.is_null() {
+            free_block(block);
+        }
+        slot.pos.set(0);
+        slot.prev_stack.set(0);
+        slot.last_seq.set(0);
+        slot.busy.store(0, Ordering::Relaxed);
+        slot.dead.store(false, Ordering::Relaxed);
+        if cur == mine {
+            set_identity(slot);
+        } else {
+            slot.in_use.store(false, Ordering::Release);
+        }
+        cur = slot.next;
+    }
+    SEQ.store(0, Ordering::SeqCst);
+    DROPPED.store(0, Ordering::Relaxed);
 }
 
 /// Records one event from the calling thread. Never allocates through the global allocator,

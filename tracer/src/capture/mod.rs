@@ -34,6 +34,13 @@
 //!
 //! Start a recording with [`record`] (or `TIDEMARK_RECORD=path` in the environment, picked up
 //! by [`start_from_env`]); it stops and flushes when the guard drops, on [`stop`], or at exit.
+//!
+//! `fork`: the recording belongs to the process that started it. A child made by `fork` forgets
+//! it at once (a `pthread_atfork` handler, [`forget_after_fork`]): the events the parent had
+//! buffered are the parent's to write, the writer thread does not exist in the child, and the
+//! file is the parent's; the child's exit handlers find nothing to flush. The child may then
+//! start a recording of its own into another file (the preload library does with
+//! `--follow-fork`).
 
 mod buffers;
 pub mod builder;
@@ -47,10 +54,12 @@ pub use reader::{CaptureReader, Item};
 pub use writer::{RecordOptions, RecordSummary};
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use tidemark_alloc::sync::SpinLock;
 
 /// True while a capture file is being recorded (one relaxed atomic load).
 #[inline]
@@ -82,9 +91,16 @@ struct Active {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     handle: JoinHandle<io::Result<RecordSummary>>,
+    /// The process that records: only it may stop the recording (a child made by `fork`
+    /// without the fork handler running, or a `vfork` child, shares or copies this state).
+    pid: u32,
+    /// The writer's descriptors (the capture, `/proc/self/statm`), closed in a forked child.
+    fds: [RawFd; 2],
 }
 
-static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
+/// A spin lock, not a `Mutex`: a thread of the parent may hold it at the moment of a `fork`,
+/// and the child must be able to take it back ([`forget_after_fork`]).
+static ACTIVE: SpinLock<Option<Active>> = SpinLock::new(None);
 
 /// A running recording; dropping it stops the recording and flushes the file.
 #[must_use = "dropping the guard stops the recording"]
@@ -118,7 +134,14 @@ impl Drop for RecordingGuard {
 /// (`#[global_allocator] static G: Traced<...>`) for events to arrive.
 pub fn record(path: impl AsRef<Path>, options: RecordOptions) -> io::Result<RecordingGuard> {
     let path = path.as_ref().to_path_buf();
-    let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    ACTIVE.with(|active| start(active, path, options))
+}
+
+fn start(
+    active: &mut Option<Active>,
+    path: PathBuf,
+    options: RecordOptions,
+) -> io::Result<RecordingGuard> {
     if active.is_some() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
@@ -132,7 +155,9 @@ pub fn record(path: impl AsRef<Path>, options: RecordOptions) -> io::Result<Reco
         )
     })?;
     let max_frames = options.max_frames;
+    let file_fd = file.as_raw_fd();
     let writer = writer::Writer::new(file, options)?;
+    let fds = [file_fd, writer.statm_fd().unwrap_or(-1)];
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     buffers::register_fence();
@@ -146,14 +171,24 @@ pub fn record(path: impl AsRef<Path>, options: RecordOptions) -> io::Result<Reco
         path: path.clone(),
         stop,
         handle,
+        pid: std::process::id(),
+        fds,
     });
-    register_atexit();
+    register_process_handlers();
     Ok(RecordingGuard { path })
 }
 
-/// Stops the running recording, if any, and waits for the file to be complete.
+/// Stops the running recording, if any, and waits for the file to be complete. Does nothing
+/// in any process but the one that started the recording.
 pub fn stop() -> Option<io::Result<RecordSummary>> {
-    let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    let me = std::process::id();
+    let active = ACTIVE.with(|a| {
+        if a.as_ref().is_some_and(|rec| rec.pid == me) {
+            a.take()
+        } else {
+            None
+        }
+    })?;
     crate::hook::set_recording(false, crate::hook::DEFAULT_RECORD_FRAMES);
     active.stop.store(true, Ordering::Release);
     active.handle.thread().unpark();
@@ -164,15 +199,52 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
     Some(result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", active.path.display()))))
 }
 
-fn register_atexit() {
+/// Once per process (a forked child inherits both registrations and the flag): the exit
+/// handler that flushes, and the fork handler that makes a child forget the parent's
+/// recording. Never called from a fork handler (glibc holds its fork-handler lock then, and
+/// `pthread_atfork` would wait for it forever): a child only records after its parent did.
+fn register_process_handlers() {
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     if !REGISTERED.swap(true, Ordering::AcqRel) {
         extern "C" fn at_exit() {
+            // `stop` checks the pid: a forked child never flushes into the parent's capture.
             let _ = stop();
         }
-        // SAFETY: `at_exit` is an extern "C" fn with no arguments, valid for the whole run.
-        unsafe { libc::atexit(at_exit) };
+        extern "C" fn in_child() {
+            forget_after_fork();
+        }
+        // SAFETY: both are extern "C" fns with no arguments, valid for the whole run.
+        unsafe {
+            libc::atexit(at_exit);
+            libc::pthread_atfork(None, None, Some(in_child));
+        }
     }
+}
+
+/// In a child made by `fork`: drops the parent's recording without writing anything, so that
+/// the parent's events reach the parent's file once, from the parent. Closes the child's
+/// copies of the writer's descriptors, stops accepting events and resets the buffers; a new
+/// [`record`] may follow. Idempotent; runs from a `pthread_atfork` child handler (only the
+/// forking thread exists; glibc's allocator is usable again there).
+pub fn forget_after_fork() {
+    buffers::ACCEPTING.store(false, Ordering::SeqCst);
+    // SAFETY: only this thread exists in the child and it is not inside `record` or `stop`
+    // (it is in a fork handler): a holder at the time of the fork has vanished with its
+    // thread, and the value it guarded is replaced below.
+    unsafe { ACTIVE.force_unlock() };
+    if let Some(active) = ACTIVE.with(Option::take) {
+        for fd in active.fds.into_iter().filter(|&fd| fd >= 0) {
+            // SAFETY: these descriptors are the parent's writer's (inherited copies); nothing
+            // in the child uses them: the `File`s that own them live in a thread that does
+            // not exist here and are never dropped.
+            unsafe { libc::close(fd) };
+        }
+        // The join handle names a thread of the parent: joining or detaching it here is
+        // undefined. Leaked, with the path and the stop flag (a few bytes per fork).
+        std::mem::forget(active);
+    }
+    crate::hook::set_recording(false, crate::hook::DEFAULT_RECORD_FRAMES);
+    buffers::reset_after_fork();
 }
 
 /// Starts a recording when `TIDEMARK_RECORD=path` is set (`TIDEMARK_RECORD_AGGREGATE=1` for

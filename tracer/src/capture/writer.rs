@@ -372,6 +372,12 @@ impl Writer {
         Ok(())
     }
 
+    /// The descriptor of `/proc/self/statm`, if open (a forked child closes its copy).
+    pub(crate) fn statm_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.statm.as_ref().map(|f| f.as_raw_fd())
+    }
+
     pub(crate) fn summary(&self) -> RecordSummary {
         RecordSummary {
             events: self.events,
@@ -385,6 +391,7 @@ impl Writer {
 /// Runs the writer loop until `stop` is set, then writes the last tick.
 pub(crate) fn run(writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSummary> {
     buffers::SUPPRESS.with(|s| s.set(true));
+    block_signals();
     // The writer's own allocations (compression, file buffers) are neither traced nor recorded.
     crate::hook::with_reentrancy_guard(|| run_loop(writer, stop))
 }
@@ -413,4 +420,17 @@ fn run_loop(mut writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSumma
     writer.tick(true)?;
     writer.file.flush()?;
     Ok(writer.summary())
+}
+
+/// Blocks every signal in the writer thread: the program's signals go to its own threads,
+/// and a handler that flushes the capture (the preload library's) must never run here, where
+/// it would wait for this very thread to finish. A write to a closed pipe then fails with
+/// `EPIPE` instead of killing the process.
+fn block_signals() {
+    // SAFETY: the set is a local; pthread_sigmask changes only this thread's mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
 }

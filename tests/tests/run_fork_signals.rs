@@ -1,0 +1,353 @@
+//! `tidemark run` across `fork` without `exec`, and deaths by SIGINT.
+//!
+//! - `--follow-fork`: a forked child records its own capture (named with its pid) from the
+//!   moment of the fork, holding exactly its own allocations; the parent's capture holds
+//!   exactly the parent's (the events it had buffered at the fork written once, by the
+//!   parent). Without it only the parent is recorded, and the child's exit handlers still run.
+//! - SIGINT: a program with no handler of its own dies by SIGINT (status passed through) with
+//!   its capture flushed; the preload's flush handler is invisible to the program, so CPython
+//!   still raises KeyboardInterrupt.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tidemark_tests::{compile_c, preload_library, scratch_dir, site, tidemark_cli};
+use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
+
+/// C flags of code as distributions build it: no frame pointers (stacks need DWARF).
+const NO_FP: [&str; 3] = [
+    "-fomit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-pthread",
+];
+
+const FORK_PROGRAM: &str = "run_fork_record.c";
+
+/// What a capture holds, per allocation site ("function:line" frames).
+struct Capture {
+    pid: u32,
+    complete: bool,
+    dropped: u64,
+    threads: usize,
+    allocs: u64,
+    /// (frames, total count, total bytes, bytes live at the end)
+    sites: Vec<(Vec<String>, u64, u64, u64)>,
+}
+
+impl Capture {
+    fn read(path: &Path) -> Capture {
+        let a = report::analyze(path, &AnalyzeOptions::default())
+            .unwrap_or_else(|e| panic!("{} does not read: {e}", path.display()));
+        let mut syms = Symbols::new(&a).keep_runtime_frames(true);
+        let sites = a
+            .sites
+            .iter()
+            .map(|s| {
+                let frames = syms
+                    .frames(&a, s.stack)
+                    .iter()
+                    .map(|f| format!("{}:{}", f.function, f.lineno))
+                    .collect();
+                (frames, s.total_count, s.total_bytes, s.cur_bytes)
+            })
+            .collect();
+        Capture {
+            pid: a.meta.pid,
+            complete: a.end.is_some() && a.truncated.is_none(),
+            dropped: a.end.as_ref().map_or(0, |e| e.dropped),
+            threads: a.threads.len(),
+            allocs: a.totals.allocs,
+            sites,
+        }
+    }
+
+    /// (count, bytes, live bytes) of the allocations whose stack passes through `frame`.
+    fn at(&self, frame: &str) -> (u64, u64, u64) {
+        self.sites
+            .iter()
+            .filter(|s| s.0.iter().any(|f| f == frame))
+            .fold((0, 0, 0), |t, s| (t.0 + s.1, t.1 + s.2, t.2 + s.3))
+    }
+
+    fn describe(&self) -> String {
+        self.sites
+            .iter()
+            .map(|s| format!("  x{} ({} B): {}\n", s.1, s.2, s.0.join(" <- ")))
+            .collect()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn captures_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".tdm"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `tidemark run ARGS` in `dir`.
+fn tidemark_run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(tidemark_cli())
+        .arg("run")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("tidemark runs")
+}
+
+/// The child's pid, which the fork program reports on stderr.
+fn child_pid(stderr: &str) -> u32 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("child pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no child pid in {stderr}"))
+}
+
+/// The fork program's sites.
+struct ForkSites {
+    before: String,
+    after: String,
+    thread: String,
+    child: String,
+}
+
+fn fork_sites() -> ForkSites {
+    ForkSites {
+        before: site(FORK_PROGRAM, "before_fork", "before"),
+        after: site(FORK_PROGRAM, "after_fork", "after"),
+        thread: site(FORK_PROGRAM, "in_thread", "thread"),
+        child: site(FORK_PROGRAM, "in_child", "child"),
+    }
+}
+
+/// The parent's capture holds the parent's allocations exactly (each once, the ones still
+/// buffered at the fork included) and none of the child's.
+fn assert_parent_capture(c: &Capture, s: &ForkSites) {
+    let all = c.describe();
+    assert!(c.complete, "the parent's capture is complete:\n{all}");
+    assert_eq!(c.dropped, 0);
+    assert_eq!(c.at(&s.before), (40, 40 * 1111, 0), "{all}");
+    assert_eq!(c.at(&s.after), (30, 30 * 2222, 0), "{all}");
+    assert_eq!(c.at(&s.thread), (20_000, 20_000 * 444, 0), "{all}");
+    assert_eq!(c.at(&s.child), (0, 0, 0), "the child's allocations: {all}");
+}
+
+#[test]
+fn fork_without_exec_is_followed_into_the_childs_own_capture() {
+    let s = fork_sites();
+    let dir = scratch_dir("fork-follow");
+    let exe = compile_c(FORK_PROGRAM, &dir, &NO_FP);
+    // exit: the child's exit handler flushes its capture; _exit: the preload's _exit does.
+    // Named from -o (FILE.<pid>) and from the default pattern (tidemark-PROG-<pid>.tdm).
+    for (how, named) in [("exit", true), ("_exit", false)] {
+        let out_dir = dir.join(how);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let main = out_dir.join("f.tdm");
+        let mut args = vec!["--follow-fork"];
+        if named {
+            args.extend(["-o", main.to_str().unwrap()]);
+        }
+        args.extend(["--", exe.to_str().unwrap(), how]);
+        let out = tidemark_run(&out_dir, &args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{how}: {err}");
+        let atexit_child = if how == "exit" { "atexit child\n" } else { "" };
+        assert_eq!(
+            text(&out.stdout),
+            format!("child done\n{atexit_child}parent saw child exit 9\natexit parent\n"),
+            "{how}"
+        );
+        let pid = child_pid(&err);
+        let (main, child) = if named {
+            (main, out_dir.join(format!("f.tdm.{pid}")))
+        } else {
+            let next = err
+                .lines()
+                .find_map(|l| l.strip_prefix("tidemark: next: tidemark flamegraph "))
+                .unwrap_or_else(|| panic!("no next command in {err}"));
+            (
+                out_dir.join(next),
+                out_dir.join(format!("tidemark-run_fork_record-{pid}.tdm")),
+            )
+        };
+        assert_eq!(
+            captures_in(&out_dir),
+            {
+                let mut both = vec![main.clone(), child.clone()];
+                both.sort();
+                both
+            },
+            "{how}: one capture per process"
+        );
+        // Shown as the main capture is: absolute from -o, relative to the directory the
+        // run started in for the default name.
+        let listed = if named {
+            child.clone()
+        } else {
+            PathBuf::from(child.file_name().unwrap())
+        };
+        assert!(
+            err.contains(&format!(
+                "tidemark: child processes wrote:\n  {}\ntidemark: next:",
+                listed.display()
+            )),
+            "{how}: the summary lists the child's capture: {err}"
+        );
+
+        assert_parent_capture(&Capture::read(&main), &s);
+        let c = Capture::read(&child);
+        let all = c.describe();
+        assert!(c.complete, "{how}: the child's capture is complete:\n{all}");
+        assert_eq!(c.pid, pid);
+        assert_eq!(c.dropped, 0);
+        // 25 blocks of 3333 bytes, 5 of them never freed.
+        assert_eq!(c.at(&s.child), (25, 25 * 3333, 5 * 3333), "{how}: {all}");
+        for parents in [&s.before, &s.after, &s.thread] {
+            assert_eq!(c.at(parents), (0, 0, 0), "{how}: {parents} in\n{all}");
+        }
+        assert_eq!(
+            c.threads, 1,
+            "{how}: only the forking thread exists in the child"
+        );
+        assert!(c.allocs <= 25 + 2, "{how}: {all}");
+    }
+}
+
+#[test]
+fn fork_without_exec_is_not_traced_without_follow_fork() {
+    let s = fork_sites();
+    let dir = scratch_dir("fork-plain");
+    let exe = compile_c(FORK_PROGRAM, &dir, &NO_FP);
+    let main = dir.join("p.tdm");
+    let out = tidemark_run(
+        &dir,
+        &["-o", main.to_str().unwrap(), "--", exe.to_str().unwrap()],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    // The child's exit handlers run as without tidemark, and nothing of the parent's
+    // recording is flushed from the child.
+    assert_eq!(
+        text(&out.stdout),
+        "child done\natexit child\nparent saw child exit 9\natexit parent\n"
+    );
+    child_pid(&err);
+    assert_eq!(captures_in(&dir), vec![main.clone()]);
+    assert!(!err.contains("child processes wrote"), "{err}");
+    assert_parent_capture(&Capture::read(&main), &s);
+}
+
+#[test]
+fn sigint_without_a_handler_flushes_and_dies_by_sigint() {
+    let before = site("run_signals.c", "before_signal", "before");
+    let dir = scratch_dir("sigint");
+    let exe = compile_c("run_signals.c", &dir, &NO_FP);
+    let plain = Command::new(&exe).output().unwrap();
+    assert_eq!(plain.status.signal(), Some(libc::SIGINT));
+
+    // Directly on the preload: the same dispositions seen, the same death.
+    let path = dir.join("direct.tdm");
+    let out = Command::new(&exe)
+        .env("LD_PRELOAD", preload_library())
+        .env("TIDEMARK_PRELOAD_OUTPUT", &path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGINT),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        text(&plain.stdout),
+        "the program sees the dispositions it would see without tidemark"
+    );
+    assert!(text(&out.stdout).contains("SIGINT default again: yes\nraising SIGINT\n"));
+
+    // Through `tidemark run`: 128 + 2, and the capture ends with its end marker, holding the
+    // allocations made just before the signal (still in the buffers when it came).
+    let path = dir.join("run.tdm");
+    let out = tidemark_run(
+        &dir,
+        &["-o", path.to_str().unwrap(), "--", exe.to_str().unwrap()],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGINT), "{err}");
+    assert!(err.contains("was killed by signal 2 (SIGINT)"), "{err}");
+    assert_eq!(out.stdout, plain.stdout);
+    for capture in [dir.join("direct.tdm"), path] {
+        let c = Capture::read(&capture);
+        assert!(
+            c.complete,
+            "{}: flushed with the end marker",
+            capture.display()
+        );
+        assert_eq!(
+            c.at(&before),
+            (20, (500..520).sum(), (500..520).sum()),
+            "{}",
+            c.describe()
+        );
+    }
+}
+
+/// The CPython executable itself (`python3` may be a shell shim that execs it).
+fn python() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(text(&out.stdout).trim());
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn python_keeps_its_keyboard_interrupt() {
+    let Some(py) = python() else {
+        eprintln!("python3 not installed: skipped");
+        return;
+    };
+    let dir = scratch_dir("sigint-python");
+    let prelude = "import os, signal, time\nkept = [bytes(1234) for _ in range(2000)]\n";
+    // Caught: CPython installed its own SIGINT handler (it found SIG_DFL), and SIGTERM still
+    // reads as the default although the preload's flush handler stands there.
+    let caught = format!(
+        "{prelude}try:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(5)\n\
+         except KeyboardInterrupt:\n    print('caught')\n\
+         print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+    );
+    // Uncaught: CPython ends by SIGINT itself (SIG_DFL, then kill), after finalizing.
+    let uncaught = format!("{prelude}os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n");
+    for (name, script) in [("caught", caught), ("uncaught", uncaught)] {
+        let file = dir.join(format!("{name}.py"));
+        std::fs::write(&file, script).unwrap();
+        let path = dir.join(format!("{name}.tdm"));
+        let out = Command::new(&py)
+            .arg(&file)
+            .env("PYTHONMALLOC", "malloc")
+            .env("LD_PRELOAD", preload_library())
+            .env("TIDEMARK_PRELOAD_OUTPUT", &path)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        if name == "caught" {
+            assert!(out.status.success(), "{err}");
+            assert_eq!(text(&out.stdout), "caught\nTrue\n");
+        } else {
+            assert_eq!(out.status.signal(), Some(libc::SIGINT), "{err}");
+            assert!(err.contains("KeyboardInterrupt"), "{err}");
+        }
+        let c = Capture::read(&path);
+        assert!(c.complete, "{name}: the capture is complete");
+        assert!(c.allocs > 2000, "{name}");
+    }
+}
