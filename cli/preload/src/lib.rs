@@ -35,6 +35,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod backend;
+mod dwarf_memo;
 #[cfg(not(test))]
 mod exports;
 mod lifecycle;

@@ -9,6 +9,7 @@
 //! | `TIDEMARK_PRELOAD_NATIVE_FRAMES` | frames kept per recorded stack (default 64) |
 //! | `TIDEMARK_PRELOAD_FOLLOW_FORK` | `1`: forked children and exec'd programs are traced too |
 //! | `TIDEMARK_PRELOAD_UNWIND` | `dwarf` (default: `.eh_frame` via framehop) or `fp` |
+//! | `TIDEMARK_PRELOAD_UNWIND_MEMO` | `0`: no unwind memo; `check`: verify it on every stack |
 //! | `TIDEMARK_PRELOAD_TRACEBACKS` | `0`: debug reports without allocation tracebacks |
 //! | `TIDEMARK_PRELOAD_STATS` | `1`: print events, frames and ns per frame at exit |
 //!
@@ -119,6 +120,16 @@ pub fn tracebacks() -> bool {
 /// Frame-pointer walking instead of DWARF (`TIDEMARK_PRELOAD_UNWIND=fp`).
 pub fn unwind_with_frame_pointers() -> bool {
     matches!(env::var(c"TIDEMARK_PRELOAD_UNWIND"), Some(b"fp"))
+}
+
+/// The DWARF unwind memo's mode (`TIDEMARK_PRELOAD_UNWIND_MEMO`): `Some(false)` off (`0`),
+/// `Some(true)` checked against a full walk on every stack (`check`), `None` on.
+pub fn unwind_memo() -> Option<bool> {
+    match env::var(c"TIDEMARK_PRELOAD_UNWIND_MEMO") {
+        Some(b"0") => Some(false),
+        Some(b"check") => Some(true),
+        _ => None,
+    }
 }
 
 /// The capture path for process `pid`: `%p` replaced by the pid, `%%` by `%`.

@@ -47,6 +47,9 @@ pub fn method() -> u8 {
     if crate::role::print_stats() {
         m |= 4;
     }
+    // Read now, at load time: the library takes its variables out of the environment after.
+    #[cfg(target_arch = "x86_64")]
+    dwarf::memo_mode();
     METHOD.store(m, Ordering::Relaxed);
     m
 }
@@ -245,6 +248,7 @@ pub use dwarf::capture_dwarf;
 #[cfg(target_arch = "x86_64")]
 mod dwarf {
     use super::{for_each_module, module_adds, own_range};
+    use crate::dwarf_memo::{self as memo, End, Frame, Meeting, Memo};
     use core::cell::Cell;
     use core::sync::atomic::AtomicPtr;
     use core::sync::atomic::Ordering;
@@ -303,6 +307,49 @@ mod dwarf {
 
     thread_local! {
         static CACHE: CacheBox = const { CacheBox(Cell::new(core::ptr::null_mut())) };
+        static MEMO: MemoBox = const { MemoBox(Cell::new(core::ptr::null_mut())) };
+    }
+
+    /// A thread's memo of its last walk and the scratch frames of the current one (~32 KiB),
+    /// freed when the thread exits.
+    struct MemoState {
+        memo: Memo,
+        fresh: [Frame; memo::CAP],
+    }
+
+    struct MemoBox(Cell<*mut MemoState>);
+
+    impl Drop for MemoBox {
+        fn drop(&mut self) {
+            let p = self.0.replace(core::ptr::null_mut());
+            if !p.is_null() {
+                // SAFETY: made by Box::into_raw in `memo_state`; no capture runs on this
+                // thread any more.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+
+    fn memo_state() -> Option<&'static mut MemoState> {
+        MEMO.try_with(|c| {
+            if c.0.get().is_null() {
+                c.0.set(Box::into_raw(Box::new(MemoState {
+                    memo: Memo {
+                        generation: 0,
+                        len: 0,
+                        end: End::Complete,
+                        frames: [Frame::default(); memo::CAP],
+                        ras: [0; memo::CAP],
+                    },
+                    fresh: [Frame::default(); memo::CAP],
+                })));
+            }
+            c.0.get()
+        })
+        .ok()
+        // SAFETY: each thread has its own, used by one capture at a time (the hook is not
+        // re-entered).
+        .map(|p| unsafe { &mut *p })
     }
 
     /// Reads `.eh_frame_hdr`'s pointer to `.eh_frame` (pc-relative or absolute, 4 or 8 bytes).
@@ -467,14 +514,7 @@ mod dwarf {
         let Some(modules) = (unsafe { current.as_ref() }) else {
             return 0;
         };
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            if addr >= stack.0 && addr + 8 <= stack.1 && addr.is_multiple_of(8) {
-                // SAFETY: inside this thread's stack, aligned.
-                Ok(unsafe { (addr as *const u64).read() })
-            } else {
-                Err(())
-            }
-        };
+        let mut read_stack = |addr: u64| read_in(stack, addr);
         let want = want.min(out.len());
         let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
         let fast = if by_fp == 2 {
@@ -482,7 +522,7 @@ mod dwarf {
         } else {
             leave_own_frames(bp, stack, own)
         };
-        let (mut regs, first) = match fast {
+        let (regs, first) = match fast {
             Some((ret, caller_sp, caller_bp)) if by_fp == 1 => {
                 (UnwindRegsX86_64::new(ret, caller_sp, caller_bp), ret)
             }
@@ -533,12 +573,103 @@ mod dwarf {
                 modules = fresh;
             }
         }
+        // Module sets are never freed, so a set's address names it for good.
+        let generation = modules as *const Modules as usize;
+        let mode = memo_mode();
+        let (n, failed) = match memo_state() {
+            Some(state) if mode != MEMO_OFF => {
+                let r = walk_with_memo(
+                    state, generation, modules, cache, stack, regs, first, out, want,
+                );
+                if mode == MEMO_CHECK {
+                    check_against_plain(modules, cache, stack, regs, first, out, r.0, want);
+                }
+                r
+            }
+            _ => walk_plain(modules, cache, stack, regs, first, out, want),
+        };
+        // A walk that failed: was a module dlopen'd since?
+        if failed && modules.adds != module_adds() {
+            // A module was dlopen'd since: re-read them for the next captures.
+            rebuild(current);
+        }
+        n
+    }
+
+    const MEMO_ON: u8 = 1;
+    const MEMO_OFF: u8 = 2;
+    const MEMO_CHECK: u8 = 3;
+
+    /// `TIDEMARK_PRELOAD_UNWIND_MEMO`: `0` turns the memo off (to compare, or to rule it
+    /// out); `check` walks every stack both ways and aborts with a message if they differ
+    /// (the tests run programs so).
+    pub(super) fn memo_mode() -> u8 {
+        static MODE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+        let m = MODE.load(Ordering::Relaxed);
+        if m != 0 {
+            return m;
+        }
+        let m = match crate::role::unwind_memo() {
+            Some(false) => MEMO_OFF,
+            Some(true) => MEMO_CHECK,
+            None => MEMO_ON,
+        };
+        MODE.store(m, Ordering::Relaxed);
+        m
+    }
+
+    /// The memo's answer must be what a full walk gives; if not, say so and abort.
+    #[allow(clippy::too_many_arguments)]
+    fn check_against_plain(
+        modules: &Modules,
+        cache: &mut CacheX86_64,
+        stack: (u64, u64),
+        regs: UnwindRegsX86_64,
+        first: u64,
+        got: &[core::mem::MaybeUninit<u64>],
+        n: usize,
+        want: usize,
+    ) {
+        let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+        let (m, _) = walk_plain(modules, cache, stack, regs, first, &mut buf, want);
+        // SAFETY: both walks initialized their first n and m entries.
+        let same =
+            m == n && (0..n).all(|k| unsafe { got[k].assume_init() == buf[k].assume_init() });
+        if !same {
+            let mut err = tidemark_alloc::stderr::Stderr::new();
+            err.write_bytes(b"tidemark: unwind memo disagrees with a full DWARF walk\n");
+            err.flush();
+            // SAFETY: abort has no preconditions.
+            unsafe { libc::abort() };
+        }
+    }
+
+    fn read_in(stack: (u64, u64), addr: u64) -> Result<u64, ()> {
+        if addr >= stack.0 && addr + 8 <= stack.1 && addr.is_multiple_of(8) {
+            // SAFETY: inside this thread's stack, aligned.
+            Ok(unsafe { (addr as *const u64).read() })
+        } else {
+            Err(())
+        }
+    }
+
+    /// Unwinds from the program's first frame `first` (registers `regs`) into `out`, every
+    /// frame through framehop. Returns (frames written, whether the unwinder failed).
+    fn walk_plain(
+        modules: &Modules,
+        cache: &mut CacheX86_64,
+        stack: (u64, u64),
+        mut regs: UnwindRegsX86_64,
+        first: u64,
+        out: &mut [core::mem::MaybeUninit<u64>],
+        want: usize,
+    ) -> (usize, bool) {
         out[0].write(first);
         let mut n = 1;
-        let mut failed = false;
         let Some(mut address) = FrameAddress::from_return_address(first) else {
-            return n;
+            return (n, false);
         };
+        let mut read_stack = |addr: u64| read_in(stack, addr);
         while n < want {
             match modules
                 .unwinder
@@ -553,17 +684,107 @@ mod dwarf {
                     }
                 }
                 Ok(None) => break,
+                Err(_) => return (n, true),
+            }
+        }
+        (n, false)
+    }
+
+    /// `walk_plain`, through this thread's memo (see dwarf_memo.rs): frames are unwound until
+    /// the walk reaches a state the memo holds with its words unchanged; the rest is copied.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_with_memo(
+        state: &mut MemoState,
+        generation: usize,
+        modules: &Modules,
+        cache: &mut CacheX86_64,
+        stack: (u64, u64),
+        mut regs: UnwindRegsX86_64,
+        first: u64,
+        out: &mut [core::mem::MaybeUninit<u64>],
+        want: usize,
+    ) -> (usize, bool) {
+        let MemoState { memo, fresh } = state;
+        if memo.generation != generation {
+            memo.len = 0;
+        }
+        let mut meeting = Meeting::new();
+        let mut ra = first;
+        let mut n = 0;
+        let mut end = End::Complete;
+        let mut failed = false;
+        loop {
+            let here = Frame::new(ra, regs.sp(), regs.bp());
+            if let Some(i) = meeting.meet(memo, &here) {
+                // The rest of the walk is the memo's from frame i on.
+                let rest = (memo.len - i).min(want - n);
+                for (o, &ra) in out[n..n + rest].iter_mut().zip(&memo.ras[i..i + rest]) {
+                    o.write(ra);
+                }
+                let copied_all = rest == memo.len - i;
+                let last = memo.frames[memo.len - 1];
+                let memo_end = memo.end;
+                memo.splice(&fresh[..n], i);
+                n += rest;
+                if copied_all && memo_end == End::Limit && n < want {
+                    // The memo stopped at a limit and this walk wants more: unwind on from
+                    // its last frame (rewritten in place), without remembering (rare).
+                    let more = walk_plain(
+                        modules,
+                        cache,
+                        stack,
+                        UnwindRegsX86_64::new(last.ra, last.sp, last.bp),
+                        last.ra,
+                        &mut out[n - 1..],
+                        want - n + 1,
+                    );
+                    return (n - 1 + more.0, more.1);
+                }
+                return (n, copied_all && memo_end == End::Failed);
+            }
+            out[n].write(ra);
+            if n == memo::CAP {
+                break; // too deep to remember: the memo keeps the first CAP frames
+            }
+            fresh[n] = here;
+            n += 1;
+            if n == want {
+                end = End::Limit;
+                break;
+            }
+            let Some(address) = FrameAddress::from_return_address(ra) else {
+                break;
+            };
+            let frame = &mut fresh[n - 1];
+            let mut read_stack = |addr: u64| {
+                let v = read_in(stack, addr)?;
+                frame.note_read(addr, v);
+                Ok(v)
+            };
+            match modules
+                .unwinder
+                .unwind_frame(address, &mut regs, cache, &mut read_stack)
+            {
+                Ok(Some(next)) => {
+                    fresh[n - 1].note_step(regs.sp(), regs.bp());
+                    ra = next;
+                }
+                Ok(None) => break,
                 Err(_) => {
                     failed = true;
                     break;
                 }
             }
         }
-        // A walk that failed: was a module dlopen'd since?
-        if failed && modules.adds != module_adds() {
-            // A module was dlopen'd since: re-read them for the next captures.
-            rebuild(current);
+        if n == memo::CAP && n < want {
+            // Deeper than the memo holds: remember the first CAP frames, finish plainly from
+            // the frame at `ra` (already written at out[n]).
+            memo.replace(generation, &fresh[..n], End::Limit);
+            let more = walk_plain(modules, cache, stack, regs, ra, &mut out[n..], want - n);
+            return (n + more.0, more.1);
         }
-        n
+        let end = if failed { End::Failed } else { end };
+        memo.replace(generation, &fresh[..n], end);
+        (n, failed)
     }
 }
