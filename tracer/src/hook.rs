@@ -208,7 +208,7 @@ pub fn with_reentrancy_guard<R>(f: impl FnOnce() -> R) -> R {
 /// Tells the hook that a capture file is being recorded (or no longer is), and how many frames
 /// to capture per recorded stack. The capture writer calls this when recording starts and
 /// stops; while the flag is on and `capture::is_recording()` is true, the hook calls
-/// `capture::on_alloc` / `on_free` / `on_realloc`.
+/// `capture::on_alloc` / `on_free` / `begin_realloc` + `finish_realloc`.
 pub fn set_recording(on: bool, max_frames: usize) {
     RECORD_FRAMES.store(
         max_frames.clamp(1, MAX_NFRAME + RUNTIME_SLACK),
@@ -319,10 +319,17 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
         return unsafe { inner.realloc(ptr, layout, new_size) };
     };
     let mode = MODE.load(Ordering::Relaxed);
-    // Remove the old trace first: once the inner realloc frees `ptr`, another thread may get
-    // the same address and trace it, and removing afterwards would drop that new trace.
+    // Remove the old trace and take the recorded event's place in the order first: once the
+    // inner realloc frees `ptr`, another thread may get the same address and trace or record
+    // it, and doing ours afterwards would drop that new trace or order the reuse before our
+    // free of it.
     let old = if mode & TRACING != 0 {
         table::remove(0, ptr as usize)
+    } else {
+        None
+    };
+    let ticket = if mode & RECORDING != 0 && flags & SUPPRESS == 0 && capture::is_recording() {
+        capture::begin_realloc()
     } else {
         None
     };
@@ -332,19 +339,21 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
         if let Some(e) = old {
             table::insert(e);
         }
+        if let Some(t) = ticket {
+            capture::finish_realloc(t, 0, ptr as usize, 0, 0, 0);
+        }
     } else if flags & SUPPRESS == 0 {
         if mode >= MEASURE_ONE {
             measure::on_realloc(ptr as usize, layout.size(), new as usize, new_size);
         }
-        let recording = mode & RECORDING != 0 && capture::is_recording();
-        if mode & TRACING != 0 || recording {
+        if mode & TRACING != 0 || ticket.is_some() {
             let (id, total) =
-                capture_here((mode & !RECORDING) | if recording { RECORDING } else { 0 });
+                capture_here((mode & !RECORDING) | if ticket.is_some() { RECORDING } else { 0 });
             if mode & TRACING != 0 {
                 table::insert(TraceEntry::new(0, new as usize, new_size, id, total));
             }
-            if recording {
-                capture::on_realloc(ptr as usize, new as usize, new_size, id);
+            if let Some(t) = ticket {
+                capture::finish_realloc(t, 0, ptr as usize, new as usize, new_size, id);
             }
         }
     }

@@ -398,6 +398,39 @@ fn a_forked_child_forgets_the_parents_recording() {
     );
 }
 
+/// A realloc that moves a block frees its old address inside the underlying realloc, and
+/// another thread may get that address back before the realloc returns. The event's place
+/// in the order is taken before the underlying call (`begin_realloc`), so replay sees the
+/// move first and the other thread's block as a new live block: no free of an unknown block,
+/// nothing lost.
+#[test]
+fn a_realloc_is_ordered_before_the_reuse_of_its_old_address() {
+    let dir = tempdir();
+    let path = dir.join("realloc-order.tdm");
+    let guard = capture::record(&path, RecordOptions::default()).unwrap();
+    let (a, b) = (stack(SITE_A), stack(SITE_B));
+    let (old, new) = (0x7500_0000usize, 0x7600_0000usize);
+    capture::on_alloc(old, 24, 1, a);
+    let ticket = capture::begin_realloc().expect("recording");
+    // The underlying realloc runs here: it frees `old`, which another thread takes at once.
+    std::thread::spawn(move || capture::on_alloc(old, 24, 1, b))
+        .join()
+        .unwrap();
+    capture::finish_realloc(ticket, 1, old, new, 3000, a);
+    capture::on_free(new, 1);
+    let summary = guard.stop().unwrap();
+    assert_eq!((summary.events, summary.dropped), (4, 0));
+    let a = report::analyze(&path, &AnalyzeOptions::default()).unwrap();
+    assert_eq!(a.totals.unmatched_frees, 0);
+    assert_eq!(
+        a.totals.allocs, 3,
+        "the alloc, the realloc's new block, the reuse"
+    );
+    // What is live at the end: the other thread's 24 bytes at the old address.
+    let live: u64 = a.sites.iter().map(|s| s.cur_bytes).sum();
+    assert_eq!(live, 24);
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tidemark-capture-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

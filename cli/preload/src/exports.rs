@@ -78,18 +78,23 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if freeing && trace::on() {
         trace::on_free(p);
     }
+    // A move frees `p`: the event takes its place in the order before that can happen.
+    let ticket = if !freeing && !p.is_null() && trace::on() {
+        trace::begin_realloc()
+    } else {
+        None
+    };
     // SAFETY: guaranteed by the caller.
     let new = unsafe { backend::realloc(p, size) };
+    if let Some(t) = ticket {
+        trace::finish_realloc(t, p, new, size);
+    }
     if new.is_null() {
         if !freeing {
             set_errno(libc::ENOMEM);
         }
-    } else if trace::on() {
-        if p.is_null() {
-            trace::on_alloc(new, size);
-        } else {
-            trace::on_realloc(p, new, size);
-        }
+    } else if p.is_null() && trace::on() {
+        trace::on_alloc(new, size);
     }
     new
 }

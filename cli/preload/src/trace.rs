@@ -303,13 +303,37 @@ pub fn on_free(p: *mut c_void) {
     leave(prev);
 }
 
+/// Before a realloc of a live block: its event's place in the order (see
+/// `capture::begin_realloc`), or None when nothing is recorded.
 #[cold]
 #[inline(never)]
-pub fn on_realloc(old: *mut c_void, new: *mut c_void, size: usize) {
-    let Some(prev) = enter() else { return };
-    if capture::is_recording() {
-        let id = stack_id();
-        capture::on_realloc(old as usize, new as usize, size, id);
+pub fn begin_realloc() -> Option<capture::ReallocTicket> {
+    let prev = enter()?;
+    let t = if capture::is_recording() {
+        capture::begin_realloc()
+    } else {
+        None
+    };
+    leave(prev);
+    t
+}
+
+/// After the realloc begun with `begin_realloc` (`new` null: it failed).
+#[cold]
+#[inline(never)]
+pub fn finish_realloc(
+    ticket: capture::ReallocTicket,
+    old: *mut c_void,
+    new: *mut c_void,
+    size: usize,
+) {
+    let Some(prev) = enter() else {
+        capture::finish_realloc(ticket, API_C, old as usize, 0, 0, 0);
+        return;
+    };
+    let id = if new.is_null() { 0 } else { stack_id() };
+    capture::finish_realloc(ticket, API_C, old as usize, new as usize, size, id);
+    if !new.is_null() {
         count_event();
     }
     leave(prev);

@@ -644,14 +644,75 @@ fn wait_for_writer() {
     }
 }
 
+/// A realloc's key on the clock, taken before the underlying realloc runs: that call frees
+/// the old address, and another thread may get it back and record an allocation there, which
+/// must come after this realloc (see "Ordering" at the top). The thread's slot stays `busy`
+/// from here to [`finish_realloc`] (the writer's sample barrier waits for it).
+pub struct ReallocTicket {
+    buf: *const ThreadBuf,
+    seq: u64,
+}
+
+/// Starts a realloc event; None when nothing is recorded from this thread now.
+pub fn begin_realloc() -> Option<ReallocTicket> {
+    if SUPPRESS.try_with(|s| s.get()).unwrap_or(true) {
+        return None;
+    }
+    if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
+        wait_for_writer();
+    }
+    let buf = my_buf();
+    if buf.is_null() {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    // SAFETY: slots are never unmapped.
+    let b = unsafe { &*buf };
+    if b.busy.load(Ordering::Relaxed) != 0 {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    b.busy.store(1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    if !ACCEPTING.load(Ordering::Relaxed) {
+        b.busy.store(0, Ordering::Release);
+        return None;
+    }
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed) + 1;
+    Some(ReallocTicket { buf, seq })
+}
+
+/// Ends a realloc event begun with [`begin_realloc`]: records it (`new` null: the realloc
+/// failed and nothing changed, so nothing is recorded) and releases the slot.
+pub fn finish_realloc(
+    ticket: ReallocTicket,
+    api: u8,
+    old: usize,
+    new: usize,
+    size: usize,
+    stack: u32,
+) {
+    // SAFETY: slots are never unmapped; this thread owns the slot it marked busy.
+    let b = unsafe { &*ticket.buf };
+    if new != 0 && ACCEPTING.load(Ordering::Relaxed) {
+        append(
+            b,
+            ticket.seq,
+            EV_REALLOC | ((api & 3) << TAG_API_SHIFT),
+            new as u64,
+            size as u64,
+            stack,
+            old as u64,
+        );
+    }
+    b.busy.store(0, Ordering::Release);
+}
+
 pub fn record_alloc(ptr: usize, size: usize, api: u8, stack: u32) {
     record(EV_ALLOC, api, ptr as u64, size as u64, stack, 0);
 }
 pub fn record_free(ptr: usize, api: u8) {
     record(EV_FREE, api, ptr as u64, 0, 0, 0);
-}
-pub fn record_realloc(old: usize, new: usize, size: usize, stack: u32) {
-    record(EV_REALLOC, 0, new as u64, size as u64, stack, old as u64);
 }
 
 /// Registers for `membarrier(PRIVATE_EXPEDITED)`; true when available. Call before events

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  allocation hook (Traced)                     writer thread (every 10 ms)
-//!   on_alloc / on_free / on_realloc              membarrier, read committed rows,
+//!   on_alloc / on_free / *_realloc               membarrier, read committed rows,
 //!     │ key: read SEQ (alloc) or one             │ take full blocks; per thread one
 //!     │ fetch_add (free); fixed-layout row       │ Events chunk (columns, zstd each),
 //!     ▼ no lock                                  │ new stack nodes, thread names,
@@ -81,10 +81,28 @@ pub fn on_free(ptr: usize, api: u8) {
     buffers::record_free(ptr, api);
 }
 
-/// A realloc of `old` to `new` with `size` bytes at stack `stack`.
+pub use buffers::ReallocTicket;
+
+/// A realloc, in two calls: this one before the underlying realloc (which frees the old
+/// address, so that another thread's reuse of it is ordered after this event), then
+/// [`finish_realloc`] with the ticket after it, also when it failed. None: nothing to record.
 #[inline]
-pub fn on_realloc(old: usize, new: usize, size: usize, stack: u32) {
-    buffers::record_realloc(old, new, size, stack);
+pub fn begin_realloc() -> Option<ReallocTicket> {
+    buffers::begin_realloc()
+}
+
+/// Records the realloc begun by [`begin_realloc`], by `api` (0 = Rust, 1 = C); `new` = 0:
+/// it failed, nothing is recorded.
+#[inline]
+pub fn finish_realloc(
+    ticket: ReallocTicket,
+    api: u8,
+    old: usize,
+    new: usize,
+    size: usize,
+    stack: u32,
+) {
+    buffers::finish_realloc(ticket, api, old, new, size, stack);
 }
 
 struct Active {
