@@ -8,7 +8,8 @@
 //!        |  capture      unwind.rs    frame-pointer walk, bounded by the thread's stack
 //!        |               memo.rs      per thread: re-read only the frames that changed
 //!        |  intern       stack.rs     trie of (ip, parent) nodes; a stack is one u32 id
-//!        |---> TraceTable table.rs    (domain, ptr) → (size, stack id), 64 locked shards
+//!        |---> TraceTable table.rs    (domain, ptr) → (size, stack id): pool blocks in the
+//!        |                            allocator's per-block words, others in 64 locked shards
 //!        |               counters.rs  traced bytes now / at the peak, counted per thread
 //!        |---> capture   capture/     the capture writer's stream (issue 5)
 //!        |---> measure   measure.rs   per-thread counters for `measure(|| ..)`
@@ -18,6 +19,7 @@
 //!   take_snapshot()  tracer.rs    copy the table, then symbolize each distinct stack once
 //!   Snapshot         snapshot.rs  statistics / compare_to / filter_traces / dump / load
 //!   symbolize.rs     dl_iterate_phdr modules + addr2line + demangling; trims runtime frames
+//!   fork.rs          pthread_atfork: the interner and table locks are free in a child
 //! ```
 //!
 //! Nothing on the allocation path allocates through the global allocator, panics, or waits on a
@@ -48,6 +50,7 @@
 pub mod capture;
 mod counters;
 mod filter;
+mod fork;
 pub mod hook;
 mod measure;
 mod memo;

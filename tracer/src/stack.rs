@@ -257,6 +257,7 @@ pub fn intern(ips: &[u64]) -> StackId {
             }
         }
     }
+    crate::fork::ensure_handlers();
     INTERNER.with(|map| {
         let leaf = map.insert_path(ips);
         if !c.is_null() && leaf != 0 {
@@ -284,7 +285,20 @@ pub fn intern(ips: &[u64]) -> StackId {
 /// The child of node `parent` for return address `ip` (made if missing): one step down the
 /// trie, for callers that know a stack's prefix already (memo.rs). None when out of memory.
 pub(crate) fn child_of(parent: StackId, ip: u64) -> Option<StackId> {
+    crate::fork::ensure_handlers();
     INTERNER.with(|map| map.child(parent, ip))
+}
+
+/// Holds the interner lock across `fork` (see fork.rs).
+pub(crate) fn fork_prepare() {
+    // SAFETY: released by `fork_release` in the parent and in the child.
+    unsafe { INTERNER.force_lock() }
+}
+
+/// Releases the lock taken by `fork_prepare`.
+pub(crate) fn fork_release() {
+    // SAFETY: taken by `fork_prepare` before the fork, on this thread (or its copy).
+    unsafe { INTERNER.force_unlock() }
 }
 
 impl ChildMap {

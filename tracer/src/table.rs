@@ -422,6 +422,22 @@ pub(crate) fn collect(out: &mut MapVec<TraceEntry>) -> bool {
     ok
 }
 
+/// Holds every shard's lock across `fork` (see fork.rs), in index order.
+pub(crate) fn fork_prepare() {
+    for shard in &TABLE {
+        // SAFETY: released by `fork_release` in the parent and in the child.
+        unsafe { shard.lock.force_lock() }
+    }
+}
+
+/// Releases the locks taken by `fork_prepare`.
+pub(crate) fn fork_release() {
+    for shard in TABLE.iter().rev() {
+        // SAFETY: taken by `fork_prepare` before the fork, on this thread (or its copy).
+        unsafe { shard.lock.force_unlock() }
+    }
+}
+
 /// Drops every trace and frees the shards; resets the counters.
 pub(crate) fn clear() {
     for shard in &TABLE {
