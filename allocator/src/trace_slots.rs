@@ -97,23 +97,7 @@ fn region(arena: usize) -> Option<*const AtomicU64> {
 
 #[cold]
 fn map_region(entry: &AtomicPtr<AtomicU64>) -> Option<*const AtomicU64> {
-    let fresh = os::map(REGION_BYTES) as *mut AtomicU64;
-    if fresh.is_null() {
-        return None;
-    }
-    match entry.compare_exchange(
-        core::ptr::null_mut(),
-        fresh,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => Some(fresh),
-        Err(winner) => {
-            // SAFETY: `fresh` is our own mapping that nobody else saw.
-            unsafe { os::unmap(fresh as *mut u8, REGION_BYTES) };
-            Some(winner)
-        }
-    }
+    install(entry, REGION_BYTES).map(|p| p as *const AtomicU64)
 }
 
 #[inline]
@@ -128,11 +112,17 @@ fn table() -> Option<*const AtomicPtr<AtomicU64>> {
 #[cold]
 fn map_table() -> Option<*const AtomicPtr<AtomicU64>> {
     let bytes = MAX_REGIONS * core::mem::size_of::<AtomicPtr<AtomicU64>>();
-    let fresh = os::map(bytes) as *mut AtomicPtr<AtomicU64>;
+    install(&REGIONS, bytes).map(|p| p as *const AtomicPtr<AtomicU64>)
+}
+
+/// Maps `bytes` of zeroed memory and publishes it in `slot` unless another thread did first
+/// (then ours is unmapped and theirs returned).
+fn install<T>(slot: &AtomicPtr<T>, bytes: usize) -> Option<*mut T> {
+    let fresh = os::map(bytes) as *mut T;
     if fresh.is_null() {
         return None;
     }
-    match REGIONS.compare_exchange(
+    match slot.compare_exchange(
         core::ptr::null_mut(),
         fresh,
         Ordering::AcqRel,

@@ -307,25 +307,29 @@ fn double_free_after_eviction_shows_tracebacks() {
         "Fatal error: tidemark debug free: double free".into(),
     ]);
     let text = &d.stderr;
-    let alloc_at = text
-        .find("Memory block allocated at (most recent call first):")
-        .unwrap();
-    let freed_at = text
-        .find("Memory block freed at (most recent call first):")
-        .unwrap();
-    let called_at = text
-        .find("free called at (most recent call first):")
-        .unwrap();
-    assert!(alloc_at < freed_at && freed_at < called_at, "{text}");
-    let ids: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("  frame 0 of stack "))
-        .map(|id| id.parse().unwrap())
-        .collect();
+    let ids = traceback_stack_ids(text, "free");
     // The allocation and the first free were the first two captures; the second free came
     // after 100 more blocks (200 captures).
     assert_eq!(ids.len(), 3, "{text}");
     assert!(ids[0] < ids[1] && ids[1] + 200 <= ids[2], "{text}");
+}
+
+/// Checks that a report lists the allocation's, the free's and the bad `call`'s tracebacks in
+/// that order, and returns the stack ids they name (the test's traceback hook prints
+/// "frame 0 of stack ID").
+fn traceback_stack_ids(text: &str, call: &str) -> Vec<u64> {
+    let at = |heading: &str| {
+        text.find(heading)
+            .unwrap_or_else(|| panic!("no {heading:?} in:\n{text}"))
+    };
+    let alloc_at = at("Memory block allocated at (most recent call first):");
+    let freed_at = at("Memory block freed at (most recent call first):");
+    let called_at = at(&format!("{call} called at (most recent call first):"));
+    assert!(alloc_at < freed_at && freed_at < called_at, "{text}");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("  frame 0 of stack "))
+        .map(|id| id.parse().unwrap())
+        .collect()
 }
 
 #[repr(align(4096))]
@@ -570,21 +574,8 @@ fn double_free_shows_tracebacks_from_the_tracer() {
     }
     let d = run_child(name, &[]);
     let text = &d.stderr;
-    let alloc_at = text
-        .find("Memory block allocated at (most recent call first):")
-        .unwrap();
-    let freed_at = text
-        .find("Memory block freed at (most recent call first):")
-        .unwrap();
-    let called_at = text
-        .find("dealloc called at (most recent call first):")
-        .unwrap();
-    assert!(alloc_at < freed_at && freed_at < called_at, "{text}");
     // Three distinct stacks: the allocation, the first free, the second free.
-    let ids: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("  frame 0 of stack "))
-        .collect();
+    let ids = traceback_stack_ids(text, "dealloc");
     assert_eq!(ids.len(), 3, "{text}");
     assert!(ids[0] < ids[1] && ids[1] < ids[2], "{text}");
     assert!(!text.contains("tracing is off"), "{text}");

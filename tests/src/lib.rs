@@ -148,3 +148,31 @@ pub fn tidemark_cli() -> &'static Path {
         bin
     })
 }
+
+/// The CPython executable itself, if `python3` is installed (`python3` may be a shell shim that
+/// execs it, and exec'd programs do not inherit the preload).
+pub fn python_executable() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    p.is_file().then_some(p)
+}
+
+/// Output bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The capture files (`*.tdm*`) in `dir`, sorted by name.
+pub fn captures_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".tdm"))
+        .collect();
+    v.sort();
+    v
+}

@@ -7,11 +7,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use tidemark_tests::{compile_c, scratch_dir, tidemark_cli as tidemark};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use tidemark_tests::{compile_c, scratch_dir, text, tidemark_cli as tidemark};
 
 fn run_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(tidemark())

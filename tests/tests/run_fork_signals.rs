@@ -11,7 +11,10 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tidemark_tests::{compile_c, preload_library, scratch_dir, site, tidemark_cli};
+use tidemark_tests::{
+    captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
+    tidemark_cli,
+};
 use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
 
 /// C flags of code as distributions build it: no frame pointers (stacks need DWARF).
@@ -75,21 +78,6 @@ impl Capture {
             .map(|s| format!("  x{} ({} B): {}\n", s.1, s.2, s.0.join(" <- ")))
             .collect()
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn captures_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains(".tdm"))
-        .collect();
-    v.sort();
-    v
 }
 
 /// `tidemark run ARGS` in `dir`.
@@ -300,19 +288,9 @@ fn sigint_without_a_handler_flushes_and_dies_by_sigint() {
     }
 }
 
-/// The CPython executable itself (`python3` may be a shell shim that execs it).
-fn python() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()?;
-    let p = PathBuf::from(text(&out.stdout).trim());
-    p.is_file().then_some(p)
-}
-
 #[test]
 fn python_keeps_its_keyboard_interrupt() {
-    let Some(py) = python() else {
+    let Some(py) = python_executable() else {
         eprintln!("python3 not installed: skipped");
         return;
     };

@@ -3,9 +3,11 @@
 //! roles `tidemark run` sets through the environment (`TIDEMARK_PRELOAD_*`, see
 //! `cli/preload/src/role.rs`), and the captures they leave read back with the report API.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use tidemark_tests::{compile_c, preload_library, scratch_dir, site};
+use tidemark_tests::{
+    captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
+};
 use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
 
 /// C flags of code as distributions build it: no frame pointers (stacks need DWARF). Sibling
@@ -102,21 +104,6 @@ fn run_preloaded(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output 
         cmd.env(k, v);
     }
     cmd.output().expect("program runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn captures_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains(".tdm"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -406,20 +393,9 @@ fn debug_allocator_reports_corruption_with_c_frames() {
     assert_eq!(text(&out.stdout), "survived fine\n");
 }
 
-/// The CPython executable itself (`python3` may be a shell shim that execs it, and exec'd
-/// programs do not inherit the preload).
-fn python() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()?;
-    let p = PathBuf::from(text(&out.stdout).trim());
-    p.is_file().then_some(p)
-}
-
 #[test]
 fn python_allocations_are_all_seen() {
-    let Some(py) = python() else {
+    let Some(py) = python_executable() else {
         eprintln!("python3 not installed: skipped");
         return;
     };

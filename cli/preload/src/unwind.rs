@@ -291,65 +291,65 @@ mod dwarf {
         MODULES.store(fresh, Ordering::Release);
     }
 
-    /// A thread's rule cache (~10 KiB), freed when the thread exits.
-    struct CacheBox(Cell<*mut CacheX86_64>);
+    /// A per-thread heap object made on first use and freed when the thread exits: the rule
+    /// cache (~10 KiB) and the memo (~32 KiB).
+    struct ThreadBox<T>(Cell<*mut T>);
 
-    impl Drop for CacheBox {
+    impl<T> ThreadBox<T> {
+        /// This thread's object, made by `make` the first time; None while the thread exits.
+        /// The `&mut` is sound because only this thread reaches its object, one capture at a
+        /// time.
+        #[allow(clippy::mut_from_ref)]
+        fn get(
+            key: &'static std::thread::LocalKey<Self>,
+            make: impl FnOnce() -> T,
+        ) -> Option<&'static mut T> {
+            key.try_with(|c| {
+                if c.0.get().is_null() {
+                    c.0.set(Box::into_raw(Box::new(make())));
+                }
+                c.0.get()
+            })
+            .ok()
+            // SAFETY: each thread has its own, used by one capture at a time (the hook is
+            // not re-entered), and it lives until the thread's locals are destroyed.
+            .map(|p| unsafe { &mut *p })
+        }
+    }
+
+    impl<T> Drop for ThreadBox<T> {
         fn drop(&mut self) {
             let p = self.0.replace(core::ptr::null_mut());
             if !p.is_null() {
-                // SAFETY: made by Box::into_raw in `cache`; no capture runs on this thread
-                // any more (its thread-locals are being destroyed).
+                // SAFETY: made by Box::into_raw in `get`; no capture runs on this thread any
+                // more (its thread-locals are being destroyed).
                 drop(unsafe { Box::from_raw(p) });
             }
         }
     }
 
     thread_local! {
-        static CACHE: CacheBox = const { CacheBox(Cell::new(core::ptr::null_mut())) };
-        static MEMO: MemoBox = const { MemoBox(Cell::new(core::ptr::null_mut())) };
+        static CACHE: ThreadBox<CacheX86_64> = const { ThreadBox(Cell::new(core::ptr::null_mut())) };
+        static MEMO: ThreadBox<MemoState> = const { ThreadBox(Cell::new(core::ptr::null_mut())) };
     }
 
-    /// A thread's memo of its last walk and the scratch frames of the current one (~32 KiB),
-    /// freed when the thread exits.
+    /// A thread's memo of its last walk and the scratch frames of the current one.
     struct MemoState {
         memo: Memo,
         fresh: [Frame; memo::CAP],
     }
 
-    struct MemoBox(Cell<*mut MemoState>);
-
-    impl Drop for MemoBox {
-        fn drop(&mut self) {
-            let p = self.0.replace(core::ptr::null_mut());
-            if !p.is_null() {
-                // SAFETY: made by Box::into_raw in `memo_state`; no capture runs on this
-                // thread any more.
-                drop(unsafe { Box::from_raw(p) });
-            }
-        }
-    }
-
     fn memo_state() -> Option<&'static mut MemoState> {
-        MEMO.try_with(|c| {
-            if c.0.get().is_null() {
-                c.0.set(Box::into_raw(Box::new(MemoState {
-                    memo: Memo {
-                        generation: 0,
-                        len: 0,
-                        end: End::Complete,
-                        frames: [Frame::default(); memo::CAP],
-                        ras: [0; memo::CAP],
-                    },
-                    fresh: [Frame::default(); memo::CAP],
-                })));
-            }
-            c.0.get()
+        ThreadBox::get(&MEMO, || MemoState {
+            memo: Memo {
+                generation: 0,
+                len: 0,
+                end: End::Complete,
+                frames: [Frame::default(); memo::CAP],
+                ras: [0; memo::CAP],
+            },
+            fresh: [Frame::default(); memo::CAP],
         })
-        .ok()
-        // SAFETY: each thread has its own, used by one capture at a time (the hook is not
-        // re-entered).
-        .map(|p| unsafe { &mut *p })
     }
 
     /// Reads `.eh_frame_hdr`'s pointer to `.eh_frame` (pc-relative or absolute, 4 or 8 bytes).
@@ -433,17 +433,7 @@ mod dwarf {
     }
 
     fn cache() -> Option<&'static mut CacheX86_64> {
-        CACHE
-            .try_with(|c| {
-                if c.0.get().is_null() {
-                    c.0.set(Box::into_raw(Box::new(CacheX86_64::new())));
-                }
-                c.0.get()
-            })
-            .ok()
-            // SAFETY: each thread has its own cache, used by one capture at a time (the hook
-            // is not re-entered).
-            .map(|p| unsafe { &mut *p })
+        ThreadBox::get(&CACHE, CacheX86_64::new)
     }
 
     #[inline(always)]

@@ -447,6 +447,19 @@ fn set_identity(s: &ThreadBuf) {
     );
 }
 
+/// Gives a slot's block back and clears its delta state, for a slot nobody writes any more
+/// (its owner exited, or does not exist in a forked child).
+fn reset_slot(slot: &ThreadBuf) {
+    let block = slot.block.swap(null_mut(), Ordering::AcqRel);
+    if !block.is_null() {
+        free_block(block);
+    }
+    slot.pos.set(0);
+    slot.prev_stack.set(0);
+    slot.last_seq.set(0);
+    slot.dead.store(false, Ordering::Relaxed);
+}
+
 /// In a child made by `fork`, where only the forking thread exists: forgets every event the
 /// parent had buffered (the parent's writer writes those, once; a copy here must never reach
 /// any file) and makes the buffers as new, so that a recording started in the child numbers
@@ -481,15 +494,8 @@ pub fn reset_after_fork() {
         // SAFETY: registry entries are never freed; their owners (other than this thread)
         // do not exist in the child, so every field, the owner-only cells included, is ours.
         let slot = unsafe { &*cur };
-        let block = slot.block.swap(null_mut(), Ordering::AcqRel);
-        if !block.is_null() {
-            free_block(block);
-        }
-        slot.pos.set(0);
-        slot.prev_stack.set(0);
-        slot.last_seq.set(0);
+        reset_slot(slot);
         slot.busy.store(0, Ordering::Relaxed);
-        slot.dead.store(false, Ordering::Relaxed);
         if cur == mine {
             set_identity(slot);
         } else {
@@ -815,14 +821,7 @@ pub fn retire(snapshots: &[SlotSnapshot], full: &[*mut Block]) {
         // SAFETY: registry entries are never freed; the owner has exited, so its fields are
         // ours until `in_use` is cleared.
         let slot = unsafe { &*s.slot };
-        let block = slot.block.swap(null_mut(), Ordering::AcqRel);
-        if !block.is_null() {
-            free_block(block);
-        }
-        slot.pos.set(0);
-        slot.prev_stack.set(0);
-        slot.last_seq.set(0);
-        slot.dead.store(false, Ordering::Relaxed);
+        reset_slot(slot);
         slot.in_use.store(false, Ordering::Release);
     }
 }
