@@ -2,7 +2,7 @@
 //! and the top sites by bytes and by count (over the whole run), as text or JSON.
 
 use super::analysis::Analysis;
-use super::symbols::{label, Symbols};
+use super::symbols::Symbols;
 use super::text;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -28,12 +28,7 @@ pub const API_NAMES: [&str; 4] = ["rust (GlobalAlloc)", "C malloc family", "real
 fn site_totals(a: &Analysis, syms: &mut Symbols) -> Vec<(String, u64, u64)> {
     let mut by: HashMap<String, (u64, u64)> = HashMap::new();
     for s in &a.sites {
-        let frames = syms.frames(a, s.stack);
-        let location = frames
-            .first()
-            .map(label)
-            .unwrap_or_else(|| "[unknown]".into());
-        let e = by.entry(location).or_default();
+        let e = by.entry(syms.location(a, s.stack)).or_default();
         e.0 += s.total_bytes;
         e.1 += s.total_count;
     }

@@ -125,12 +125,24 @@ impl Symbols {
         }
     }
 
-    /// The allocation site of `stack`: its most recent frame after trimming.
+    /// The allocation site of `stack`: its most recent frame after trimming (the first of
+    /// [`Symbols::frames`]). Resolves only the frames up to that one, not the whole stack:
+    /// reports that group by site (stats) symbolize every distinct stack.
     pub fn location(&mut self, analysis: &Analysis, stack: u32) -> String {
-        match self.frames(analysis, stack).first() {
-            Some(f) => label(f),
-            None => "[unknown]".to_string(),
+        if let Some(f) = self.cache.get(&stack) {
+            return f.first().map_or_else(|| "[unknown]".to_string(), label);
         }
+        let mut most_recent = None;
+        for ip in analysis.stack_ips(stack) {
+            for f in self.resolve(ip) {
+                if self.keep_runtime || !is_runtime(&f) {
+                    return label(&f);
+                }
+                most_recent.get_or_insert(f);
+            }
+        }
+        // Nothing but runtime frames: nothing is trimmed, the most recent frame stands.
+        most_recent.map_or_else(|| "[unknown]".to_string(), |f| label(&f))
     }
 }
 
