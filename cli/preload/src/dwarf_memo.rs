@@ -103,10 +103,12 @@ impl Frame {
 
 /// How the remembered walk ended after its last frame.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+#[repr(u8)]
 pub enum End {
     /// The unwinder reached the outermost frame: nothing lies beyond.
+    /// Discriminant 0: a zeroed memo (see unwind.rs) reads as empty and complete.
     #[default]
-    Complete,
+    Complete = 0,
     /// The unwinder failed after the last frame (no rule, a read outside the stack).
     Failed,
     /// The walk stopped at a frame limit: more frames may lie beyond the last, found by

@@ -299,14 +299,19 @@ mod dwarf {
         /// This thread's object, made by `make` the first time; None while the thread exits.
         /// The `&mut` is sound because only this thread reaches its object, one capture at a
         /// time.
+        ///
+        /// `make` boxes the object itself, in a function of its own: a `T` built here would give
+        /// this hot function a frame as big as `T` (the memo's is ~40 KiB), and a big frame is
+        /// probed page by page on every call.
         #[allow(clippy::mut_from_ref)]
+        #[inline]
         fn get(
             key: &'static std::thread::LocalKey<Self>,
-            make: impl FnOnce() -> T,
+            make: fn() -> Box<T>,
         ) -> Option<&'static mut T> {
             key.try_with(|c| {
                 if c.0.get().is_null() {
-                    c.0.set(Box::into_raw(Box::new(make())));
+                    c.0.set(Box::into_raw(make()));
                 }
                 c.0.get()
             })
@@ -340,16 +345,24 @@ mod dwarf {
     }
 
     fn memo_state() -> Option<&'static mut MemoState> {
-        ThreadBox::get(&MEMO, || MemoState {
-            memo: Memo {
-                generation: 0,
-                len: 0,
-                end: End::Complete,
-                frames: [Frame::default(); memo::CAP],
-                ras: [0; memo::CAP],
-            },
-            fresh: [Frame::default(); memo::CAP],
-        })
+        ThreadBox::get(&MEMO, new_memo_state)
+    }
+
+    /// A thread's empty memo, made on the heap once per thread, zeroed in place: built on the
+    /// stack first it would need ~40 KiB there, more than a small thread stack has.
+    #[cold]
+    #[inline(never)]
+    fn new_memo_state() -> Box<MemoState> {
+        let layout = std::alloc::Layout::new::<MemoState>();
+        // SAFETY: the layout is not zero-sized. All-zero bytes are a valid MemoState: integers,
+        // frames of zeros, and `End::Complete`, the enum's first variant (discriminant 0).
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout) as *mut MemoState;
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        }
     }
 
     /// Reads `.eh_frame_hdr`'s pointer to `.eh_frame` (pc-relative or absolute, 4 or 8 bytes).
@@ -433,7 +446,7 @@ mod dwarf {
     }
 
     fn cache() -> Option<&'static mut CacheX86_64> {
-        ThreadBox::get(&CACHE, CacheX86_64::new)
+        ThreadBox::get(&CACHE, || Box::new(CacheX86_64::new()))
     }
 
     #[inline(always)]

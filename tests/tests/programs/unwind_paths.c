@@ -37,8 +37,11 @@ int main(int argc, char **argv) {
     rounds_arg = argc > 2 ? atoi(argv[2]) : 4;
     pthread_t th[3];
     long counts[4] = {0, 0, 0, 0};
+    pthread_attr_t small;
+    pthread_attr_init(&small);
+    pthread_attr_setstacksize(&small, 32 * 1024);
     for (int t = 0; t < 3; t++)
-        pthread_create(&th[t], NULL, work, &counts[t]);
+        pthread_create(&th[t], t == 0 ? &small : NULL, work, &counts[t]);
     work(&counts[3]);
     for (int t = 0; t < 3; t++)
         pthread_join(th[t], NULL);
