@@ -93,6 +93,16 @@ fn errors_are_one_line_with_status_2() {
         "tidemark: error: no-such-program-tidemark: program not found in PATH\n"
     );
 
+    // An option tidemark does not know, before the program: named, not taken for the program.
+    let out = run_in(&dir, &["--no-such-option", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("tidemark: error: unexpected argument '--no-such-option' found"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
     let out = run_in(&dir, &["-o", "/proc/no/such/x.tdm", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);

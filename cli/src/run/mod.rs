@@ -70,7 +70,7 @@ pub struct RunArgs {
     #[arg(
         required = true,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
+        allow_hyphen_values = false,
         value_name = "PROG ARGS"
     )]
     pub command: Vec<OsString>,

@@ -35,11 +35,12 @@ static void *work(void *arg) {
 int main(int argc, char **argv) {
     depth_arg = argc > 1 ? atoi(argv[1]) : 8;
     rounds_arg = argc > 2 ? atoi(argv[2]) : 4;
+    size_t small_kib = argc > 3 ? (size_t)atoi(argv[3]) : 32;
     pthread_t th[3];
     long counts[4] = {0, 0, 0, 0};
     pthread_attr_t small;
     pthread_attr_init(&small);
-    pthread_attr_setstacksize(&small, 32 * 1024);
+    pthread_attr_setstacksize(&small, small_kib * 1024);
     for (int t = 0; t < 3; t++)
         pthread_create(&th[t], t == 0 ? &small : NULL, work, &counts[t]);
     work(&counts[3]);
