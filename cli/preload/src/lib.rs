@@ -15,6 +15,8 @@
 //!        |
 //!   exports.rs    C conventions (errno, NULL, alignment checks); _exit flushes the capture
 //!        |---> trace.rs   recording: unwind.rs (DWARF via framehop) → stack id → capture
+//!        |                  dwarf_memo.rs  per thread: unwind only the frames that changed
+//!        |                  modules.rs     loaded modules (dl_iterate_phdr), our own range
 //!        |
 //!   backend.rs    role.rs chose it from the environment, once:
 //!        |          glibc (__libc_malloc ...)              the tracing role's default
@@ -39,6 +41,7 @@ mod dwarf_memo;
 #[cfg(not(test))]
 mod exports;
 mod lifecycle;
+mod modules;
 mod role;
 mod signals;
 mod trace;

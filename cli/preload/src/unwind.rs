@@ -21,6 +21,7 @@
 //! undefined anyway, but an unloaded range reused by a new module is re-read on the next
 //! `dl_iterate_phdr` count change).
 
+use crate::modules::own_range;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Most frames kept per stack (the capture's limit is at most this).
@@ -114,127 +115,6 @@ fn drop_own_frames(ips: &mut [u64], n: usize, want: usize) -> usize {
     keep
 }
 
-/// The address range of this library's code.
-fn own_range() -> (u64, u64) {
-    static RANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-    let hi = RANGE[1].load(Ordering::Relaxed);
-    if hi != 0 {
-        return (RANGE[0].load(Ordering::Relaxed), hi);
-    }
-    let here = own_range as *const () as usize as u64;
-    let mut found = (here, here + 1);
-    for_each_module(|m| {
-        if m.segments.iter().any(|s| s.contains(&here)) {
-            found = m.range.clone().into_inner_pair();
-        }
-    });
-    RANGE[0].store(found.0, Ordering::Relaxed);
-    RANGE[1].store(found.1, Ordering::Relaxed);
-    found
-}
-
-trait Pair {
-    fn into_inner_pair(self) -> (u64, u64);
-}
-impl Pair for core::ops::Range<u64> {
-    fn into_inner_pair(self) -> (u64, u64) {
-        (self.start, self.end)
-    }
-}
-
-/// One loaded module as `dl_iterate_phdr` shows it, in process addresses.
-pub struct LoadedModule {
-    pub name: String,
-    pub base: u64,
-    /// From the lowest to the highest loaded byte.
-    pub range: core::ops::Range<u64>,
-    /// The executable `PT_LOAD` segment(s).
-    pub segments: Vec<core::ops::Range<u64>>,
-    /// `.eh_frame_hdr` (from `PT_GNU_EH_FRAME`).
-    pub eh_frame_hdr: Option<core::ops::Range<u64>>,
-    /// Every `PT_LOAD` segment, to bound `.eh_frame`.
-    pub loads: Vec<core::ops::Range<u64>>,
-}
-
-/// Calls `f` for each loaded module. Allocates (names, vectors).
-pub fn for_each_module(mut f: impl FnMut(&LoadedModule)) {
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut dyn FnMut` passed below; `info` is valid for this call.
-        unsafe {
-            let f = &mut *(data as *mut &mut dyn FnMut(&LoadedModule));
-            let info = &*info;
-            let base = info.dlpi_addr;
-            let name = if info.dlpi_name.is_null() {
-                String::new()
-            } else {
-                core::ffi::CStr::from_ptr(info.dlpi_name)
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            let mut m = LoadedModule {
-                name,
-                base,
-                range: 0..0,
-                segments: Vec::new(),
-                eh_frame_hdr: None,
-                loads: Vec::new(),
-            };
-            let (mut lo, mut hi) = (u64::MAX, 0u64);
-            for i in 0..info.dlpi_phnum as usize {
-                let ph = &*info.dlpi_phdr.add(i);
-                let start = base.wrapping_add(ph.p_vaddr);
-                let r = start..start.wrapping_add(ph.p_memsz);
-                match ph.p_type {
-                    libc::PT_LOAD => {
-                        lo = lo.min(r.start);
-                        hi = hi.max(r.end);
-                        if ph.p_flags & libc::PF_X != 0 {
-                            m.segments.push(r.clone());
-                        }
-                        m.loads.push(r);
-                    }
-                    libc::PT_GNU_EH_FRAME => m.eh_frame_hdr = Some(r),
-                    _ => {}
-                }
-            }
-            if lo < hi {
-                m.range = lo..hi;
-                f(&m);
-            }
-        }
-        0
-    }
-    let mut dynf: &mut dyn FnMut(&LoadedModule) = &mut f;
-    // SAFETY: `visit` only uses `data` as the closure pointer, for the duration of the call.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(visit),
-            &mut dynf as *mut &mut dyn FnMut(&LoadedModule) as *mut libc::c_void,
-        );
-    }
-}
-
-/// How many modules were ever loaded (`dlpi_adds`); changes when one is dlopen'd.
-fn module_adds() -> u64 {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `info` is valid for this call, `data` is the u64 below.
-        unsafe { *(data as *mut u64) = (*info).dlpi_adds };
-        1
-    }
-    let mut adds = 0u64;
-    // SAFETY: `first` writes one u64 through `data`.
-    unsafe { libc::dl_iterate_phdr(Some(first), &mut adds as *mut u64 as *mut libc::c_void) };
-    adds
-}
-
 #[cfg(not(target_arch = "x86_64"))]
 fn capture_dwarf(buf: &mut [core::mem::MaybeUninit<u64>], want: usize) -> usize {
     let ips = fill_zero(buf);
@@ -247,8 +127,8 @@ pub use dwarf::capture_dwarf;
 
 #[cfg(target_arch = "x86_64")]
 mod dwarf {
-    use super::{for_each_module, module_adds, own_range};
     use crate::dwarf_memo::{self as memo, End, Frame, Meeting, Memo};
+    use crate::modules::{for_each_module, module_adds, own_range};
     use core::cell::Cell;
     use core::sync::atomic::AtomicPtr;
     use core::sync::atomic::Ordering;

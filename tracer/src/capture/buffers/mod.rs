@@ -36,8 +36,7 @@
 //! held across an allocation.
 
 use super::format::{
-    put_varint, Decoder, Event, EventKind, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT,
-    TAG_SAME_STACK, TAG_SEQ_NEXT,
+    put_varint, Event, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
 };
 use core::cell::Cell;
 use core::ptr::null_mut;
@@ -45,6 +44,12 @@ use core::sync::atomic::{
     compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
 };
 use tidemark_alloc::sync::SpinLock;
+
+mod rows;
+mod writer_view;
+
+use rows::{decode_rows, RowState};
+pub use writer_view::{retire, snapshot_slots};
 
 /// Bytes per block, header included.
 pub const BLOCK_BYTES: usize = 64 << 10;
@@ -114,74 +119,6 @@ impl Block {
             (*block).w_stack = state.stack;
             true
         }
-    }
-}
-
-/// The delta state of the row encoding.
-struct RowState {
-    seq: u64,
-    stack: u32,
-}
-
-#[inline(always)]
-fn read_u64(p: &[u8], at: usize, n: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b[..n].copy_from_slice(&p[at..at + n]);
-    u64::from_le_bytes(b)
-}
-
-/// Decodes rows written by [`record`] (never fails: the rows are our own).
-fn decode_rows(thread: u32, st: &mut RowState, rows: &[u8], out: &mut Vec<Event>) {
-    let mut at = 0;
-    while at < rows.len() {
-        let tag = rows[at];
-        at += 1;
-        let kind = tag & 3;
-        let expected = (kind != EV_ALLOC) as u64;
-        if tag & TAG_SEQ_NEXT != 0 {
-            st.seq += expected;
-        } else {
-            let mut d = Decoder::new(&rows[at..]);
-            st.seq += d.varint().unwrap_or(0);
-            at = rows.len() - d.remaining();
-        }
-        let pn = if tag & ROW_PTR64 != 0 { 8 } else { 6 };
-        let ptr = read_u64(rows, at, pn);
-        at += pn;
-        let api = (tag >> TAG_API_SHIFT) & 3;
-        let kind = if kind == EV_FREE {
-            EventKind::Free { ptr, api }
-        } else {
-            let sn = if tag & ROW_SIZE16 != 0 { 2 } else { 8 };
-            let size = read_u64(rows, at, sn);
-            at += sn;
-            if tag & TAG_SAME_STACK == 0 {
-                st.stack = read_u64(rows, at, 4) as u32;
-                at += 4;
-            }
-            if kind == EV_ALLOC {
-                EventKind::Alloc {
-                    ptr,
-                    size,
-                    api,
-                    stack: st.stack,
-                }
-            } else {
-                let old = read_u64(rows, at, 8);
-                at += 8;
-                EventKind::Realloc {
-                    old,
-                    new: ptr,
-                    size,
-                    stack: st.stack,
-                }
-            }
-        };
-        out.push(Event {
-            seq: st.seq,
-            thread,
-            kind,
-        });
     }
 }
 
@@ -746,82 +683,4 @@ fn fence_all_threads() {
         unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0) };
     }
     core::sync::atomic::fence(Ordering::SeqCst);
-}
-
-/// A thread slot as seen by the writer.
-pub struct SlotInfo {
-    pub index: u32,
-    pub os_tid: u32,
-    pub name: String,
-}
-
-/// What the writer saw of one slot at a tick.
-pub struct SlotSnapshot {
-    slot: *mut ThreadBuf,
-    /// The slot's current block (null when it has none yet).
-    pub block: *mut Block,
-    dead: bool,
-}
-
-/// Writer side, step 1: waits until no thread is inside [`record`] with an event ordered
-/// before `barrier` (the clock value the caller read before), then notes each slot's current
-/// block. Calls `announce` with each slot in use.
-pub fn snapshot_slots(mut announce: impl FnMut(SlotInfo)) -> Vec<SlotSnapshot> {
-    fence_all_threads();
-    let mut out = Vec::new();
-    let mut cur = THREADS.load(Ordering::Acquire);
-    while !cur.is_null() {
-        // SAFETY: registry entries are never freed.
-        let slot = unsafe { &*cur };
-        if slot.in_use.load(Ordering::Acquire) {
-            // An append takes nanoseconds unless its thread was preempted. The wait is
-            // bounded all the same (a thread stopped inside `record` for good, e.g. by a
-            // signal handler that never returns, must not stop the writer): its late event
-            // then reaches the file one tick later, which the reader tolerates.
-            let mut spins = 0u32;
-            while slot.busy.load(Ordering::Acquire) != 0 && spins < 100_000 {
-                spins += 1;
-                if spins < 1000 {
-                    core::hint::spin_loop();
-                } else {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
-                }
-            }
-            let dead = slot.dead.load(Ordering::Acquire);
-            out.push(SlotSnapshot {
-                slot: cur,
-                block: slot.block.load(Ordering::Acquire),
-                dead,
-            });
-            let bytes: Vec<u8> = slot
-                .name
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .take_while(|&b| b != 0)
-                .collect();
-            announce(SlotInfo {
-                index: slot.index.load(Ordering::Acquire),
-                os_tid: slot.os_tid.load(Ordering::Relaxed),
-                name: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-        }
-        cur = slot.next;
-    }
-    out
-}
-
-/// Writer side, last step of a tick: recycles the slots of exited threads (their current
-/// block must be drained already) and the full blocks drained this tick.
-pub fn retire(snapshots: &[SlotSnapshot], full: &[*mut Block]) {
-    for &b in full {
-        free_block(b);
-    }
-    for s in snapshots.iter().filter(|s| s.dead) {
-        // SAFETY: registry entries are never freed; the owner has exited, so its fields are
-        // ours until `in_use` is cleared.
-        let slot = unsafe { &*s.slot };
-        reset_slot(slot);
-        slot.in_use.store(false, Ordering::Release);
-    }
 }
