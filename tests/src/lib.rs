@@ -176,3 +176,99 @@ pub fn captures_in(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// One allocation site of a capture, symbolized.
+#[derive(Debug)]
+pub struct SiteView {
+    /// "function:line" (or "function" without line info), most recent call first, runtime
+    /// frames kept.
+    pub frames: Vec<String>,
+    pub thread: u32,
+    pub total_count: u64,
+    pub total_bytes: u64,
+    /// Bytes of this site still live at the end of the capture.
+    pub cur_bytes: u64,
+}
+
+/// A capture read back with the report API, for assertions.
+pub struct Capture {
+    pub pid: u32,
+    /// The end marker is there and nothing was cut short.
+    pub complete: bool,
+    pub dropped: u64,
+    pub threads: usize,
+    pub allocs: u64,
+    pub sites: Vec<SiteView>,
+}
+
+impl Capture {
+    pub fn read(path: &Path) -> Capture {
+        use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
+        let a = report::analyze(path, &AnalyzeOptions::default())
+            .unwrap_or_else(|e| panic!("{} does not read: {e}", path.display()));
+        let mut syms = Symbols::new(&a).keep_runtime_frames(true);
+        let sites = a
+            .sites
+            .iter()
+            .map(|s| SiteView {
+                frames: syms
+                    .frames(&a, s.stack)
+                    .iter()
+                    .map(|f| {
+                        if f.lineno > 0 {
+                            format!("{}:{}", f.function, f.lineno)
+                        } else {
+                            f.function.clone()
+                        }
+                    })
+                    .collect(),
+                thread: s.thread,
+                total_count: s.total_count,
+                total_bytes: s.total_bytes,
+                cur_bytes: s.cur_bytes,
+            })
+            .collect();
+        Capture {
+            pid: a.meta.pid,
+            complete: a.end.is_some() && a.truncated.is_none(),
+            dropped: a.end.as_ref().map_or(0, |e| e.dropped),
+            threads: a.threads.len(),
+            allocs: a.totals.allocs,
+            sites,
+        }
+    }
+
+    /// Sites whose stack passes through `frame` ("function:line").
+    pub fn at<'a>(&'a self, frame: &'a str) -> impl Iterator<Item = &'a SiteView> + 'a {
+        self.sites
+            .iter()
+            .filter(move |s| s.frames.iter().any(|f| f == frame))
+    }
+
+    pub fn count_at(&self, frame: &str) -> u64 {
+        self.at(frame).map(|s| s.total_count).sum()
+    }
+
+    /// (count, bytes, live bytes) of the allocations whose stack passes through `frame`.
+    pub fn totals_at(&self, frame: &str) -> (u64, u64, u64) {
+        self.at(frame).fold((0, 0, 0), |t, s| {
+            (t.0 + s.total_count, t.1 + s.total_bytes, t.2 + s.cur_bytes)
+        })
+    }
+
+    /// Every site, one line each, for assertion messages.
+    pub fn describe(&self) -> String {
+        self.sites
+            .iter()
+            .map(|s| {
+                format!(
+                    "  {} x{} ({} B): {}\n",
+                    s.thread,
+                    s.total_count,
+                    s.total_bytes,
+                    s.frames.join(" <- ")
+                )
+            })
+            .collect()
+    }
+}

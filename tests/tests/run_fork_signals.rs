@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tidemark_tests::{
     captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
-    tidemark_cli,
+    tidemark_cli, Capture,
 };
-use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
 
 /// C flags of code as distributions build it: no frame pointers (stacks need DWARF).
 const NO_FP: [&str; 3] = [
@@ -25,60 +24,6 @@ const NO_FP: [&str; 3] = [
 ];
 
 const FORK_PROGRAM: &str = "run_fork_record.c";
-
-/// What a capture holds, per allocation site ("function:line" frames).
-struct Capture {
-    pid: u32,
-    complete: bool,
-    dropped: u64,
-    threads: usize,
-    allocs: u64,
-    /// (frames, total count, total bytes, bytes live at the end)
-    sites: Vec<(Vec<String>, u64, u64, u64)>,
-}
-
-impl Capture {
-    fn read(path: &Path) -> Capture {
-        let a = report::analyze(path, &AnalyzeOptions::default())
-            .unwrap_or_else(|e| panic!("{} does not read: {e}", path.display()));
-        let mut syms = Symbols::new(&a).keep_runtime_frames(true);
-        let sites = a
-            .sites
-            .iter()
-            .map(|s| {
-                let frames = syms
-                    .frames(&a, s.stack)
-                    .iter()
-                    .map(|f| format!("{}:{}", f.function, f.lineno))
-                    .collect();
-                (frames, s.total_count, s.total_bytes, s.cur_bytes)
-            })
-            .collect();
-        Capture {
-            pid: a.meta.pid,
-            complete: a.end.is_some() && a.truncated.is_none(),
-            dropped: a.end.as_ref().map_or(0, |e| e.dropped),
-            threads: a.threads.len(),
-            allocs: a.totals.allocs,
-            sites,
-        }
-    }
-
-    /// (count, bytes, live bytes) of the allocations whose stack passes through `frame`.
-    fn at(&self, frame: &str) -> (u64, u64, u64) {
-        self.sites
-            .iter()
-            .filter(|s| s.0.iter().any(|f| f == frame))
-            .fold((0, 0, 0), |t, s| (t.0 + s.1, t.1 + s.2, t.2 + s.3))
-    }
-
-    fn describe(&self) -> String {
-        self.sites
-            .iter()
-            .map(|s| format!("  x{} ({} B): {}\n", s.1, s.2, s.0.join(" <- ")))
-            .collect()
-    }
-}
 
 /// `tidemark run ARGS` in `dir`.
 fn tidemark_run(dir: &Path, args: &[&str]) -> Output {
@@ -122,10 +67,14 @@ fn assert_parent_capture(c: &Capture, s: &ForkSites) {
     let all = c.describe();
     assert!(c.complete, "the parent's capture is complete:\n{all}");
     assert_eq!(c.dropped, 0);
-    assert_eq!(c.at(&s.before), (40, 40 * 1111, 0), "{all}");
-    assert_eq!(c.at(&s.after), (30, 30 * 2222, 0), "{all}");
-    assert_eq!(c.at(&s.thread), (20_000, 20_000 * 444, 0), "{all}");
-    assert_eq!(c.at(&s.child), (0, 0, 0), "the child's allocations: {all}");
+    assert_eq!(c.totals_at(&s.before), (40, 40 * 1111, 0), "{all}");
+    assert_eq!(c.totals_at(&s.after), (30, 30 * 2222, 0), "{all}");
+    assert_eq!(c.totals_at(&s.thread), (20_000, 20_000 * 444, 0), "{all}");
+    assert_eq!(
+        c.totals_at(&s.child),
+        (0, 0, 0),
+        "the child's allocations: {all}"
+    );
 }
 
 #[test]
@@ -197,9 +146,17 @@ fn fork_without_exec_is_followed_into_the_childs_own_capture() {
         assert_eq!(c.pid, pid);
         assert_eq!(c.dropped, 0);
         // 25 blocks of 3333 bytes, 5 of them never freed.
-        assert_eq!(c.at(&s.child), (25, 25 * 3333, 5 * 3333), "{how}: {all}");
+        assert_eq!(
+            c.totals_at(&s.child),
+            (25, 25 * 3333, 5 * 3333),
+            "{how}: {all}"
+        );
         for parents in [&s.before, &s.after, &s.thread] {
-            assert_eq!(c.at(parents), (0, 0, 0), "{how}: {parents} in\n{all}");
+            assert_eq!(
+                c.totals_at(parents),
+                (0, 0, 0),
+                "{how}: {parents} in\n{all}"
+            );
         }
         assert_eq!(
             c.threads, 1,
@@ -280,7 +237,7 @@ fn sigint_without_a_handler_flushes_and_dies_by_sigint() {
             capture.display()
         );
         assert_eq!(
-            c.at(&before),
+            c.totals_at(&before),
             (20, (500..520).sum(), (500..520).sum()),
             "{}",
             c.describe()

@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use tidemark_tests::{
-    captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
+    captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text, Capture,
+    SiteView,
 };
-use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
+use tidemark_tracer::report::{self, AnalyzeOptions};
 
 /// C flags of code as distributions build it: no frame pointers (stacks need DWARF). Sibling
 /// calls are kept as calls so each known frame exists.
@@ -17,84 +18,6 @@ const NO_FP: [&str; 3] = [
     "-fno-optimize-sibling-calls",
     "-pthread",
 ];
-
-/// One allocation site of a capture, symbolized.
-#[derive(Debug)]
-struct SiteView {
-    /// "function:line" (or "function" without line info), most recent call first.
-    frames: Vec<String>,
-    thread: u32,
-    total_count: u64,
-    total_bytes: u64,
-    cur_bytes: u64,
-}
-
-struct Capture {
-    sites: Vec<SiteView>,
-    threads: usize,
-    allocs: u64,
-    complete: bool,
-}
-
-fn read_capture(path: &Path) -> Capture {
-    let a = report::analyze(path, &AnalyzeOptions::default())
-        .unwrap_or_else(|e| panic!("{} does not read: {e}", path.display()));
-    let mut syms = Symbols::new(&a).keep_runtime_frames(true);
-    let sites = a
-        .sites
-        .iter()
-        .map(|s| SiteView {
-            frames: syms
-                .frames(&a, s.stack)
-                .iter()
-                .map(|f| {
-                    if f.lineno > 0 {
-                        format!("{}:{}", f.function, f.lineno)
-                    } else {
-                        f.function.clone()
-                    }
-                })
-                .collect(),
-            thread: s.thread,
-            total_count: s.total_count,
-            total_bytes: s.total_bytes,
-            cur_bytes: s.cur_bytes,
-        })
-        .collect();
-    Capture {
-        sites,
-        threads: a.threads.len(),
-        allocs: a.totals.allocs,
-        complete: a.end.is_some() && a.truncated.is_none(),
-    }
-}
-
-impl Capture {
-    /// Sites whose most recent user frame is `frame` ("function:line").
-    fn at<'a>(&'a self, frame: &'a str) -> impl Iterator<Item = &'a SiteView> + 'a {
-        self.sites
-            .iter()
-            .filter(move |s| s.frames.iter().any(|f| f == frame))
-    }
-
-    fn count_at(&self, frame: &str) -> u64 {
-        self.at(frame).map(|s| s.total_count).sum()
-    }
-
-    fn describe(&self) -> String {
-        let mut out = String::new();
-        for s in &self.sites {
-            out += &format!(
-                "  {} x{} ({} B): {}\n",
-                s.thread,
-                s.total_count,
-                s.total_bytes,
-                s.frames.join(" <- ")
-            );
-        }
-        out
-    }
-}
 
 /// `program args` on the preload with `env` (the `TIDEMARK_PRELOAD_*` protocol).
 fn run_preloaded(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -124,7 +47,7 @@ fn sites_of_a_c_program_without_frame_pointers() {
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
     let pid = name.trim_start_matches("sites.").trim_end_matches(".tdm");
     assert!(pid.parse::<u32>().is_ok(), "%p became the pid: {name}");
-    let c = read_capture(&files[0]);
+    let c = Capture::read(&files[0]);
     assert!(c.complete, "the capture ends with its end marker");
     // make_kept (line 9) called through level3 <- level2 <- level1 <- main: DWARF unwinding
     // recovers every frame of code built without frame pointers.
@@ -185,7 +108,7 @@ fn exit_paths_leave_complete_captures() {
         &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
     );
     assert_eq!(out.status.code(), Some(5));
-    let c = read_capture(&path);
+    let c = Capture::read(&path);
     assert!(c.complete, "_exit flushed the capture");
     assert_eq!(c.count_at(&kept_site), 20, "{}", c.describe());
 
@@ -197,7 +120,7 @@ fn exit_paths_leave_complete_captures() {
         &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
     );
     assert!(out.status.success());
-    let c = read_capture(&path);
+    let c = Capture::read(&path);
     assert!(c.complete);
     assert_eq!(c.at(&kept_site).map(|s| s.cur_bytes).sum::<u64>(), 0);
 }
@@ -250,7 +173,7 @@ fn threads_on_every_backend() {
         );
         assert!(out.status.success(), "{backend}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "freed 10000\n");
-        let c = read_capture(&path);
+        let c = Capture::read(&path);
         assert!(c.complete, "{backend}");
         assert_eq!(
             c.count_at(&thread_site),
@@ -296,7 +219,7 @@ fn fork_and_exec_without_and_with_follow_fork() {
     );
     let files = captures_in(&out_dir);
     assert_eq!(files.len(), 1, "{files:?}");
-    let c = read_capture(&files[0]);
+    let c = Capture::read(&files[0]);
     assert!(c.complete);
     assert_eq!(c.count_at(&parent_site), 1, "{}", c.describe());
     assert_eq!(c.count_at(&child_site), 0, "the child is not traced");
@@ -341,8 +264,8 @@ fn fork_and_exec_without_and_with_follow_fork() {
     assert!(files[1]
         .to_string_lossy()
         .starts_with(&format!("{}.", main.display())));
-    let parent = read_capture(&files[0]);
-    let child = read_capture(&files[1]);
+    let parent = Capture::read(&files[0]);
+    let child = Capture::read(&files[1]);
     assert!(parent.complete && child.complete);
     assert_eq!(parent.count_at(&parent_site), 1);
     assert_eq!(child.count_at(&kept_site), 10, "{}", child.describe());
@@ -415,7 +338,7 @@ fn python_allocations_are_all_seen() {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "20000\n");
-    let c = read_capture(&path);
+    let c = Capture::read(&path);
     assert!(c.complete);
     // Each bytes(1234) is one malloc of 1234 + the object header, from _PyBytes_FromSize.
     let bytes_sites: u64 = c
@@ -471,7 +394,7 @@ fn modules_loaded_mid_run_unwind_and_symbolize() {
         &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let c = read_capture(&path);
+    let c = Capture::read(&path);
     let plugin_site = site("run_plugin.c", "plugin_alloc", "plugin");
     let sites: Vec<&SiteView> = c.at(&plugin_site).collect();
     assert_eq!(

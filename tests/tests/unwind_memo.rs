@@ -7,8 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
-use tidemark_tests::{compile_c, preload_library, scratch_dir};
-use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
+use tidemark_tests::{compile_c, preload_library, scratch_dir, Capture};
 
 /// Built as distributions build C: no frame pointers, so every frame is unwound by DWARF.
 const NO_FP: [&str; 3] = [
@@ -38,19 +37,13 @@ fn run(exe: &Path, capture: &Path, mode: &str) -> (u64, usize) {
     );
     // 2^8 leaves, 4 rounds, 4 threads.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "leaves 4096\n");
-    let a = report::analyze(capture, &AnalyzeOptions::default()).expect("capture reads");
-    let mut syms = Symbols::new(&a);
+    let c = Capture::read(capture);
     let mut count = 0;
     let mut paths = HashSet::new();
-    for s in &a.sites {
-        let frames: Vec<String> = syms
-            .frames(&a, s.stack)
-            .iter()
-            .map(|f| format!("{}:{}", f.function, f.lineno))
-            .collect();
-        if frames.first().is_some_and(|f| f.starts_with("leaf_alloc:")) {
+    for s in &c.sites {
+        if s.frames.iter().any(|f| f.starts_with("leaf_alloc:")) {
             count += s.total_count;
-            paths.insert(frames);
+            paths.insert(&s.frames);
         }
     }
     (count, paths.len())
