@@ -456,20 +456,21 @@ mod dwarf {
                 modules = fresh;
             }
         }
-        // Module sets are never freed, so a set's address names it for good.
-        let generation = modules as *const Modules as usize;
         let mode = memo_mode();
+        let mut walker = Walker {
+            modules,
+            cache,
+            stack,
+        };
         let (n, failed) = match memo_state() {
             Some(state) if mode != MEMO_OFF => {
-                let r = walk_with_memo(
-                    state, generation, modules, cache, stack, regs, first, out, want,
-                );
+                let r = walker.with_memo(state, regs, first, out, want);
                 if mode == MEMO_CHECK {
-                    check_against_plain(modules, cache, stack, regs, first, out, r.0, want);
+                    walker.check(regs, first, &out[..r.0], want);
                 }
                 r
             }
-            _ => walk_plain(modules, cache, stack, regs, first, out, want),
+            _ => walker.plain(regs, first, out, want),
         };
         // A walk that failed: was a module dlopen'd since?
         if failed && modules.adds != module_adds() {
@@ -501,32 +502,6 @@ mod dwarf {
         m
     }
 
-    /// The memo's answer must be what a full walk gives; if not, say so and abort.
-    #[allow(clippy::too_many_arguments)]
-    fn check_against_plain(
-        modules: &Modules,
-        cache: &mut CacheX86_64,
-        stack: (u64, u64),
-        regs: UnwindRegsX86_64,
-        first: u64,
-        got: &[core::mem::MaybeUninit<u64>],
-        n: usize,
-        want: usize,
-    ) {
-        let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
-        let (m, _) = walk_plain(modules, cache, stack, regs, first, &mut buf, want);
-        // SAFETY: both walks initialized their first n and m entries.
-        let same =
-            m == n && (0..n).all(|k| unsafe { got[k].assume_init() == buf[k].assume_init() });
-        if !same {
-            let mut err = tidemark_alloc::stderr::Stderr::new();
-            err.write_bytes(b"tidemark: unwind memo disagrees with a full DWARF walk\n");
-            err.flush();
-            // SAFETY: abort has no preconditions.
-            unsafe { libc::abort() };
-        }
-    }
-
     fn read_in(stack: (u64, u64), addr: u64) -> Result<u64, ()> {
         if addr >= stack.0 && addr + 8 <= stack.1 && addr.is_multiple_of(8) {
             // SAFETY: inside this thread's stack, aligned.
@@ -536,138 +511,170 @@ mod dwarf {
         }
     }
 
-    /// Unwinds from the program's first frame `first` (registers `regs`) into `out`, every
-    /// frame through framehop. Returns (frames written, whether the unwinder failed).
-    fn walk_plain(
-        modules: &Modules,
-        cache: &mut CacheX86_64,
+    /// What the walks of one capture share: the module set (its rules), this thread's rule
+    /// cache and its stack's bounds.
+    struct Walker<'a> {
+        modules: &'a Modules,
+        cache: &'a mut CacheX86_64,
         stack: (u64, u64),
-        mut regs: UnwindRegsX86_64,
-        first: u64,
-        out: &mut [core::mem::MaybeUninit<u64>],
-        want: usize,
-    ) -> (usize, bool) {
-        out[0].write(first);
-        let mut n = 1;
-        let Some(mut address) = FrameAddress::from_return_address(first) else {
-            return (n, false);
-        };
-        let mut read_stack = |addr: u64| read_in(stack, addr);
-        while n < want {
-            match modules
-                .unwinder
-                .unwind_frame(address, &mut regs, cache, &mut read_stack)
-            {
-                Ok(Some(ra)) => {
-                    out[n].write(ra);
-                    n += 1;
-                    match FrameAddress::from_return_address(ra) {
-                        Some(a) => address = a,
-                        None => break,
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => return (n, true),
-            }
-        }
-        (n, false)
     }
 
-    /// `walk_plain`, through this thread's memo (see dwarf_memo.rs): frames are unwound until
-    /// the walk reaches a state the memo holds with its words unchanged; the rest is copied.
-    #[allow(clippy::too_many_arguments)]
-    fn walk_with_memo(
-        state: &mut MemoState,
-        generation: usize,
-        modules: &Modules,
-        cache: &mut CacheX86_64,
-        stack: (u64, u64),
-        mut regs: UnwindRegsX86_64,
-        first: u64,
-        out: &mut [core::mem::MaybeUninit<u64>],
-        want: usize,
-    ) -> (usize, bool) {
-        let MemoState { memo, fresh } = state;
-        if memo.generation != generation {
-            memo.len = 0;
+    impl Walker<'_> {
+        /// Unwinds from the program's first frame `first` (registers `regs`) into `out`, every
+        /// frame through framehop. Returns (frames written, whether the unwinder failed).
+        fn plain(
+            &mut self,
+            mut regs: UnwindRegsX86_64,
+            first: u64,
+            out: &mut [core::mem::MaybeUninit<u64>],
+            want: usize,
+        ) -> (usize, bool) {
+            out[0].write(first);
+            let mut n = 1;
+            let Some(mut address) = FrameAddress::from_return_address(first) else {
+                return (n, false);
+            };
+            let stack = self.stack;
+            let mut read_stack = |addr: u64| read_in(stack, addr);
+            while n < want {
+                match self.modules.unwinder.unwind_frame(
+                    address,
+                    &mut regs,
+                    self.cache,
+                    &mut read_stack,
+                ) {
+                    Ok(Some(ra)) => {
+                        out[n].write(ra);
+                        n += 1;
+                        match FrameAddress::from_return_address(ra) {
+                            Some(a) => address = a,
+                            None => break,
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return (n, true),
+                }
+            }
+            (n, false)
         }
-        let mut meeting = Meeting::new();
-        let mut ra = first;
-        let mut n = 0;
-        let mut end = End::Complete;
-        let mut failed = false;
-        loop {
-            let here = Frame::new(ra, regs.sp(), regs.bp());
-            if let Some(i) = meeting.meet(memo, &here) {
-                // The rest of the walk is the memo's from frame i on.
-                let rest = (memo.len - i).min(want - n);
-                for (o, &ra) in out[n..n + rest].iter_mut().zip(&memo.ras[i..i + rest]) {
-                    o.write(ra);
-                }
-                let copied_all = rest == memo.len - i;
-                let last = memo.frames[memo.len - 1];
-                let memo_end = memo.end;
-                memo.splice(&fresh[..n], i);
-                n += rest;
-                if copied_all && memo_end == End::Limit && n < want {
-                    // The memo stopped at a limit and this walk wants more: unwind on from
-                    // its last frame (rewritten in place), without remembering (rare).
-                    let more = walk_plain(
-                        modules,
-                        cache,
-                        stack,
-                        UnwindRegsX86_64::new(last.ra, last.sp, last.bp),
-                        last.ra,
-                        &mut out[n - 1..],
-                        want - n + 1,
-                    );
-                    return (n - 1 + more.0, more.1);
-                }
-                return (n, copied_all && memo_end == End::Failed);
+
+        /// `plain`, through this thread's memo (see dwarf_memo.rs): frames are unwound until
+        /// the walk reaches a state the memo holds with its words unchanged; the rest is copied.
+        fn with_memo(
+            &mut self,
+            state: &mut MemoState,
+            mut regs: UnwindRegsX86_64,
+            first: u64,
+            out: &mut [core::mem::MaybeUninit<u64>],
+            want: usize,
+        ) -> (usize, bool) {
+            // Module sets are never freed, so a set's address names it for good.
+            let generation = self.modules as *const Modules as usize;
+            let stack = self.stack;
+            let MemoState { memo, fresh } = state;
+            if memo.generation != generation {
+                memo.len = 0;
             }
-            out[n].write(ra);
-            if n == memo::CAP {
-                break; // too deep to remember: the memo keeps the first CAP frames
-            }
-            fresh[n] = here;
-            n += 1;
-            if n == want {
-                end = End::Limit;
-                break;
-            }
-            let Some(address) = FrameAddress::from_return_address(ra) else {
-                break;
-            };
-            let frame = &mut fresh[n - 1];
-            let mut read_stack = |addr: u64| {
-                let v = read_in(stack, addr)?;
-                frame.note_read(addr, v);
-                Ok(v)
-            };
-            match modules
-                .unwinder
-                .unwind_frame(address, &mut regs, cache, &mut read_stack)
-            {
-                Ok(Some(next)) => {
-                    fresh[n - 1].note_step(regs.sp(), regs.bp());
-                    ra = next;
+            let mut meeting = Meeting::new();
+            let mut ra = first;
+            let mut n = 0;
+            let mut end = End::Complete;
+            let mut failed = false;
+            loop {
+                let here = Frame::new(ra, regs.sp(), regs.bp());
+                if let Some(i) = meeting.meet(memo, &here) {
+                    // The rest of the walk is the memo's from frame i on.
+                    let rest = (memo.len - i).min(want - n);
+                    for (o, &ra) in out[n..n + rest].iter_mut().zip(&memo.ras[i..i + rest]) {
+                        o.write(ra);
+                    }
+                    let copied_all = rest == memo.len - i;
+                    let last = memo.frames[memo.len - 1];
+                    let memo_end = memo.end;
+                    memo.splice(&fresh[..n], i);
+                    n += rest;
+                    if copied_all && memo_end == End::Limit && n < want {
+                        // The memo stopped at a limit and this walk wants more: unwind on from
+                        // its last frame (rewritten in place), without remembering (rare).
+                        let more = self.plain(
+                            UnwindRegsX86_64::new(last.ra, last.sp, last.bp),
+                            last.ra,
+                            &mut out[n - 1..],
+                            want - n + 1,
+                        );
+                        return (n - 1 + more.0, more.1);
+                    }
+                    return (n, copied_all && memo_end == End::Failed);
                 }
-                Ok(None) => break,
-                Err(_) => {
-                    failed = true;
+                out[n].write(ra);
+                if n == memo::CAP {
+                    break; // too deep to remember: the memo keeps the first CAP frames
+                }
+                fresh[n] = here;
+                n += 1;
+                if n == want {
+                    end = End::Limit;
                     break;
                 }
+                let Some(address) = FrameAddress::from_return_address(ra) else {
+                    break;
+                };
+                let frame = &mut fresh[n - 1];
+                let mut read_stack = |addr: u64| {
+                    let v = read_in(stack, addr)?;
+                    frame.note_read(addr, v);
+                    Ok(v)
+                };
+                match self.modules.unwinder.unwind_frame(
+                    address,
+                    &mut regs,
+                    self.cache,
+                    &mut read_stack,
+                ) {
+                    Ok(Some(next)) => {
+                        fresh[n - 1].note_step(regs.sp(), regs.bp());
+                        ra = next;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if n == memo::CAP && n < want {
+                // Deeper than the memo holds: remember the first CAP frames, finish plainly from
+                // the frame at `ra` (already written at out[n]).
+                memo.replace(generation, &fresh[..n], End::Limit);
+                let more = self.plain(regs, ra, &mut out[n..], want - n);
+                return (n + more.0, more.1);
+            }
+            let end = if failed { End::Failed } else { end };
+            memo.replace(generation, &fresh[..n], end);
+            (n, failed)
+        }
+
+        /// The memo's answer must be what a full walk gives; if not, say so and abort.
+        fn check(
+            &mut self,
+            regs: UnwindRegsX86_64,
+            first: u64,
+            got: &[core::mem::MaybeUninit<u64>],
+            want: usize,
+        ) {
+            let n = got.len();
+            let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+            let (m, _) = self.plain(regs, first, &mut buf, want);
+            // SAFETY: both walks initialized their first n and m entries.
+            let same =
+                m == n && (0..n).all(|k| unsafe { got[k].assume_init() == buf[k].assume_init() });
+            if !same {
+                let mut err = tidemark_alloc::stderr::Stderr::new();
+                err.write_bytes(b"tidemark: unwind memo disagrees with a full DWARF walk\n");
+                err.flush();
+                // SAFETY: abort has no preconditions.
+                unsafe { libc::abort() };
             }
         }
-        if n == memo::CAP && n < want {
-            // Deeper than the memo holds: remember the first CAP frames, finish plainly from
-            // the frame at `ra` (already written at out[n]).
-            memo.replace(generation, &fresh[..n], End::Limit);
-            let more = walk_plain(modules, cache, stack, regs, ra, &mut out[n..], want - n);
-            return (n + more.0, more.1);
-        }
-        let end = if failed { End::Failed } else { end };
-        memo.replace(generation, &fresh[..n], end);
-        (n, failed)
     }
 }
