@@ -54,12 +54,15 @@ static SLOT_TABLE: [Slot; SLOTS] = [const {
     }
 }; SLOTS];
 
-/// This thread's slot index + 1 (0 = none yet, usize::MAX = none available).
+/// This thread's slot index + 1 (0 = none yet, usize::MAX = none available). Owns the claim:
+/// its destructor flushes the slot and gives it back when the thread exits.
 struct Mine(Cell<usize>);
 
 impl Drop for Mine {
     fn drop(&mut self) {
         let i = self.0.replace(usize::MAX);
+        // From now on this thread counts into the globals (frees during the rest of its exit).
+        FAST.with(|f| f.set(NO_SLOT));
         if i != 0 && i != usize::MAX {
             let s = &SLOT_TABLE[i - 1];
             flush(s);
@@ -68,24 +71,28 @@ impl Drop for Mine {
     }
 }
 
+/// `FAST`'s value once the thread has no slot to use (the table was full, or `Mine` is gone).
+const NO_SLOT: *const Slot = 1 as *const Slot;
+
 thread_local! {
     static MINE: Mine = const { Mine(Cell::new(0)) };
+    /// The slot `MINE` owns, for every call: a thread-local without a destructor is one plain
+    /// load, where `MINE` (which has one) checks its registration state on each access. Null
+    /// before the first claim, `NO_SLOT` when there is none.
+    static FAST: Cell<*const Slot> = const { Cell::new(core::ptr::null()) };
 }
 
 #[inline]
 fn my_slot() -> Option<&'static Slot> {
-    MINE.try_with(|m| {
-        let i = m.0.get();
-        if i == usize::MAX {
-            None
-        } else if i != 0 {
-            Some(&SLOT_TABLE[i - 1])
-        } else {
-            claim(m)
-        }
-    })
-    .ok()
-    .flatten()
+    let p = FAST.with(|f| f.get());
+    if p as usize > NO_SLOT as usize {
+        // SAFETY: FAST only ever holds null, NO_SLOT, or a pointer into the static SLOT_TABLE.
+        return Some(unsafe { &*p });
+    }
+    if p.is_null() {
+        return MINE.try_with(claim).ok().flatten();
+    }
+    None
 }
 
 #[cold]
@@ -100,10 +107,12 @@ fn claim(m: &Mine) -> Option<&'static Slot> {
             s.epoch
                 .store(EPOCH.load(Ordering::Acquire), Ordering::Release);
             m.0.set(i + 1);
+            FAST.with(|f| f.set(s));
             return Some(s);
         }
     }
     m.0.set(usize::MAX);
+    FAST.with(|f| f.set(NO_SLOT));
     None
 }
 

@@ -298,7 +298,7 @@ fn before_free(ptr: *mut u8, size: usize) {
         measure::on_free(ptr as usize, size);
     }
     if mode & TRACING != 0 {
-        table::remove(0, ptr as usize);
+        table::forget(0, ptr as usize);
     }
     if mode & RECORDING != 0 && flags & SUPPRESS == 0 && capture::is_recording() {
         capture::on_free(ptr as usize, 0);

@@ -141,7 +141,11 @@ pub(crate) fn capture_interned(skip: usize, want: usize, count_limit: usize) -> 
             // SAFETY: the memo is this thread's own; the hook does not re-enter, and nothing
             // else on this thread touches it while we run.
             let m = unsafe { &mut *m };
-            if let Some(r) = walk_with_memo(m, unwind::frame_address(), skip, want) {
+            let start = unwind::frame_address();
+            if let Some(r) = same_as_last(m, start, skip, want) {
+                return r;
+            }
+            if let Some(r) = walk_with_memo(m, start, skip, want) {
                 return r;
             }
             m.complete = false;
@@ -149,6 +153,26 @@ pub(crate) fn capture_interned(skip: usize, want: usize, count_limit: usize) -> 
         }
     }
     plain(skip + 1, want, count_limit)
+}
+
+/// The common case, answered before any walk: the capture starts at the same frame as the last
+/// one and every remembered record still holds what the last walk read, so this walk would read
+/// exactly those words (the argument at the top) and intern to the same leaf.
+///
+/// Equivalent to `walk_with_memo` meeting the memo at its first frame, minus its set-up: the
+/// stack-bounds lookup is not needed because the start frame equals a remembered one, which
+/// passed this thread's bounds check when it was read (a thread's bounds never change).
+#[inline(always)]
+fn same_as_last(m: &Memo, start: usize, skip: usize, want: usize) -> Option<(StackId, usize)> {
+    let len = m.len;
+    let hit = m.has_leaf
+        && m.complete
+        && len != 0
+        && m.recs[len - 1].fp == start
+        && m.skip == skip
+        && m.want == want
+        && unchanged(&m.recs[..len]);
+    hit.then(|| (m.leaf, m.frames.saturating_sub(skip)))
 }
 
 /// The full walk and the hash-and-intern, without the memo.
@@ -172,8 +196,9 @@ fn plain(skip: usize, want: usize, count_limit: usize) -> (StackId, usize) {
 }
 
 /// The memo path; None when it cannot answer (stack too deep, bounds unknown, out of memory),
-/// and the caller takes the plain path.
-#[inline(always)]
+/// and the caller takes the plain path. Not inlined: its locals would make every capture,
+/// including `same_as_last`'s, save and restore a dozen registers.
+#[inline(never)]
 fn walk_with_memo(
     m: &mut Memo,
     start: usize,

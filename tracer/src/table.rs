@@ -154,8 +154,13 @@ impl Word {
         )
     }
 
+    #[inline(always)]
+    fn size(w: u64) -> usize {
+        (w >> 32) as usize & ((1 << Self::SIZE_BITS) - 1)
+    }
+
     fn unpack(ptr: usize, w: u64) -> TraceEntry {
-        let size = (w >> 32) as usize & ((1 << Self::SIZE_BITS) - 1);
+        let size = Self::size(w);
         let nframe = (w >> (32 + Self::SIZE_BITS)) as u32 & ((1 << Self::NFRAME_BITS) - 1);
         TraceEntry::new(0, ptr, size, w as u32, nframe)
     }
@@ -358,20 +363,49 @@ fn insert_hashed(e: TraceEntry) {
 
 /// Forgets a block; returns its trace if it had one.
 pub(crate) fn remove(domain: u32, ptr: usize) -> Option<TraceEntry> {
-    if let Some(word) = word_of(domain, ptr) {
-        let old = word.load(Ordering::Relaxed);
-        if old == 0 {
-            return None; // allocated before tracing started
-        }
-        word.store(0, Ordering::Relaxed);
-        if old & Word::ELSEWHERE != 0 {
-            return remove_hashed(0, ptr);
-        }
-        let e = Word::unpack(ptr, old);
-        counters::sub(e.size);
-        return Some(e);
+    match take_word(domain, ptr) {
+        Taken::Word(w) => Some(Word::unpack(ptr, w)),
+        Taken::Untraced => None,
+        Taken::Hashed => remove_hashed(domain, ptr),
     }
-    remove_hashed(domain, ptr)
+}
+
+/// Forgets a block whose trace nobody wants back: the free path, which would otherwise build
+/// and drop a `TraceEntry` per call.
+#[inline]
+pub(crate) fn forget(domain: u32, ptr: usize) {
+    if let Taken::Hashed = take_word(domain, ptr) {
+        remove_hashed(domain, ptr);
+    }
+}
+
+/// What `take_word` found.
+enum Taken {
+    /// The trace was in the block's word (now cleared, its bytes uncounted).
+    Word(u64),
+    /// The block has a word and no trace (allocated before tracing started).
+    Untraced,
+    /// The trace is in the shards (the block has no word, or its word says `ELSEWHERE`).
+    Hashed,
+}
+
+/// Clears the allocator's word for (domain, ptr) and uncounts its trace, when the trace lives
+/// there. Only the block's owner (the thread freeing it) writes the word: plain load and store.
+#[inline(always)]
+fn take_word(domain: u32, ptr: usize) -> Taken {
+    let Some(word) = word_of(domain, ptr) else {
+        return Taken::Hashed;
+    };
+    let old = word.load(Ordering::Relaxed);
+    if old == 0 {
+        return Taken::Untraced;
+    }
+    word.store(0, Ordering::Relaxed);
+    if old & Word::ELSEWHERE != 0 {
+        return Taken::Hashed;
+    }
+    counters::sub(Word::size(old));
+    Taken::Word(old)
 }
 
 fn remove_hashed(domain: u32, ptr: usize) -> Option<TraceEntry> {

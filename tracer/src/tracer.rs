@@ -124,7 +124,7 @@ pub fn untrack(domain: u32, ptr: usize) -> Result<(), TraceError> {
     if !is_tracing() {
         return Err(TraceError::NotTracing);
     }
-    table::remove(domain, ptr);
+    table::forget(domain, ptr);
     Ok(())
 }
 
