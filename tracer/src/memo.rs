@@ -24,6 +24,10 @@
 //! interner's lock). When the steps would be many (a different stack, a truncation window that
 //! moved), the ips are hashed and interned as usual.
 //!
+//! Besides the last walk, the last few complete walks are kept whole (`Recent`): a program
+//! that alternates between call sites (allocate, then grow; clone a key, then push) finds its
+//! stack among them without walking, after checking their records the same way.
+//!
 //! Everything here lives in one mmap'd block per thread (never the traced allocator), made at
 //! the thread's first capture and unmapped when the thread exits. Stacks deeper than `CAP`
 //! records, threads whose block could not be mapped, and the DWARF unwinder take the plain path
@@ -42,6 +46,14 @@ const FRESH_MAX: usize = CAP;
 const CHILD_CACHE: usize = 256;
 /// Ancestor steps + child steps worth taking before hashing the whole stack is cheaper.
 const MAX_STEPS: usize = 24;
+/// Recent walks kept besides the last one (see `Recent`).
+const RECENT: usize = 4;
+/// Records a recent walk may have to be kept (deeper ones are not).
+const RECENT_RECS: usize = 64;
+/// Innermost records a recent walk is checked against one by one before the rest in bulk:
+/// two call sites usually differ within the first few frames (`alloc` vs `realloc`, the
+/// closure that allocates), so a wrong candidate is rejected after a load or two.
+const RECENT_PROBE: usize = 4;
 
 /// One frame record as the walk read it: `words` are the 16 bytes at `fp` (saved fp, return
 /// address), 16-aligned so the check compares them with one vector operation.
@@ -77,6 +89,24 @@ struct ChildEntry {
     child: StackId, // 0 = empty
 }
 
+/// A recent walk and its stack: when the capture starts at the same frame and every record
+/// still holds what that walk read, the stack is that walk's again (the argument at the top).
+///
+/// A program alternates between a few call sites (a `format!` that allocates then grows its
+/// String, a loop that clones a key then pushes to a Vec), and the last walk alone misses every
+/// time it alternates: with the last few walks kept, such captures are answered without a walk.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Recent {
+    /// 0 = empty.
+    len: usize,
+    leaf: StackId,
+    skip: usize,
+    want: usize,
+    frames: usize,
+    recs: [Rec; RECENT_RECS],
+}
+
 #[repr(C)]
 struct Memo {
     /// Records of the last walk, outermost first; `recs[len - 1]` is the capturing frame.
@@ -96,6 +126,9 @@ struct Memo {
     fresh: [Rec; FRESH_MAX],
     ips: [u64; CAP],
     children: [ChildEntry; CHILD_CACHE],
+    recent: [Recent; RECENT],
+    /// The `recent` entry the next walk replaces (round robin).
+    recent_next: usize,
 }
 
 const MEMO_BYTES: usize = core::mem::size_of::<Memo>();
@@ -142,7 +175,7 @@ pub(crate) fn capture_interned(skip: usize, want: usize, count_limit: usize) -> 
             // else on this thread touches it while we run.
             let m = unsafe { &mut *m };
             let start = unwind::frame_address();
-            if let Some(r) = same_as_last(m, start, skip, want) {
+            if let Some(r) = known_stack(m, start, skip, want) {
                 return r;
             }
             if let Some(r) = walk_with_memo(m, start, skip, want) {
@@ -156,14 +189,16 @@ pub(crate) fn capture_interned(skip: usize, want: usize, count_limit: usize) -> 
 }
 
 /// The common case, answered before any walk: the capture starts at the same frame as the last
-/// one and every remembered record still holds what the last walk read, so this walk would read
-/// exactly those words (the argument at the top) and intern to the same leaf.
+/// walk (or one of the `recent` ones) and every record of that walk still holds what it read,
+/// so this walk would read exactly those words (the argument at the top) and intern to the
+/// same leaf.
 ///
-/// Equivalent to `walk_with_memo` meeting the memo at its first frame, minus its set-up: the
-/// stack-bounds lookup is not needed because the start frame equals a remembered one, which
-/// passed this thread's bounds check when it was read (a thread's bounds never change).
+/// For the last walk this is `walk_with_memo` meeting the memo at its first frame, minus its
+/// set-up: the stack-bounds lookup is not needed because the start frame equals a remembered
+/// one, which passed this thread's bounds check when it was read (a thread's bounds never
+/// change).
 #[inline(always)]
-fn same_as_last(m: &Memo, start: usize, skip: usize, want: usize) -> Option<(StackId, usize)> {
+fn known_stack(m: &Memo, start: usize, skip: usize, want: usize) -> Option<(StackId, usize)> {
     let len = m.len;
     let hit = m.has_leaf
         && m.complete
@@ -172,7 +207,49 @@ fn same_as_last(m: &Memo, start: usize, skip: usize, want: usize) -> Option<(Sta
         && m.skip == skip
         && m.want == want
         && unchanged(&m.recs[..len]);
-    hit.then(|| (m.leaf, m.frames.saturating_sub(skip)))
+    if hit {
+        return Some((m.leaf, m.frames.saturating_sub(skip)));
+    }
+    m.recent
+        .iter()
+        .find(|r| {
+            r.len != 0
+                && r.recs[r.len - 1].fp == start
+                && r.skip == skip
+                && r.want == want
+                && unchanged_inner_first(&r.recs[..r.len])
+        })
+        .map(|r| (r.leaf, r.frames.saturating_sub(skip)))
+}
+
+/// `unchanged`, with the innermost `RECENT_PROBE` records compared first, one at a time, so
+/// that a walk from another call site is rejected early.
+#[inline(always)]
+fn unchanged_inner_first(recs: &[Rec]) -> bool {
+    let split = recs.len().saturating_sub(RECENT_PROBE);
+    recs[split..].iter().rev().all(|r| {
+        // SAFETY: as in `unchanged`: the record's fp passed this thread's bounds check when it
+        // was read and lies above the current frame, in the live part of the stack.
+        let now = unsafe { *(r.fp as *const [usize; 2]) };
+        now == r.words
+    }) && unchanged(&recs[..split])
+}
+
+/// Keeps the walk just made (complete, with its leaf) among the recent ones, unless it is too
+/// deep to keep.
+fn remember_recent(m: &mut Memo) {
+    if !(m.complete && m.has_leaf) || m.len > RECENT_RECS {
+        return;
+    }
+    let i = m.recent_next;
+    m.recent_next = (i + 1) % RECENT;
+    let r = &mut m.recent[i];
+    r.len = m.len;
+    r.leaf = m.leaf;
+    r.skip = m.skip;
+    r.want = m.want;
+    r.frames = m.frames;
+    r.recs[..m.len].copy_from_slice(&m.recs[..m.len]);
 }
 
 /// The full walk and the hash-and-intern, without the memo.
@@ -197,7 +274,7 @@ fn plain(skip: usize, want: usize, count_limit: usize) -> (StackId, usize) {
 
 /// The memo path; None when it cannot answer (stack too deep, bounds unknown, out of memory),
 /// and the caller takes the plain path. Not inlined: its locals would make every capture,
-/// including `same_as_last`'s, save and restore a dozen registers.
+/// including `known_stack`'s, save and restore a dozen registers.
 #[inline(never)]
 fn walk_with_memo(
     m: &mut Memo,
@@ -298,6 +375,7 @@ fn walk_with_memo(
     m.want = want;
     m.frames = frames;
     m.has_leaf = true;
+    remember_recent(m);
     Some((id, total))
 }
 
@@ -437,6 +515,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two call sites taking turns, as `format!` allocating then growing does: after the first
+    /// round both stacks are answered from the recent walks, and each answer is still the
+    /// plain walk's, also when a frame below them changes between rounds.
+    #[test]
+    fn recent_walks_answer_alternating_call_sites() {
+        #[inline(never)]
+        fn site_a(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
+            let a = capture_interned(0, 64, 1 << 16);
+            let b = plain(0, 64, 1 << 16);
+            assert_eq!(a.1, b.1);
+            out.push((stack::stack_ips(a.0), stack::stack_ips(b.0)));
+        }
+        #[inline(never)]
+        fn site_b(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
+            core::hint::black_box(site_a(out));
+        }
+        #[inline(never)]
+        fn outer_left(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
+            for _ in 0..core::hint::black_box(3) {
+                core::hint::black_box(site_a(out));
+                core::hint::black_box(site_b(out));
+            }
+        }
+        #[inline(never)]
+        fn outer_right(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
+            core::hint::black_box(outer_left(out));
+        }
+        let mut out = Vec::new();
+        for _ in 0..core::hint::black_box(2) {
+            outer_left(&mut out);
+            outer_right(&mut out);
+        }
+        assert_eq!(out.len(), 24);
+        for (i, (a, b)) in out.iter().enumerate() {
+            assert_eq!(a.len(), b.len(), "capture {i}");
+            assert_eq!(a[1..], b[1..], "capture {i}");
+        }
+        // site_a direct vs through site_b differ; the same site from the same caller is equal.
+        assert_ne!(out[0].0, out[1].0);
+        assert_eq!(out[0].0, out[2].0);
+        assert_eq!(out[1].0, out[5].0);
+        // outer_left called directly vs through outer_right: a frame below both sites changed.
+        assert_ne!(out[0].0, out[6].0);
+        assert_eq!(out[0].0, out[12].0);
+        assert_eq!(out[6].0, out[18].0);
     }
 
     /// Binary recursion: consecutive captures differ in a frame deep inside the stack (the left
