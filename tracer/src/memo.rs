@@ -133,34 +133,56 @@ struct Memo {
 
 const MEMO_BYTES: usize = core::mem::size_of::<Memo>();
 
+/// Owns this thread's memo mapping and unmaps it when the thread exits.
 struct MemoBox(Cell<*mut Memo>);
 
 impl Drop for MemoBox {
     fn drop(&mut self) {
+        MEMO_AT.with(|at| at.set(GONE));
         let p = self.0.replace(core::ptr::null_mut());
         // SAFETY: p is null or this thread's own mapping of MEMO_BYTES, no longer reachable.
         unsafe { unmap(p as *mut u8, MEMO_BYTES) };
     }
 }
 
+/// `MEMO_AT` once the memo is gone (the thread is exiting): captures take the plain path.
+const GONE: *mut Memo = 1 as *mut Memo;
+
 thread_local! {
     static MEMO: MemoBox = const { MemoBox(Cell::new(core::ptr::null_mut())) };
+    /// The memo `MEMO` owns, for every capture: a thread-local without a destructor is one plain
+    /// load, where `MEMO` (which has one) checks its registration state on each access. Null
+    /// until mapped, `GONE` after `MEMO`'s destructor ran.
+    static MEMO_AT: Cell<*mut Memo> = const { Cell::new(core::ptr::null_mut()) };
 }
 
 /// This thread's memo (mapped at first use); None while the thread is exiting or out of memory.
 #[inline]
 fn memo() -> Option<*mut Memo> {
+    let p = MEMO_AT.with(Cell::get);
+    if p as usize > GONE as usize {
+        return Some(p);
+    }
+    if p.is_null() {
+        return map_memo();
+    }
+    None
+}
+
+#[cold]
+fn map_memo() -> Option<*mut Memo> {
     MEMO.try_with(|m| {
-        let mut p = m.0.get();
+        // map_zeroed gives len 0, complete false, has_leaf false, empty caches.
+        let p = map_zeroed(MEMO_BYTES) as *mut Memo;
         if p.is_null() {
-            // map_zeroed gives len 0, complete false, has_leaf false, empty caches.
-            p = map_zeroed(MEMO_BYTES) as *mut Memo;
-            m.0.set(p);
+            return None;
         }
-        p
+        m.0.set(p);
+        MEMO_AT.with(|at| at.set(p));
+        Some(p)
     })
     .ok()
-    .filter(|p| !p.is_null())
+    .flatten()
 }
 
 /// Captures the calling thread's stack and interns it: the caller of `capture_interned`'s
