@@ -233,8 +233,8 @@ pub(crate) fn capture_here(mode: u32) -> (StackId, u32) {
         want = want.max(RECORD_FRAMES.load(Ordering::Relaxed));
     }
     let want = want.clamp(1, MAX_NFRAME + RUNTIME_SLACK);
-    // Skip capture_here's and the slow path's own frames.
-    let (id, total) = crate::memo::capture_interned(2, want, COUNT_LIMIT);
+    // The capture runs inside this frame (inlined); skip the slow path's frame too.
+    let (id, total) = crate::memo::capture_interned_inline(1, want, COUNT_LIMIT);
     (id, total.min(u32::MAX as usize) as u32)
 }
 

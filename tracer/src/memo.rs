@@ -188,9 +188,22 @@ fn map_memo() -> Option<*mut Memo> {
 /// Captures the calling thread's stack and interns it: the caller of `capture_interned`'s
 /// caller ... after `skip` frames (skip 0 = the caller's own return address), keeping `want`
 /// frames. Returns (stack id, frames on the stack after `skip`). Same results as
-/// `unwind::capture_counted` + `stack::intern`, which it falls back to.
+/// `unwind::capture_counted` + `stack::intern`, which it falls back to. (The hook inlines
+/// `capture_interned_inline` instead; the tests call this one.)
+#[cfg(test)]
 #[inline(never)]
 pub(crate) fn capture_interned(skip: usize, want: usize, count_limit: usize) -> (StackId, usize) {
+    capture_interned_inline(skip, want, count_limit)
+}
+
+/// `capture_interned` inlined into its caller, which saves a call on every allocation: frames
+/// then count from the function it is inlined into (skip 0 = that function's return address).
+#[inline(always)]
+pub(crate) fn capture_interned_inline(
+    skip: usize,
+    want: usize,
+    count_limit: usize,
+) -> (StackId, usize) {
     if unwind::uses_frame_pointers() {
         if let Some(m) = memo() {
             // SAFETY: the memo is this thread's own; the hook does not re-enter, and nothing
