@@ -72,7 +72,7 @@ impl Drop for Mine {
 }
 
 /// `FAST`'s value once the thread has no slot to use (the table was full, or `Mine` is gone).
-const NO_SLOT: *const Slot = 1 as *const Slot;
+const NO_SLOT: *const Slot = core::ptr::dangling();
 
 thread_local! {
     static MINE: Mine = const { Mine(Cell::new(0)) };

@@ -146,7 +146,7 @@ impl Drop for MemoBox {
 }
 
 /// `MEMO_AT` once the memo is gone (the thread is exiting): captures take the plain path.
-const GONE: *mut Memo = 1 as *mut Memo;
+const GONE: *mut Memo = core::ptr::dangling_mut();
 
 thread_local! {
     static MEMO: MemoBox = const { MemoBox(Cell::new(core::ptr::null_mut())) };
@@ -557,32 +557,37 @@ mod tests {
     /// plain walk's, also when a frame below them changes between rounds.
     #[test]
     fn recent_walks_answer_alternating_call_sites() {
+        // Each returns the number of captures so far, through black_box, so that every call
+        // stays a real call from its own site (no tail calls).
+        type Out = Vec<(Vec<u64>, Vec<u64>)>;
         #[inline(never)]
-        fn site_a(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
+        fn site_a(out: &mut Out) -> usize {
             let a = capture_interned(0, 64, 1 << 16);
             let b = plain(0, 64, 1 << 16);
             assert_eq!(a.1, b.1);
             out.push((stack::stack_ips(a.0), stack::stack_ips(b.0)));
+            out.len()
         }
         #[inline(never)]
-        fn site_b(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
-            core::hint::black_box(site_a(out));
+        fn site_b(out: &mut Out) -> usize {
+            core::hint::black_box(site_a(out))
         }
         #[inline(never)]
-        fn outer_left(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
+        fn outer_left(out: &mut Out) -> usize {
             for _ in 0..core::hint::black_box(3) {
                 core::hint::black_box(site_a(out));
                 core::hint::black_box(site_b(out));
             }
+            out.len()
         }
         #[inline(never)]
-        fn outer_right(out: &mut Vec<(Vec<u64>, Vec<u64>)>) {
-            core::hint::black_box(outer_left(out));
+        fn outer_right(out: &mut Out) -> usize {
+            core::hint::black_box(outer_left(out))
         }
         let mut out = Vec::new();
         for _ in 0..core::hint::black_box(2) {
-            outer_left(&mut out);
-            outer_right(&mut out);
+            core::hint::black_box(outer_left(&mut out));
+            core::hint::black_box(outer_right(&mut out));
         }
         assert_eq!(out.len(), 24);
         for (i, (a, b)) in out.iter().enumerate() {
