@@ -6,9 +6,10 @@
 //! block is remembered, the lock dropped, and then the report is written, because the report
 //! may call the tracer, which may allocate.
 
-use super::layout::{all_equal, first_not, status, Block, DEADBYTE, FREED};
+use super::layout::{status, Block, DEADBYTE, FREED};
 use super::live;
 use super::report::{fatal, Defect, Op};
+use super::scan::{all_equal, first_not};
 use core::sync::atomic::Ordering;
 
 /// Verifies the guards of every live debug block and the guards and DEADBYTE fill of every

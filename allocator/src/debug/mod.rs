@@ -128,8 +128,10 @@ mod fork;
 mod layout;
 mod live;
 mod local;
+mod probe;
 mod quarantine;
 mod report;
+mod scan;
 
 pub use check::check_heap;
 pub use config::parse_quarantine;
@@ -142,9 +144,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 use layout::{
-    header_of, init_block, inner_layout, mark_released, probe, status, user_of, Block, Probe,
-    FREED, GUARD, HEAD, RELEASED, TRAILER,
+    header_of, init_block, inner_layout, mark_released, status, user_of, Block, FREED, GUARD, HEAD,
+    RELEASED, TRAILER,
 };
+use probe::{probe, Probe};
 use quarantine::{Batch, Entry, Locked};
 use report::{fatal, Defect, Op};
 
@@ -270,7 +273,7 @@ impl<A: GlobalAlloc> Debug<A> {
     ///
     /// # Safety
     /// `p` is non-null and either a debug block or a pointer whose preceding bytes `probe` may
-    /// read (see `layout::probe`).
+    /// read (see `probe::probe`).
     #[inline]
     unsafe fn checked(&self, op: Op, p: *mut u8, api: Api, layout: Option<Layout>) -> Block {
         let b = match probe(p) {
