@@ -42,6 +42,10 @@
 //!     --allocators tidemark,traced_off,traced_32,dhat,system
 //! ```
 //!
+//! `debug_floor` ([`floor`], run when named) is the least work any debug hook with
+//! `pymalloc_debug`'s marks, guards and 4 MiB quarantine must do, over pymalloc: the floor its
+//! `time/plain` is compared with, not a usable allocator.
+//!
 //! # Adding an allocator variant
 //!
 //! 1. `src/bin/bench-<name>.rs`: `tidemark_bench::allocator_main!("<name>", Type = init);`
@@ -54,6 +58,7 @@
 
 pub mod child;
 pub mod driver;
+pub mod floor;
 pub mod rng;
 pub mod variants;
 pub mod workloads;

@@ -54,6 +54,16 @@ pub const VARIANTS: &[Variant] = &[
         default: true,
         plain: Some("tidemark"),
     },
+    // The least any debug hook with pymalloc_debug's marks and quarantine must do (see
+    // `floor.rs`): not a usable allocator, so run only when named.
+    Variant {
+        name: "debug_floor",
+        binary: "bench-debug_floor",
+        role: Role::Subject,
+        feature: None,
+        default: false,
+        plain: Some("tidemark"),
+    },
     Variant {
         name: "system",
         binary: "bench-system",
