@@ -38,7 +38,7 @@
 //! allocator, see [`mark_released`]).
 
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Fresh, never-written memory.
 pub const CLEANBYTE: u8 = 0xCD;
@@ -115,6 +115,23 @@ pub struct Header {
 
 const _: () = assert!(core::mem::size_of::<Header>() == 40);
 const _: () = assert!(HEAD & 15 == 0);
+
+/// Where the header's last word (magic, API, status, alignment, check) starts: the free path
+/// compares it with [`live_tag`] in one load.
+const TAG_OFFSET: usize = core::mem::offset_of!(Header, magic);
+const _: () = assert!(TAG_OFFSET + 8 == core::mem::size_of::<Header>());
+/// The alignment byte of the tag word (the C API does not know the alignment when it frees).
+const TAG_ALIGN_BITS: u64 = 0xFF << 48;
+
+/// The header's last word of a live block of `api` and `align_log2`, as `init_block` writes it
+/// (the release check is 0 until the block is released).
+#[inline]
+fn live_tag(api: Api, align_log2: u32) -> u64 {
+    u64::from(MAGIC)
+        | (api as u64) << 32
+        | u64::from(LIVE) << 40
+        | u64::from(align_log2 as u8) << 48
+}
 
 /// The alignment of the inner allocation for a user alignment.
 #[inline]
@@ -199,14 +216,106 @@ pub unsafe fn init_block(
             align_log2: align.trailing_zeros() as u8,
             released_check: 0,
         });
-        core::ptr::write_bytes(p.sub(GUARD), FORBIDDENBYTE, GUARD);
+        (p.sub(GUARD) as *mut u64).write(GUARD_WORD);
         if let Some(from) = clean_from {
             let from = from.min(size);
-            core::ptr::write_bytes(p.add(from), CLEANBYTE, size - from);
+            fill(p.add(from), CLEANBYTE, size - from);
         }
-        core::ptr::write_bytes(p.add(size), FORBIDDENBYTE, GUARD);
+        (p.add(size) as *mut u64).write_unaligned(GUARD_WORD);
         (p.add(size + GUARD) as *mut u64).write_unaligned(serial);
         p
+    }
+}
+
+/// The free path's one check: whether `p` is a live block of `api` (and, with a Rust layout,
+/// of that size and alignment) with both guards intact. One load of the header's last word
+/// (magic, API, status and alignment at once) and one of each guard, all independent of each
+/// other, so a cold block costs overlapping misses. Any "no" sends the caller to the full
+/// diagnosis (`probe` and the checks one by one), which names the defect; this only says
+/// there is none, so it may be strict: it accepts nothing that the full checks would reject.
+///
+/// Like `probe`, it reads before `p` only where that cannot fault: `p` must be 16-aligned and
+/// not within `HEAD` bytes of a 4 KiB frame's start (so the header is on `p`'s own page);
+/// anything else takes the full path.
+///
+/// # Safety
+/// `p` points into mapped memory (the program's claim that it is a block it was handed), and
+/// with a Rust layout `p .. p + size + GUARD` is that block's memory once the header matched.
+#[inline]
+pub unsafe fn intact_live(p: *mut u8, api: Api, layout: Option<Layout>) -> bool {
+    let addr = p as usize;
+    if addr & 15 != 0 || addr & 4095 < HEAD {
+        return false;
+    }
+    let h = header_of(p);
+    // SAFETY: the header is on `p`'s page (checked above) and 8-aligned (p is 16-aligned, HEAD
+    // and TAG_OFFSET are multiples of 8). Atomic: `check_heap` may read the status byte on
+    // another thread; Relaxed, because only the owning thread writes it (and a racing double
+    // free is a race the program already lost).
+    let tag = unsafe {
+        AtomicU64::from_ptr((h as *mut u8).add(TAG_OFFSET) as *mut u64).load(Ordering::Relaxed)
+    };
+    // SAFETY (the loads below): a matching tag means the header is ours, so its size is
+    // readable and the back guard follows the user bytes inside the inner allocation; the
+    // front guard is the 8 aligned bytes before `p`.
+    unsafe {
+        let size = match layout {
+            Some(l) => {
+                if tag != live_tag(api, l.align().trailing_zeros()) || (*h).size != l.size() {
+                    return false;
+                }
+                l.size()
+            }
+            None => {
+                if tag & !TAG_ALIGN_BITS != live_tag(api, 0) {
+                    return false;
+                }
+                (*h).size
+            }
+        };
+        let front = (p.sub(GUARD) as *const u64).read();
+        let back = (p.add(size) as *const u64).read_unaligned();
+        front == GUARD_WORD && back == GUARD_WORD
+    }
+}
+
+/// Sets `len` bytes at `p` to `byte`. The blocks of allocation-heavy code are mostly small, so
+/// up to 64 bytes the fill is a few overlapping unaligned stores inline rather than a call to
+/// `memset` (whose dispatch costs as much as the stores); longer fills call it.
+///
+/// # Safety
+/// `[p, p+len)` is writable.
+#[inline(always)]
+pub unsafe fn fill(p: *mut u8, byte: u8, len: usize) {
+    let w8 = u64::from_ne_bytes([byte; 8]);
+    let w16 = u128::from_ne_bytes([byte; 16]);
+    // SAFETY (all stores): each one is inside `[p, p+len)` by the length test before it; the
+    // two of a pair overlap when `len` is not twice their width.
+    unsafe {
+        let s8 = |at: usize| (p.add(at) as *mut u64).write_unaligned(w8);
+        let s16 = |at: usize| (p.add(at) as *mut u128).write_unaligned(w16);
+        match len {
+            0..=7 => {
+                for i in 0..len {
+                    *p.add(i) = byte;
+                }
+            }
+            8..=16 => {
+                s8(0);
+                s8(len - 8);
+            }
+            17..=32 => {
+                s16(0);
+                s16(len - 16);
+            }
+            33..=64 => {
+                s16(0);
+                s16(16);
+                s16(len - 32);
+                s16(len - 16);
+            }
+            _ => core::ptr::write_bytes(p, byte, len),
+        }
     }
 }
 
@@ -383,5 +492,16 @@ mod tests {
         }
         assert_eq!(front(8), 48);
         assert_eq!(front(4096), 4096);
+    }
+
+    #[test]
+    fn fill_writes_exactly_its_range() {
+        for len in 0..140 {
+            let mut buf = [0u8; 160];
+            unsafe { fill(buf.as_mut_ptr().add(3), DEADBYTE, len) };
+            assert!(buf[..3].iter().all(|&b| b == 0), "len {len}");
+            assert!(buf[3..3 + len].iter().all(|&b| b == DEADBYTE), "len {len}");
+            assert!(buf[3 + len..].iter().all(|&b| b == 0), "len {len}");
+        }
     }
 }

@@ -144,8 +144,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 use layout::{
-    header_of, init_block, inner_layout, mark_released, status, user_of, Block, FREED, GUARD, HEAD,
-    RELEASED, TRAILER,
+    fill, header_of, init_block, inner_layout, intact_live, mark_released, status, user_of, Block,
+    FREED, GUARD, HEAD, RELEASED, TRAILER,
 };
 use probe::{probe, Probe};
 use quarantine::{Batch, Entry, Locked};
@@ -276,6 +276,25 @@ impl<A: GlobalAlloc> Debug<A> {
     /// read (see `probe::probe`).
     #[inline]
     unsafe fn checked(&self, op: Op, p: *mut u8, api: Api, layout: Option<Layout>) -> Block {
+        // SAFETY: as required by this function (`intact_live` reads before `p` only where
+        // `probe` would, and past the header only once it matched).
+        if unsafe { intact_live(p, api, layout) } {
+            return Block { p };
+        }
+        // SAFETY: as required by this function.
+        unsafe { self.diagnose(op, p, api, layout) }
+    }
+
+    /// The full check of a pointer that failed the fast one: finds the defect and reports it,
+    /// in the order a user reads them (not ours, freed twice, wrong API, wrong layout, pads).
+    /// Returns the block when there is none after all: the fast check leaves pointers near
+    /// the start of a 4 KiB frame to `probe`, which knows how to read before them.
+    ///
+    /// # Safety
+    /// As for `checked`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn diagnose(&self, op: Op, p: *mut u8, api: Api, layout: Option<Layout>) -> Block {
         let b = match probe(p) {
             Probe::Block(b) => b,
             // SAFETY: InvalidFree reads nothing at p.
@@ -334,7 +353,7 @@ impl<A: GlobalAlloc> Debug<A> {
         unsafe {
             let bytes = b.inner_layout().size();
             (*h).free_stack = traceback_hooks().map_or(0, |hooks| (hooks.capture)());
-            core::ptr::write_bytes(b.p, DEADBYTE, b.size());
+            fill(b.p, DEADBYTE, b.size());
             // Release: `check_heap` reads FREED and then expects the DEADBYTE fill.
             status(h).store(FREED, Ordering::Release);
             let limit = self.limit();
