@@ -8,14 +8,23 @@
 //!  v
 //!  +-----------+-------------+-------------+---------------------+------------+-----------+
 //!  | alignment | header      | front guard | user bytes          | back guard | trailer   |
-//!  | padding   | 40 bytes    | 8 x 0xFD    | size bytes, at p    | 8 x 0xFD   | serial u64|
+//!  | padding   | 24 bytes    | 8 x 0xFD    | size bytes, at p    | 8 x 0xFD   | serial u64|
 //!  +-----------+-------------+-------------+---------------------+------------+-----------+
-//!  <------- front(A) = round_up(48, A) ---->^p                    ^tail = p + size
+//!  <------- front(A) = round_up(32, A) ---->^p                    ^tail = p + size
+//!
+//!  header: size (56 bits) + log2 align (8) | alloc stack u32 | free stack u32
+//!          | magic u16 | API u8 | status u8 | registry slot u32
 //! ```
+//!
+//! A block costs 48 bytes more than asked (32 in front, 16 behind): the header is packed into
+//! 24 bytes so that header and front guard stay a multiple of 16 (`p` keeps its alignment)
+//! without padding; at 40 bytes they took 48 and a block cost 64. Smaller blocks are fewer
+//! bytes to fill and read back, and land in smaller size classes of the inner allocator (a
+//! 20-byte string takes 68 bytes of pymalloc's 80-byte class instead of 84 of its 96).
 //!
 //! Why this shape:
 //!
-//! - The header sits *right before* the front guard, whatever the alignment, so `p - 48` finds
+//! - The header sits *right before* the front guard, whatever the alignment, so `p - 32` finds
 //!   it from the user pointer alone (C `free(p)` knows nothing else). Large alignments are paid
 //!   for with padding at the front of the inner allocation, which the header records
 //!   implicitly: `front(A)` is a function of the recorded alignment, so the inner pointer and
@@ -24,8 +33,10 @@
 //! - The guards are the bytes an off-by-one writes first (CPython's FORBIDDENBYTE pads). Eight
 //!   on each side catch small overruns; a wild write further away may land in the header or
 //!   trailer and shows up as a bad magic or serial instead.
-//! - The header's last 8 bytes (magic, API, status) are the ones nearest `p`, so the cheap
-//!   "is this one of ours" test reads only `p-16 .. p-8`.
+//! - The header's last 8 bytes (magic, API, status, slot) are the ones nearest `p`, so the
+//!   cheap "is this one of ours" test reads only `p-16 .. p-12`, and the free path checks
+//!   magic, API and status with one compare, and size and alignment with another (see
+//!   [`intact_live`]).
 //! - The trailer is after the back guard, unaligned (the user size is arbitrary), and read with
 //!   unaligned loads. It holds the serial number CPython also puts there: "made by call #N".
 //! - The header remembers the block's registry slot (`slot`, see `live.rs`); the registry and
@@ -55,7 +66,13 @@ pub const TRAILER: usize = 8;
 pub const HEAD: usize = core::mem::size_of::<Header>() + GUARD;
 
 /// Marks a header as one of ours; anything else before `p` means "not a debug block".
-pub const MAGIC: u32 = 0x7D3B_A10C;
+///
+/// 16 bits, so that the header fits in 24 bytes. What `probe` accepts is the magic and an API
+/// byte (2 values of 256) and a status byte (3 of 256) read together: memory that is not a
+/// header passes with probability 2^-16 * 2/256 * 3/256, about 1.4e-9 for random bytes, and
+/// the free path's fast check also wants both guard words (another 2^-128) before it treats a
+/// pointer as a live block. Zeroed or 0xFF-filled memory never passes (the magic is neither).
+pub const MAGIC: u16 = 0xA10C;
 
 /// The block is handed out to the program.
 pub const LIVE: u8 = 0x4C;
@@ -93,44 +110,50 @@ impl Api {
     }
 }
 
-/// The bookkeeping in front of every debug block. `repr(C)` so the last fields sit next to the
-/// front guard (see the module docs).
+/// The bookkeeping in front of every debug block, 24 bytes. `repr(C)` so the last fields sit
+/// next to the front guard (see the module docs).
 #[repr(C)]
 pub struct Header {
-    /// The block's slot in the registry (every block, live or quarantined, is registered).
-    pub slot: usize,
-    /// The size the program asked for.
-    pub size: usize,
-    /// Tracer stack ids (0 = none) of the allocation and of the free.
-    pub alloc_stack: u64,
-    pub free_stack: u64,
-    pub magic: u32,
+    /// The size the program asked for (low 56 bits: no machine has 2^56 bytes, and
+    /// `inner_layout` refuses such sizes) and log2 of its alignment (top byte), so the free
+    /// path checks both against a Rust layout with one compare.
+    pub size_align: u64,
+    /// Tracer stack ids (0 = none) of the allocation and of the free. The tracer's ids are
+    /// 32-bit (`tidemark_tracer`'s `StackId`); an id that does not fit is kept as 0, "no
+    /// traceback was recorded", rather than as another stack's id.
+    pub alloc_stack: u32,
+    pub free_stack: u32,
+    pub magic: u16,
     pub api: u8,
     pub status: u8,
-    /// log2 of the alignment the program asked for.
-    pub align_log2: u8,
-    /// Once `RELEASED`: a hash of the stack ids (see [`mark_released`]).
-    pub released_check: u8,
+    /// While the block is registered (live or quarantined): its registry slot (see `live.rs`;
+    /// there are at most 2^30). Once RELEASED: its alignment and a check of its stack ids
+    /// (see [`mark_released`]).
+    pub slot: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Header>() == 40);
+const _: () = assert!(core::mem::size_of::<Header>() == 24);
 const _: () = assert!(HEAD & 15 == 0);
 
-/// Where the header's last word (magic, API, status, alignment, check) starts: the free path
-/// compares it with [`live_tag`] in one load.
+/// The low 56 bits of `Header::size_align`, and of the front-guard word of a released block,
+/// hold the size.
+const SIZE_BITS: u64 = (1 << 56) - 1;
+
+/// Where the header's last word (magic, API, status, slot) starts: the free path compares its
+/// low half with [`live_tag`] in one load.
 const TAG_OFFSET: usize = core::mem::offset_of!(Header, magic);
 const _: () = assert!(TAG_OFFSET + 8 == core::mem::size_of::<Header>());
-/// The alignment byte of the tag word (the C API does not know the alignment when it frees).
-const TAG_ALIGN_BITS: u64 = 0xFF << 48;
 
-/// The header's last word of a live block of `api` and `align_log2`, as `init_block` writes it
-/// (the release check is 0 until the block is released).
+/// Magic, API and status of a live block of `api`, as the low half of the header's last word.
 #[inline]
-fn live_tag(api: Api, align_log2: u32) -> u64 {
-    u64::from(MAGIC)
-        | (api as u64) << 32
-        | u64::from(LIVE) << 40
-        | u64::from(align_log2 as u8) << 48
+fn live_tag(api: Api) -> u32 {
+    u32::from(MAGIC) | (api as u32) << 16 | u32::from(LIVE) << 24
+}
+
+/// A stack id as the header keeps it (see `Header::alloc_stack`).
+#[inline]
+pub fn stack_id32(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(0)
 }
 
 /// The alignment of the inner allocation for a user alignment.
@@ -165,6 +188,9 @@ pub unsafe fn status<'a>(h: *mut Header) -> &'a AtomicU8 {
 /// The inner allocation for `size` user bytes at `align`, or `None` if it would overflow.
 #[inline]
 pub fn inner_layout(size: usize, align: usize) -> Option<Layout> {
+    if size as u64 > SIZE_BITS {
+        return None;
+    }
     let total = front(align)
         .checked_add(size)?
         .checked_add(GUARD + TRAILER)?;
@@ -206,15 +232,13 @@ pub unsafe fn init_block(
         let p = base.add(front(align));
         let h = header_of(p);
         h.write(Header {
-            slot: 0,
-            size,
-            alloc_stack,
+            size_align: size as u64 | u64::from(align.trailing_zeros()) << 56,
+            alloc_stack: stack_id32(alloc_stack),
             free_stack: 0,
             magic: MAGIC,
             api: api as u8,
             status: LIVE,
-            align_log2: align.trailing_zeros() as u8,
-            released_check: 0,
+            slot: 0,
         });
         (p.sub(GUARD) as *mut u64).write(GUARD_WORD);
         if let Some(from) = clean_from {
@@ -251,27 +275,28 @@ pub unsafe fn intact_live(p: *mut u8, api: Api, layout: Option<Layout>) -> bool 
     // SAFETY: the header is on `p`'s page (checked above) and 8-aligned (p is 16-aligned, HEAD
     // and TAG_OFFSET are multiples of 8). Atomic: `check_heap` may read the status byte on
     // another thread; Relaxed, because only the owning thread writes it (and a racing double
-    // free is a race the program already lost).
+    // free is a race the program already lost). Only the low half (magic, API, status) is
+    // compared; the high half is the registry slot.
     let tag = unsafe {
         AtomicU64::from_ptr((h as *mut u8).add(TAG_OFFSET) as *mut u64).load(Ordering::Relaxed)
     };
+    if tag as u32 != live_tag(api) {
+        return false;
+    }
     // SAFETY (the loads below): a matching tag means the header is ours, so its size is
     // readable and the back guard follows the user bytes inside the inner allocation; the
     // front guard is the 8 aligned bytes before `p`.
     unsafe {
+        let size_align = (*h).size_align;
         let size = match layout {
             Some(l) => {
-                if tag != live_tag(api, l.align().trailing_zeros()) || (*h).size != l.size() {
+                let want = l.size() as u64 | u64::from(l.align().trailing_zeros()) << 56;
+                if size_align != want {
                     return false;
                 }
                 l.size()
             }
-            None => {
-                if tag & !TAG_ALIGN_BITS != live_tag(api, 0) {
-                    return false;
-                }
-                (*h).size
-            }
+            None => (size_align & SIZE_BITS) as usize,
         };
         let front = (p.sub(GUARD) as *const u64).read();
         let back = (p.add(size) as *const u64).read_unaligned();
@@ -326,28 +351,37 @@ pub unsafe fn fill(p: *mut u8, byte: u8, len: usize) {
 /// What survives the inner allocator's taking the block back decides where the mark goes.
 /// Freeing writes the first bytes of a block only: pymalloc a free-list link (bytes 0..8)
 /// and, for a block freed by another thread, a batch word (8..16); glibc `fd`/`bk` or the
-/// tcache link and key (0..16), and in its large bins `fd_nextsize`/`bk_nextsize` (16..32).
-/// The header starts at byte `front(align) - HEAD` of the inner block (0 up to alignment 16,
-/// further for bigger alignments), so:
+/// tcache link and key (0..16), and in its large bins `fd_nextsize`/`bk_nextsize` (16..32);
+/// glibc's footer (the next chunk's `prev_size`) lands at most on the trailer, never on the
+/// back guard. The header starts at byte `front(align) - HEAD` of the inner block (0 up to
+/// alignment 16, further for bigger alignments), so:
 ///
-/// - its last 8 bytes (magic, API, status, alignment, check), at 32..40 or further, always
-///   survive: the status becomes RELEASED;
-/// - `slot` and `size` (0..16) are lost to glibc and to pymalloc's cross-thread frees, so the
-///   size is copied into the front guard (40..48, done with since the free's checks), with a
-///   check byte;
-/// - the stack ids (16..32) are lost only in glibc's large bins: `released_check` holds a hash
-///   of them, and the report shows them only if it still matches.
+/// - its last 8 bytes (magic, API, status, slot), at 16..24 or further, survive everywhere
+///   but in glibc's large bins: the status becomes RELEASED, and the slot (no longer needed)
+///   becomes the alignment and a check byte of the stack ids;
+/// - the size and alignment word and the stack ids (0..16) are lost to glibc and to
+///   pymalloc's cross-thread frees, so the size is copied into the front guard and the stack
+///   ids into the back guard (both done with since the eviction's checks), the size with a
+///   check byte of its own.
+///
+/// In glibc's large bins (free chunks of 1 KiB and more, outside the tcache) the tag and the
+/// size are lost, and a second free is reported as an invalid free instead: still a fatal
+/// report, as when the memory was handed out again.
 ///
 /// # Safety
 /// `h` is the header of a freed block that this thread owns until it is deallocated.
 #[inline]
 pub unsafe fn mark_released(h: *mut Header) {
-    // SAFETY: the header and front guard are valid and ours (caller); the front guard is the 8
-    // bytes right after the header, so 8-aligned. Relaxed: a later free of the same pointer
-    // is a race the program already lost, not one the mark could order.
+    // SAFETY: the header and both guards are valid and ours (caller); the front guard is the 8
+    // bytes right after the header, so 8-aligned; the back guard is read unaligned. Relaxed: a
+    // later free of the same pointer is a race the program already lost, not one the mark
+    // could order.
     unsafe {
-        (user_of(h).sub(GUARD) as *mut u64).write(released_size_word((*h).size));
-        (*h).released_check = hash8((*h).alloc_stack ^ (*h).free_stack.rotate_left(32));
+        let b = Block { p: user_of(h) };
+        let stacks = released_stacks_word((*h).alloc_stack, (*h).free_stack);
+        (b.p.sub(GUARD) as *mut u64).write(released_size_word(b.size()));
+        (b.tail() as *mut u64).write_unaligned(stacks);
+        (*h).slot = u32::from(((*h).size_align >> 56) as u8) | u32::from(hash8(stacks)) << 8;
         status(h).store(RELEASED, Ordering::Relaxed);
     }
 }
@@ -361,11 +395,12 @@ pub struct Released {
     pub stacks: Option<(u64, u64)>,
 }
 
-/// Reads what [`mark_released`] left before `p`. Volatile: the memory is the inner
+/// Reads what [`mark_released`] left around `p`. Volatile: the memory is the inner
 /// allocator's, which may be handing it out again on another thread meanwhile.
 ///
 /// # Safety
-/// The `HEAD` bytes before `p` are readable, and `p` is 16-aligned.
+/// The `HEAD` bytes before `p` are readable, `p` is 16-aligned, and the block's inner
+/// allocation is still mapped (the back guard is read when the size's check matches).
 pub unsafe fn read_released(p: *mut u8) -> Released {
     // SAFETY: the header and front guard are readable and aligned (caller).
     let (h, word) = unsafe {
@@ -374,18 +409,25 @@ pub unsafe fn read_released(p: *mut u8) -> Released {
             core::ptr::read_volatile(p.sub(GUARD) as *const u64),
         )
     };
-    let size = (word & SIZE_BITS) as usize;
+    let size = released_size(word);
+    let stacks = size.and_then(|size| {
+        // SAFETY: the size's check matched, so the back guard is where `mark_released` wrote
+        // the stack ids, inside the inner allocation (caller).
+        let word = unsafe { core::ptr::read_volatile(p.add(size) as *const u64) };
+        (hash8(word) == (h.slot >> 8) as u8).then_some((word & 0xFFFF_FFFF, word >> 32))
+    });
     Released {
         api: h.api,
-        align_log2: h.align_log2,
-        size: (hash8(word & SIZE_BITS) == (word >> 56) as u8).then_some(size),
-        stacks: (hash8(h.alloc_stack ^ h.free_stack.rotate_left(32)) == h.released_check)
-            .then_some((h.alloc_stack, h.free_stack)),
+        align_log2: h.slot as u8,
+        size,
+        stacks,
     }
 }
 
-/// The low 56 bits of the front-guard word of a released block hold the size.
-const SIZE_BITS: u64 = (1 << 56) - 1;
+/// The back-guard word of a released block: its stack ids.
+fn released_stacks_word(alloc_stack: u32, free_stack: u32) -> u64 {
+    u64::from(alloc_stack) | u64::from(free_stack) << 32
+}
 
 /// The front-guard word of a released block: the size and its check byte (a size that does
 /// not fit, which no real allocation has, gets a check that fails).
@@ -393,6 +435,11 @@ pub fn released_size_word(size: usize) -> u64 {
     let bits = size as u64 & SIZE_BITS;
     let check = hash8(bits) ^ u8::from(bits != size as u64);
     bits | (u64::from(check) << 56)
+}
+
+/// The size a released block's front-guard word holds, if its check matches.
+pub fn released_size(word: u64) -> Option<usize> {
+    (hash8(word & SIZE_BITS) == (word >> 56) as u8).then_some((word & SIZE_BITS) as usize)
 }
 
 /// A byte that depends on every bit of `x`.
@@ -418,13 +465,13 @@ impl Block {
     #[inline]
     pub unsafe fn size(self) -> usize {
         // SAFETY: see the type-level contract.
-        unsafe { (*self.header()).size }
+        unsafe { ((*self.header()).size_align & SIZE_BITS) as usize }
     }
 
     #[inline]
     pub unsafe fn align(self) -> usize {
         // SAFETY: see the type-level contract; the shift was stored from a valid alignment.
-        unsafe { 1usize << ((*self.header()).align_log2 & 63) }
+        unsafe { 1usize << (((*self.header()).size_align >> 56) & 63) }
     }
 
     #[inline]
@@ -490,7 +537,7 @@ mod tests {
             assert_eq!(f % inner_align(align), 0);
             align *= 2;
         }
-        assert_eq!(front(8), 48);
+        assert_eq!(front(8), 32);
         assert_eq!(front(4096), 4096);
     }
 

@@ -28,8 +28,9 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Slots per mapping (512 KiB of slots).
 const CHUNK_SLOTS: usize = 1 << 16;
-/// Mappings at most: 2^30 registered blocks.
+/// Mappings at most: 2^30 registered blocks (a header keeps its slot in 32 bits).
 const MAX_CHUNKS: usize = 1 << 14;
+const _: () = assert!(MAX_CHUNKS * CHUNK_SLOTS <= 1 << 32);
 /// Fresh slots a thread takes at once (divides `CHUNK_SLOTS`, so a grab is in one mapping).
 pub const GRAB: usize = 1024;
 
@@ -104,7 +105,8 @@ pub unsafe fn insert(l: &mut Local, h: *mut Header) -> bool {
     // SAFETY: `h` is valid; the slot is ours (just popped or fresh). Release: `check_heap`
     // sees the header initialized if it sees the address.
     unsafe {
-        (*h).slot = index;
+        // Fits: at most MAX_CHUNKS * CHUNK_SLOTS = 2^30 slots.
+        (*h).slot = index as u32;
         slot(index).store(h as usize, Ordering::Release);
     }
     l.count(1);
@@ -121,11 +123,11 @@ pub unsafe fn remove(l: &mut Local, h: *mut Header) {
     // SAFETY: a registered header's slot holds its address; nobody else writes that slot
     // until it is free again.
     unsafe {
-        let index = (*h).slot;
+        let index = (*h).slot as usize;
         slot(index).store((l.free_slot << 1) | 1, Ordering::Relaxed);
     }
     // SAFETY: as above.
-    l.free_slot = unsafe { (*h).slot } + 1;
+    l.free_slot = unsafe { (*h).slot } as usize + 1;
     l.count(-1);
 }
 
@@ -136,7 +138,7 @@ pub unsafe fn remove(l: &mut Local, h: *mut Header) {
 /// As for [`remove`].
 pub unsafe fn remove_leaking_slot(h: *mut Header) {
     // SAFETY: as for `remove`.
-    unsafe { slot((*h).slot).store(0, Ordering::Relaxed) };
+    unsafe { slot((*h).slot as usize).store(0, Ordering::Relaxed) };
 }
 
 /// Calls `visit` on every registered header until it returns `Some`. The caller holds

@@ -14,16 +14,16 @@
 //!  inner allocation (aligned to max(align, 16))
 //!  +---------+--------+-------------+------------------+------------+---------+
 //!  | padding | header | front guard | user bytes       | back guard | trailer |
-//!  | (align) | 40 B   | 8 x 0xFD    | 0xCD when fresh, | 8 x 0xFD   | serial  |
+//!  | (align) | 24 B   | 8 x 0xFD    | 0xCD when fresh, | 8 x 0xFD   | serial  |
 //!  |         |        |             | 0xDD when freed  |            | (u64)   |
 //!  +---------+--------+-------------+------------------+------------+---------+
 //!                                   ^ p (the pointer the program gets)
 //! ```
 //!
-//! The header (requested size, alignment, API, status, tracer stack ids, registry slot)
-//! always sits right before the front guard, so `p - 48` finds it from the
-//! pointer alone; alignments above 16 are paid for with padding in front. See `layout.rs`
-//! for the reasons behind each field.
+//! The header (requested size, alignment, API, status, tracer stack ids, registry slot, in
+//! 24 bytes) always sits right before the front guard, so `p - 32` finds it from the pointer
+//! alone; alignments above 16 are paid for with padding in front. A block costs 48 bytes more
+//! than asked (32 in front, 16 behind). See `layout.rs` for the reasons behind each field.
 //!
 //! # What is detected (each one is a fatal report on stderr, then `abort()`)
 //!
@@ -61,14 +61,17 @@
 //! - if it became part of another block, the header's bytes are someone else's data, and the
 //!   second free is most likely reported as an invalid free (bad magic);
 //! - if the inner allocator gave the memory back to the OS (an emptied pymalloc arena, a big
-//!   glibc block), the second free reads unmapped memory and faults, as it would in glibc.
+//!   glibc block), the second free reads unmapped memory and faults, as it would in glibc;
+//! - a glibc block of 1 KiB or more that went into one of glibc's large bins has lost the mark
+//!   (glibc links those bins through the header's last bytes), and a second free is reported
+//!   as an invalid free.
 //!
 //! A bigger `TIDEMARK_QUARANTINE` widens the window in which a double free is reported with
 //! the block's full dump.
 //!
 //! # Limits
 //!
-//! - Invalid free reads the 48 bytes before a 16-aligned pointer (checking the previous page
+//! - Invalid free reads the 32 bytes before a 16-aligned pointer (checking the previous page
 //!   is mapped when the header would cross into it). A pointer into a page that is not mapped
 //!   at all faults, as it does in glibc.
 //! - Writes that skip over the guards (more than 8 bytes past the end) are caught only if they
@@ -91,13 +94,17 @@
 //!   per batch;
 //! - the quarantine is a ring of (block, size) entries, so evicting reads no block to find the
 //!   next one, and the evicting thread prefetches the blocks it is about to verify;
-//! - fills are `memset`; the write-after-free check compares 128 bytes per step with AVX2
-//!   (detected at run time), 64 with SSE2; each guard is one word compare;
+//! - fills up to 64 bytes are a few inline stores, longer ones `memset`; the write-after-free
+//!   check compares 128 bytes per step with AVX2 (detected at run time), 64 with SSE2;
+//! - a free is one check (`layout::intact_live`): magic, API and status in one compare of the
+//!   header's last word, size and alignment in one compare against the Rust layout, each guard
+//!   one word compare; only a block that fails it goes through the full diagnosis, which
+//!   names the defect;
 //! - a Rust `dealloc` knows the block's size from its layout before reading the header: it
 //!   prefetches the whole block and locates the back guard from the layout (checked equal to
 //!   the header's size), so the cache misses of a cold block overlap instead of following
 //!   each other;
-//! - the header is 40 bytes, so a block costs 64 bytes more than asked (48 in front, 16
+//! - the header is 24 bytes, so a block costs 48 bytes more than asked (32 in front, 16
 //!   behind).
 //!
 //! What remains is the work the checks are made of: every allocation writes its user bytes
@@ -144,8 +151,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 use layout::{
-    fill, header_of, init_block, inner_layout, intact_live, mark_released, status, user_of, Block,
-    FREED, GUARD, HEAD, RELEASED, TRAILER,
+    fill, header_of, init_block, inner_layout, intact_live, mark_released, stack_id32, status,
+    user_of, Block, FREED, GUARD, HEAD, RELEASED, TRAILER,
 };
 use probe::{probe, Probe};
 use quarantine::{Batch, Entry, Locked};
@@ -352,7 +359,7 @@ impl<A: GlobalAlloc> Debug<A> {
         // SAFETY: the block is live and ours until it is queued or returned below.
         unsafe {
             let bytes = b.inner_layout().size();
-            (*h).free_stack = traceback_hooks().map_or(0, |hooks| (hooks.capture)());
+            (*h).free_stack = stack_id32(traceback_hooks().map_or(0, |hooks| (hooks.capture)()));
             fill(b.p, DEADBYTE, b.size());
             // Release: `check_heap` reads FREED and then expects the DEADBYTE fill.
             status(h).store(FREED, Ordering::Release);
@@ -461,7 +468,7 @@ fn prefetch(from: *const u8, bytes: usize) {
 
 /// True when `p` starts a block made by a debug allocator (live or quarantined, or released to
 /// the inner allocator with its mark still in place: freeing it is a double free). Reads at most
-/// the 48 bytes before a 16-aligned `p`, following the rules of invalid-free detection, so a
+/// the 32 bytes before a 16-aligned `p`, following the rules of invalid-free detection, so a
 /// foreign `p` must point into mapped memory. The preload uses it to route `free` of pointers
 /// that the debug layer never made.
 pub fn is_debug_block(p: *const u8) -> bool {

@@ -86,7 +86,7 @@ pub const DEFAULT_LIMIT: usize = 4 << 20;
 pub const MAX_BLOCKS: usize = 1 << 20;
 
 /// The smallest inner block (no user bytes): the ring never needs more entries than
-/// `limit / MIN_BLOCK`, so at the default bound it has 65,536 entries (1 MiB of ring) and the
+/// `limit / MIN_BLOCK`, so at the default bound it has 131,072 entries (2 MiB of ring) and the
 /// bound in bytes is reached first.
 const MIN_BLOCK: usize = super::layout::HEAD + super::layout::GUARD + super::layout::TRAILER;
 
@@ -327,9 +327,9 @@ mod tests {
     fn a_full_ring_gives_up_its_oldest() {
         let mut q = Quarantine::new();
         let mut out = Batch::new();
-        // A 64 KiB bound makes a ring of 64 KiB / 64 B = 1024 entries; blocks accounted as one
+        // A bound of 1024 smallest blocks makes a ring of 1024 entries; blocks accounted as one
         // byte each never reach the bound in bytes.
-        let limit = 64 << 10;
+        let limit = 1024 * MIN_BLOCK;
         for i in 0..1024 {
             assert!(unsafe { q.push(fake(i), 1, limit, &mut out) });
         }

@@ -273,7 +273,7 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
 
     // Both ids are read before the first traceback: symbolizing allocates, which may recycle
     // a quarantined block and overwrite its header.
-    let (alloc_stack, free_stack) = (h.alloc_stack, h.free_stack);
+    let (alloc_stack, free_stack) = (u64::from(h.alloc_stack), u64::from(h.free_stack));
     let _ = writeln!(out);
     let _ = writeln!(out, "Memory block allocated at (most recent call first):");
     traceback(out, alloc_stack, "allocated");
