@@ -14,7 +14,9 @@
 //! - leaving the quarantine: every user byte is read back and compared with DEADBYTE.
 //!
 //! The guards need 8 bytes in front of the pointer, which alignment 16 rounds up to 16; the
-//! size comes from the Rust layout at free, so no header is written or read.
+//! size comes from the Rust layout at free, so no header is written or read. Fills and the
+//! read-back are `Debug`'s own (`tidemark_alloc::debug::{fill, all_equal}`), so the per-byte
+//! work is the same on both rows.
 //!
 //! Whatever `Debug<A>` spends above this row is bookkeeping (header, serial, registry, checks);
 //! what this row spends above the plain allocator is the price of the rules themselves.
@@ -22,6 +24,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
+use tidemark_alloc::debug::{all_equal, fill};
 
 const CLEANBYTE: u8 = 0xCD;
 const DEADBYTE: u8 = 0xDD;
@@ -105,35 +108,6 @@ fn inner_layout(size: usize, align: usize) -> Layout {
     unsafe { Layout::from_size_align_unchecked(front(align) + size + GUARD, align.max(16)) }
 }
 
-/// Whether every byte of `[p, p+len)` is DEADBYTE, 32 bytes per step (the compiler vectorizes
-/// the OR of the XORs).
-///
-/// # Safety
-/// The range is readable.
-#[inline]
-unsafe fn all_dead(p: *const u8, len: usize) -> bool {
-    let word = u64::from_ne_bytes([DEADBYTE; 8]);
-    // SAFETY: every read is inside `[p, p+len)` (caller); unaligned u64 reads are allowed.
-    unsafe {
-        let load = |at: usize| (p.add(at) as *const u64).read_unaligned() ^ word;
-        let mut diff = 0;
-        let mut i = 0;
-        while i + 32 <= len {
-            diff |= load(i) | load(i + 8) | load(i + 16) | load(i + 24);
-            i += 32;
-        }
-        while i + 8 <= len {
-            diff |= load(i);
-            i += 8;
-        }
-        while i < len {
-            diff |= u64::from(*p.add(i) ^ DEADBYTE);
-            i += 1;
-        }
-        diff == 0
-    }
-}
-
 // SAFETY: every block is an inner allocation of `inner_layout`, the user pointer `front(align)`
 // bytes in (a multiple of the alignment), with `size` bytes and a guard after it; the inner
 // allocator is always called back with the layout it was called with.
@@ -154,7 +128,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Floor<A> {
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         // SAFETY: `p` is a live block of `layout` (the GlobalAlloc contract).
         unsafe {
-            core::ptr::write_bytes(p, DEADBYTE, layout.size());
+            fill(p, DEADBYTE, layout.size());
             self.quarantine(Entry {
                 p,
                 size: layout.size(),
@@ -165,12 +139,12 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Floor<A> {
 }
 
 impl<A: GlobalAlloc> Floor<A> {
-    /// A fresh block with its user bytes set to `fill` and its guards written.
+    /// A fresh block with its user bytes set to `byte` and its guards written.
     ///
     /// # Safety
     /// As for `GlobalAlloc::alloc`.
     #[inline]
-    unsafe fn make(&self, layout: Layout, fill: u8) -> *mut u8 {
+    unsafe fn make(&self, layout: Layout, byte: u8) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         // SAFETY: a non-zero size (it includes the guards); the writes stay inside it.
         unsafe {
@@ -180,7 +154,7 @@ impl<A: GlobalAlloc> Floor<A> {
             }
             let p = base.add(front(align));
             (p.sub(GUARD) as *mut u64).write(u64::from_ne_bytes([FORBIDDENBYTE; GUARD]));
-            core::ptr::write_bytes(p, fill, size);
+            fill(p, byte, size);
             (p.add(size) as *mut u64).write_unaligned(u64::from_ne_bytes([FORBIDDENBYTE; GUARD]));
             p
         }
@@ -236,7 +210,7 @@ impl<A: GlobalAlloc> Floor<A> {
     unsafe fn evict(&self, e: Entry) {
         // SAFETY: the block is ours until deallocated below.
         unsafe {
-            if !all_dead(e.p, e.size) {
+            if !all_equal(e.p, e.size, DEADBYTE) {
                 // The floor keeps no header to report from: a write after free just aborts.
                 libc::abort();
             }
@@ -249,19 +223,6 @@ impl<A: GlobalAlloc> Floor<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn all_dead_sees_every_byte() {
-        for len in 0..80 {
-            let mut buf = vec![DEADBYTE; len];
-            assert!(unsafe { all_dead(buf.as_ptr(), len) });
-            for at in 0..len {
-                buf[at] = 0;
-                assert!(!unsafe { all_dead(buf.as_ptr(), len) });
-                buf[at] = DEADBYTE;
-            }
-        }
-    }
 
     #[test]
     fn blocks_are_marked_and_cycle_through_the_quarantine() {

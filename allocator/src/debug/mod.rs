@@ -145,14 +145,18 @@ pub use config::parse_quarantine;
 pub(crate) use fork::{fork_prepare, fork_release};
 pub use layout::{Api, CLEANBYTE, DEADBYTE, FORBIDDENBYTE};
 pub use quarantine::DEFAULT_LIMIT as DEFAULT_QUARANTINE;
+// The fill and the read-back compare, for the benchmark's `debug_floor` variant: the least any
+// debug hook must do is measured with the same per-byte work as `Debug`'s.
+pub use layout::fill;
+pub use scan::all_equal;
 
 use crate::hooks::traceback_hooks;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 use layout::{
-    fill, header_of, init_block, inner_layout, intact_live, mark_released, stack_id32, status,
-    user_of, Block, FREED, GUARD, HEAD, RELEASED, TRAILER,
+    header_of, init_block, inner_layout, intact_live, mark_released, stack_id32, status, user_of,
+    Block, FREED, GUARD, HEAD, RELEASED, TRAILER,
 };
 use probe::{probe, Probe};
 use quarantine::{Batch, Entry, Locked};
