@@ -106,7 +106,7 @@ impl Frame {
 #[repr(u8)]
 pub enum End {
     /// The unwinder reached the outermost frame: nothing lies beyond.
-    /// Discriminant 0: a zeroed memo (see unwind.rs) reads as empty and complete.
+    /// Discriminant 0: a zeroed memo (see unwind/dwarf.rs) reads as empty and complete.
     #[default]
     Complete = 0,
     /// The unwinder failed after the last frame (no rule, a read outside the stack).
@@ -124,6 +124,11 @@ pub struct Memo {
     pub frames: [Frame; CAP],
     /// `frames[k].ra`, contiguous: what a capture copies out.
     pub ras: [u64; CAP],
+    /// The stack id the last capture interned, when its stack was `ras[..id_len]` (0: none).
+    /// A capture that finds the same frames again reuses it: no copy, no hash, no intern.
+    pub id: u32,
+    /// Frames of the stack `id` names (`usize::MAX`: the last capture was not `ras[..k]`).
+    pub id_len: usize,
 }
 
 /// Where a new walk meets the memo.
@@ -170,6 +175,46 @@ impl Meeting {
 }
 
 impl Memo {
+    /// The memo's frames no longer name the last interned stack.
+    #[inline]
+    pub fn forget_id(&mut self) {
+        self.id = 0;
+        self.id_len = usize::MAX;
+    }
+
+    /// This capture's stack is `ras[..n]`: its id, once interned, goes to `note_id`.
+    #[inline]
+    pub fn expect_id(&mut self, n: usize) {
+        self.id = 0;
+        self.id_len = n;
+    }
+
+    /// `id` is the interned stack of `n` frames the capture just gave.
+    #[inline]
+    pub fn note_id(&mut self, n: usize, id: u32) {
+        if self.id_len == n {
+            self.id = id;
+        }
+    }
+
+    /// Keeps `id` as the name of `ras[..n]` (after a splice that changed no return address).
+    #[inline]
+    pub fn set_id(&mut self, id: u32, n: usize) {
+        self.id = id;
+        self.id_len = n;
+    }
+
+    /// Is a walk that met the memo at frame `i` after unwinding `fresh` itself, and that gives
+    /// `n` frames in all, the stack the memo's id names? Its fresh frames must be the memo's
+    /// first `i` (the rest is the memo's from `i` on, by the meeting).
+    #[inline]
+    pub fn same_stack(&self, fresh: &[Frame], i: usize, n: usize) -> bool {
+        self.id != 0
+            && fresh.len() == i
+            && n == self.id_len
+            && fresh.iter().zip(&self.ras[..i]).all(|(f, &ra)| f.ra == ra)
+    }
+
     /// Does the walk from frame `i` outward depend on the `rbp` it starts with? Yes if a frame
     /// uses it before another replaces it, or if the walk ends (by a limit or a failure)
     /// before anything says.
@@ -188,6 +233,7 @@ impl Memo {
     /// memo's frames from `from` on: the new walk, as the memo for the next one. Frames past
     /// `CAP` are dropped (the memo then ends by limit at the last one kept).
     pub fn splice(&mut self, fresh: &[Frame], from: usize) {
+        self.forget_id();
         let n = fresh.len().min(CAP);
         let keep_old = (self.len - from).min(CAP - n);
         if from != n {
@@ -207,6 +253,7 @@ impl Memo {
 
     /// Replaces the memo with a walk made entirely fresh.
     pub fn replace(&mut self, generation: usize, fresh: &[Frame], end: End) {
+        self.forget_id();
         let n = fresh.len().min(CAP);
         self.frames[..n].copy_from_slice(&fresh[..n]);
         for (ra, f) in self.ras[..n].iter_mut().zip(fresh) {
@@ -229,6 +276,8 @@ mod tests {
             end: End::Complete,
             frames: [Frame::default(); CAP],
             ras: [0; CAP],
+            id: 0,
+            id_len: 0,
         });
         m.replace(1, frames, End::Complete);
         m
