@@ -85,19 +85,22 @@ impl Frame {
     }
 
     /// Do the words this frame's unwind read still hold what they held?
-    #[inline]
+    ///
+    /// A fixed trip count over the `READS` slots (the unused ones skipped), so the loop
+    /// unrolls into a few loads and compares: it runs for every frame of every capture.
+    #[inline(always)]
     fn unchanged(&self) -> bool {
-        if self.nreads as usize > READS {
-            return false;
-        }
-        self.reads[..self.nreads as usize]
-            .iter()
-            .all(|&(addr, value)| {
+        let n = self.nreads as usize;
+        let mut same = n <= READS;
+        for (k, &(addr, value)) in self.reads.iter().enumerate() {
+            if k < n && same {
                 // SAFETY: every address was read by the walk that made this memo, inside this
                 // thread's stack, at or above a frame that is still live (the meeting frame's
                 // `sp` is the current walk's, and these lie outward from it).
-                unsafe { (addr as *const u64).read_volatile() == value }
-            })
+                same = unsafe { (addr as *const u64).read_volatile() } == value;
+            }
+        }
+        same
     }
 }
 
@@ -129,6 +132,14 @@ pub struct Memo {
     pub id: u32,
     /// Frames of the stack `id` names (`usize::MAX`: the last capture was not `ras[..k]`).
     pub id_len: usize,
+    /// Every word the frames' unwind steps read, contiguous (the first `flat_len`; made by
+    /// `known_from` when first needed after a change, `flat_ok` until the next): checking
+    /// them in one tight loop is most of what a repeated stack costs.
+    flat: [(u64, u64); CAP * READS],
+    flat_len: usize,
+    flat_ok: bool,
+    /// With `flat`: the walk from frame 0 does not depend on the `rbp` it starts with.
+    bp_free: bool,
 }
 
 /// Where a new walk meets the memo.
@@ -175,11 +186,12 @@ impl Meeting {
 }
 
 impl Memo {
-    /// The memo's frames no longer name the last interned stack.
+    /// The memo's frames no longer name the last interned stack (or changed).
     #[inline]
     pub fn forget_id(&mut self) {
         self.id = 0;
         self.id_len = usize::MAX;
+        self.flat_ok = false;
     }
 
     /// This capture's stack is `ras[..n]`: its id, once interned, goes to `note_id`.
@@ -213,6 +225,58 @@ impl Memo {
             && fresh.len() == i
             && n == self.id_len
             && fresh.iter().zip(&self.ras[..i]).all(|(f, &ra)| f.ra == ra)
+    }
+
+    /// The id of the stack a capture gives whose program frame is `f` (walking at most `want`
+    /// frames under module set `generation`), when it is the one the memo's last capture
+    /// interned: `f` meets the memo's first frame and nothing the memo read has changed.
+    /// This is the whole capture when a program allocates from the same place again.
+    #[inline]
+    pub fn known_from(&mut self, f: &Frame, want: usize, generation: usize) -> Option<u32> {
+        if self.id == 0 || self.generation != generation || self.end == End::Failed {
+            return None;
+        }
+        let rest = self.len.min(want);
+        // A memo cut short by a limit, with more wanted now, is walked on (walker.rs).
+        let goes_on = rest == self.len && self.end == End::Limit && rest < want;
+        if goes_on || rest != self.id_len || self.len == 0 {
+            return None;
+        }
+        let (sp, ra, bp) = (self.frames[0].sp, self.frames[0].ra, self.frames[0].bp);
+        if sp != f.sp || ra != f.ra {
+            return None;
+        }
+        if !self.flat_ok && !self.flatten() {
+            return None;
+        }
+        if bp != f.bp && !self.bp_free {
+            return None;
+        }
+        let unchanged = self.flat[..self.flat_len].iter().all(|&(addr, value)| {
+            // SAFETY: as in `Frame::unchanged`: the memo's walk read these words inside this
+            // thread's stack, outward from its frame 0, whose `sp` is this capture's.
+            unsafe { (addr as *const u64).read_volatile() == value }
+        });
+        unchanged.then_some(self.id)
+    }
+
+    /// Gathers the words every frame read into `flat`, and whether frame 0's `rbp` matters;
+    /// false when some frame read more than it could remember (never reusable).
+    #[cold]
+    fn flatten(&mut self) -> bool {
+        let mut k = 0;
+        for f in &self.frames[..self.len] {
+            let n = f.nreads as usize;
+            if n > READS {
+                return false;
+            }
+            self.flat[k..k + n].copy_from_slice(&f.reads[..n]);
+            k += n;
+        }
+        self.flat_len = k;
+        self.bp_free = !self.bp_matters_from(0);
+        self.flat_ok = true;
+        true
     }
 
     /// Does the walk from frame `i` outward depend on the `rbp` it starts with? Yes if a frame
@@ -278,6 +342,10 @@ mod tests {
             ras: [0; CAP],
             id: 0,
             id_len: 0,
+            flat: [(0, 0); CAP * READS],
+            flat_len: 0,
+            flat_ok: false,
+            bp_free: false,
         });
         m.replace(1, frames, End::Complete);
         m

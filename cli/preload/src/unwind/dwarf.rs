@@ -173,10 +173,9 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     } else {
         leave_own_frames(here.2, stack, own)
     };
-    let (regs, first) = match fast {
-        Some((ret, caller_sp, caller_bp)) if by_fp == 1 => {
-            (UnwindRegsX86_64::new(ret, caller_sp, caller_bp), ret)
-        }
+    // The program's first frame: its return address, sp and bp.
+    let (first, sp, bp) = match fast {
+        Some(start) if by_fp == 1 => start,
         _ => {
             let mut walker = Walker {
                 modules,
@@ -191,7 +190,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             if first == 0 {
                 return (0, 0);
             }
-            (regs, first)
+            (first, regs.sp(), regs.bp())
         }
     };
     if want == 0 {
@@ -211,10 +210,30 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             }
         }
     }
+    let mode = memo_mode();
+    let want = want.min(super::MAX_FRAMES);
+    if mode != MEMO_OFF {
+        // (The set may have just been re-read.)
+        let generation = modules as *const Modules as usize;
+        if let Some(id) = st
+            .memo
+            .known_from(&Frame::new(first, sp, bp), want, generation)
+        {
+            if mode == MEMO_CHECK {
+                let mut walker = Walker {
+                    modules,
+                    cache,
+                    stack,
+                };
+                check_known(&mut walker, &st.memo, id, (first, sp, bp), want);
+            }
+            return (id, st.memo.id_len);
+        }
+    }
+    // Framehop's registers (all 16 of them) are only made for a walk.
+    let regs = UnwindRegsX86_64::new(first, sp, bp);
     // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
     let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
-    let want = want.min(buf.len());
-    let mode = memo_mode();
     let mut walker = Walker {
         modules,
         cache,
@@ -249,6 +268,19 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
         st.memo.note_id(n, id);
     }
     (id, n)
+}
+
+/// Check mode: the id `Memo::known_from` answered must be what a full walk gives.
+#[cold]
+fn check_known(walker: &mut Walker, memo: &Memo, id: u32, start: (u64, u64, u64), want: usize) {
+    let known = Walked {
+        n: memo.id_len,
+        failed: false,
+        known: Some(id),
+    };
+    let regs = UnwindRegsX86_64::new(start.0, start.1, start.2);
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    check(walker, memo, &known, regs, start.0, &mut buf, want);
 }
 
 /// Check mode: the memo's answer (frames, or the id it reused) must be what a full walk
