@@ -84,23 +84,27 @@ impl Frame {
         self.nreads = (n + 1).min(READS + 1) as u16;
     }
 
-    /// Do the words this frame's unwind read still hold what they held?
-    ///
-    /// A fixed trip count over the `READS` slots (the unused ones skipped), so the loop
-    /// unrolls into a few loads and compares: it runs for every frame of every capture.
+    /// Do the words this frame's unwind read still hold what they held? (It runs for every
+    /// frame outward of the meeting, on every capture: a plain loop that stops at the first
+    /// difference.)
     #[inline(always)]
     fn unchanged(&self) -> bool {
         let n = self.nreads as usize;
-        let mut same = n <= READS;
-        for (k, &(addr, value)) in self.reads.iter().enumerate() {
-            if k < n && same {
-                // SAFETY: every address was read by the walk that made this memo, inside this
-                // thread's stack, at or above a frame that is still live (the meeting frame's
-                // `sp` is the current walk's, and these lie outward from it).
-                same = unsafe { (addr as *const u64).read_volatile() } == value;
-            }
+        if n > READS {
+            return false;
         }
-        same
+        let mut k = 0;
+        while k < n {
+            let (addr, value) = self.reads[k];
+            // SAFETY: every address was read by the walk that made this memo, inside this
+            // thread's stack, at or above a frame that is still live (the meeting frame's
+            // `sp` is the current walk's, and these lie outward from it).
+            if unsafe { (addr as *const u64).read_volatile() } != value {
+                return false;
+            }
+            k += 1;
+        }
+        true
     }
 }
 
