@@ -84,20 +84,27 @@ impl Frame {
         self.nreads = (n + 1).min(READS + 1) as u16;
     }
 
-    /// Do the words this frame's unwind read still hold what they held?
-    #[inline]
+    /// Do the words this frame's unwind read still hold what they held? (It runs for every
+    /// frame outward of the meeting, on every capture: a plain loop that stops at the first
+    /// difference.)
+    #[inline(always)]
     fn unchanged(&self) -> bool {
-        if self.nreads as usize > READS {
+        let n = self.nreads as usize;
+        if n > READS {
             return false;
         }
-        self.reads[..self.nreads as usize]
-            .iter()
-            .all(|&(addr, value)| {
-                // SAFETY: every address was read by the walk that made this memo, inside this
-                // thread's stack, at or above a frame that is still live (the meeting frame's
-                // `sp` is the current walk's, and these lie outward from it).
-                unsafe { (addr as *const u64).read_volatile() == value }
-            })
+        let mut k = 0;
+        while k < n {
+            let (addr, value) = self.reads[k];
+            // SAFETY: every address was read by the walk that made this memo, inside this
+            // thread's stack, at or above a frame that is still live (the meeting frame's
+            // `sp` is the current walk's, and these lie outward from it).
+            if unsafe { (addr as *const u64).read_volatile() } != value {
+                return false;
+            }
+            k += 1;
+        }
+        true
     }
 }
 
@@ -106,7 +113,7 @@ impl Frame {
 #[repr(u8)]
 pub enum End {
     /// The unwinder reached the outermost frame: nothing lies beyond.
-    /// Discriminant 0: a zeroed memo (see unwind.rs) reads as empty and complete.
+    /// Discriminant 0: a zeroed memo (see unwind/dwarf.rs) reads as empty and complete.
     #[default]
     Complete = 0,
     /// The unwinder failed after the last frame (no rule, a read outside the stack).
@@ -124,6 +131,19 @@ pub struct Memo {
     pub frames: [Frame; CAP],
     /// `frames[k].ra`, contiguous: what a capture copies out.
     pub ras: [u64; CAP],
+    /// The stack id the last capture interned, when its stack was `ras[..id_len]` (0: none).
+    /// A capture that finds the same frames again reuses it: no copy, no hash, no intern.
+    pub id: u32,
+    /// Frames of the stack `id` names (`usize::MAX`: the last capture was not `ras[..k]`).
+    pub id_len: usize,
+    /// Every word the frames' unwind steps read, contiguous (the first `flat_len`; made by
+    /// `known_from` when first needed after a change, `flat_ok` until the next): checking
+    /// them in one tight loop is most of what a repeated stack costs.
+    flat: [(u64, u64); CAP * READS],
+    flat_len: usize,
+    flat_ok: bool,
+    /// With `flat`: the walk from frame 0 does not depend on the `rbp` it starts with.
+    bp_free: bool,
 }
 
 /// Where a new walk meets the memo.
@@ -170,6 +190,99 @@ impl Meeting {
 }
 
 impl Memo {
+    /// The memo's frames no longer name the last interned stack (or changed).
+    #[inline]
+    pub fn forget_id(&mut self) {
+        self.id = 0;
+        self.id_len = usize::MAX;
+        self.flat_ok = false;
+    }
+
+    /// This capture's stack is `ras[..n]`: its id, once interned, goes to `note_id`.
+    #[inline]
+    pub fn expect_id(&mut self, n: usize) {
+        self.id = 0;
+        self.id_len = n;
+    }
+
+    /// `id` is the interned stack of `n` frames the capture just gave.
+    #[inline]
+    pub fn note_id(&mut self, n: usize, id: u32) {
+        if self.id_len == n {
+            self.id = id;
+        }
+    }
+
+    /// Keeps `id` as the name of `ras[..n]` (after a splice that changed no return address).
+    #[inline]
+    pub fn set_id(&mut self, id: u32, n: usize) {
+        self.id = id;
+        self.id_len = n;
+    }
+
+    /// Is a walk that met the memo at frame `i` after unwinding `fresh` itself, and that gives
+    /// `n` frames in all, the stack the memo's id names? Its fresh frames must be the memo's
+    /// first `i` (the rest is the memo's from `i` on, by the meeting).
+    #[inline]
+    pub fn same_stack(&self, fresh: &[Frame], i: usize, n: usize) -> bool {
+        self.id != 0
+            && fresh.len() == i
+            && n == self.id_len
+            && fresh.iter().zip(&self.ras[..i]).all(|(f, &ra)| f.ra == ra)
+    }
+
+    /// The id of the stack a capture gives whose program frame is `f` (walking at most `want`
+    /// frames under module set `generation`), when it is the one the memo's last capture
+    /// interned: `f` meets the memo's first frame and nothing the memo read has changed.
+    /// This is the whole capture when a program allocates from the same place again.
+    #[inline]
+    pub fn known_from(&mut self, f: &Frame, want: usize, generation: usize) -> Option<u32> {
+        if self.id == 0 || self.generation != generation || self.end == End::Failed {
+            return None;
+        }
+        let rest = self.len.min(want);
+        // A memo cut short by a limit, with more wanted now, is walked on (walker.rs).
+        let goes_on = rest == self.len && self.end == End::Limit && rest < want;
+        if goes_on || rest != self.id_len || self.len == 0 {
+            return None;
+        }
+        let (sp, ra, bp) = (self.frames[0].sp, self.frames[0].ra, self.frames[0].bp);
+        if sp != f.sp || ra != f.ra {
+            return None;
+        }
+        if !self.flat_ok && !self.flatten() {
+            return None;
+        }
+        if bp != f.bp && !self.bp_free {
+            return None;
+        }
+        let unchanged = self.flat[..self.flat_len].iter().all(|&(addr, value)| {
+            // SAFETY: as in `Frame::unchanged`: the memo's walk read these words inside this
+            // thread's stack, outward from its frame 0, whose `sp` is this capture's.
+            unsafe { (addr as *const u64).read_volatile() == value }
+        });
+        unchanged.then_some(self.id)
+    }
+
+    /// Gathers the words every frame read into `flat`, and whether frame 0's `rbp` matters;
+    /// false when some frame read more than it could remember (never reusable).
+    #[cold]
+    fn flatten(&mut self) -> bool {
+        let mut k = 0;
+        for f in &self.frames[..self.len] {
+            let n = f.nreads as usize;
+            if n > READS {
+                return false;
+            }
+            self.flat[k..k + n].copy_from_slice(&f.reads[..n]);
+            k += n;
+        }
+        self.flat_len = k;
+        self.bp_free = !self.bp_matters_from(0);
+        self.flat_ok = true;
+        true
+    }
+
     /// Does the walk from frame `i` outward depend on the `rbp` it starts with? Yes if a frame
     /// uses it before another replaces it, or if the walk ends (by a limit or a failure)
     /// before anything says.
@@ -188,6 +301,7 @@ impl Memo {
     /// memo's frames from `from` on: the new walk, as the memo for the next one. Frames past
     /// `CAP` are dropped (the memo then ends by limit at the last one kept).
     pub fn splice(&mut self, fresh: &[Frame], from: usize) {
+        self.forget_id();
         let n = fresh.len().min(CAP);
         let keep_old = (self.len - from).min(CAP - n);
         if from != n {
@@ -207,6 +321,7 @@ impl Memo {
 
     /// Replaces the memo with a walk made entirely fresh.
     pub fn replace(&mut self, generation: usize, fresh: &[Frame], end: End) {
+        self.forget_id();
         let n = fresh.len().min(CAP);
         self.frames[..n].copy_from_slice(&fresh[..n]);
         for (ra, f) in self.ras[..n].iter_mut().zip(fresh) {
@@ -229,6 +344,12 @@ mod tests {
             end: End::Complete,
             frames: [Frame::default(); CAP],
             ras: [0; CAP],
+            id: 0,
+            id_len: 0,
+            flat: [(0, 0); CAP * READS],
+            flat_len: 0,
+            flat_ok: false,
+            bp_free: false,
         });
         m.replace(1, frames, End::Complete);
         m

@@ -14,9 +14,10 @@
 //!   program: malloc / free / realloc / posix_memalign / ...
 //!        |
 //!   exports.rs    C conventions (errno, NULL, alignment checks); _exit flushes the capture
-//!        |---> trace.rs   recording: unwind.rs (DWARF via framehop) → stack id → capture
+//!        |---> trace.rs   recording: unwind/ (DWARF via framehop) → stack id → capture
 //!        |                  dwarf_memo.rs  per thread: unwind only the frames that changed
 //!        |                  modules.rs     loaded modules (dl_iterate_phdr), our own range
+//!        |                  thread.rs      the thread's hook state, one TLS access a call
 //!        |
 //!   backend.rs    role.rs chose it from the environment, once:
 //!        |          glibc (__libc_malloc ...)              the tracing role's default
@@ -44,6 +45,7 @@ mod lifecycle;
 mod modules;
 mod role;
 mod signals;
+mod thread;
 mod trace;
 mod unwind;
 

@@ -7,8 +7,8 @@
 //! is never recorded either: its C allocations (zstd) come through these exports, so each
 //! thread's name is checked once, at its first recorded call.
 
+use crate::thread::{self, ThreadSlot};
 use crate::unwind;
-use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tidemark_tracer::capture;
@@ -39,12 +39,6 @@ const GATED: u8 = 8;
 const FORKER: u8 = 16;
 /// This event is recorded without its stack: a fork kept the gate closed too long.
 const STACKLESS: u8 = 32;
-
-thread_local! {
-    static FLAGS: Cell<u8> = const { Cell::new(0) };
-    /// The fork (`FORK_EPOCH`) this thread stopped waiting for at the gate.
-    static GAVE_UP_ON: Cell<u64> = const { Cell::new(0) };
-}
 
 #[inline(always)]
 pub fn on() -> bool {
@@ -96,14 +90,14 @@ pub fn use_fork_gate() {
 /// sequentially consistent: either this thread sees the gate closed, or the forking thread
 /// sees it inside and waits for it.
 #[inline]
-fn gate_in() -> bool {
+fn gate_in(slot: &ThreadSlot) -> bool {
     loop {
         INSIDE.fetch_add(1, Ordering::SeqCst);
         if FORKING.load(Ordering::SeqCst) == 0 {
             return true;
         }
         INSIDE.fetch_sub(1, Ordering::SeqCst);
-        if !wait_for_fork() {
+        if !wait_for_fork(slot) {
             return false;
         }
     }
@@ -112,16 +106,16 @@ fn gate_in() -> bool {
 /// Waits for the gate to open; false after `GATE_WAIT`, and at once if this thread already
 /// gave up on this fork.
 #[cold]
-fn wait_for_fork() -> bool {
+fn wait_for_fork(slot: &ThreadSlot) -> bool {
     let epoch = FORK_EPOCH.load(Ordering::SeqCst);
-    if GAVE_UP_ON.try_with(|g| g.get() == epoch).unwrap_or(true) {
+    if slot.gave_up_on.get() == epoch {
         return false;
     }
     let deadline = std::time::Instant::now() + GATE_WAIT;
     while FORKING.load(Ordering::Acquire) != 0 {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            let _ = GAVE_UP_ON.try_with(|g| g.set(epoch));
+            slot.gave_up_on.set(epoch);
             return false;
         }
         let timeout = libc::timespec {
@@ -166,13 +160,10 @@ pub fn before_fork() {
         return;
     }
     // This thread inside the hook already (a signal handler that forks): do not wait for it.
-    let own = FLAGS
-        .try_with(|f| {
-            let v = f.get();
-            f.set(v | FORKER);
-            (v & GATED != 0) as usize
-        })
-        .unwrap_or(0);
+    let flags = &thread::slot().flags;
+    let v = flags.get();
+    flags.set(v | FORKER);
+    let own = (v & GATED != 0) as usize;
     FORK_EPOCH.fetch_add(1, Ordering::SeqCst);
     FORKING.store(1, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -188,86 +179,70 @@ pub fn after_fork(in_child: bool) {
     if !GATE_ON.load(Ordering::Relaxed) {
         return;
     }
-    let own = FLAGS
-        .try_with(|f| {
-            let v = f.get();
-            f.set(v & !FORKER);
-            (v & GATED != 0) as usize
-        })
-        .unwrap_or(0);
+    let flags = &thread::slot().flags;
+    let v = flags.get();
+    flags.set(v & !FORKER);
+    let own = (v & GATED != 0) as usize;
     if in_child {
         INSIDE.store(own, Ordering::SeqCst);
     }
     open_gate();
 }
 
-/// Marks the thread as inside the hook; `None` on re-entry, in the writer thread, or when
-/// thread-locals are gone (thread exit).
+/// Marks the thread as inside the hook; `None` on re-entry or in the writer thread.
 #[inline]
-fn enter() -> Option<u8> {
-    FLAGS
-        .try_with(|f| {
-            let v = f.get();
-            if v & (IN_HOOK | SILENT) != 0 {
-                return None;
-            }
-            if v & CHECKED == 0 {
-                let v = v | CHECKED | if is_writer_thread() { SILENT } else { 0 };
-                f.set(v);
-                if v & SILENT != 0 {
-                    return None;
-                }
-            }
-            let inside = if GATE_ON.load(Ordering::Relaxed) && v & FORKER == 0 {
-                if gate_in() {
-                    GATED
-                } else {
-                    STACKLESS
-                }
-            } else {
-                0
-            };
-            f.set(v | CHECKED | IN_HOOK | inside);
-            Some(v | CHECKED)
-        })
-        .ok()
-        .flatten()
+fn enter(slot: &ThreadSlot) -> Option<u8> {
+    let f = &slot.flags;
+    let v = f.get();
+    if v & (IN_HOOK | SILENT) != 0 {
+        return None;
+    }
+    if v & CHECKED == 0 {
+        let v = v | CHECKED | if is_writer_thread() { SILENT } else { 0 };
+        f.set(v);
+        if v & SILENT != 0 {
+            return None;
+        }
+    }
+    let inside = if GATE_ON.load(Ordering::Relaxed) && v & FORKER == 0 {
+        if gate_in(slot) {
+            GATED
+        } else {
+            STACKLESS
+        }
+    } else {
+        0
+    };
+    f.set(v | CHECKED | IN_HOOK | inside);
+    Some(v | CHECKED)
 }
 
 #[inline]
-fn leave(prev: u8) {
-    let _ = FLAGS.try_with(|f| {
-        if f.get() & !prev & GATED != 0 {
-            INSIDE.fetch_sub(1, Ordering::SeqCst);
-        }
-        f.set(prev);
-    });
+fn leave(slot: &ThreadSlot, prev: u8) {
+    let f = &slot.flags;
+    if f.get() & !prev & GATED != 0 {
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+    }
+    f.set(prev);
 }
 
 /// The calling stack's id; 0 (no stack) when the fork gate said so.
 #[inline]
-fn stack_id() -> u32 {
-    if FLAGS
-        .try_with(|f| f.get() & STACKLESS != 0)
-        .unwrap_or(false)
-    {
+fn stack_id(slot: &ThreadSlot) -> u32 {
+    if slot.flags.get() & STACKLESS != 0 {
         0
     } else {
-        unwind::capture_interned()
+        unwind::capture_interned(slot)
     }
 }
 
 /// Runs `f` with this thread's allocations unrecorded (starting the recording allocates).
 pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
-    let prev = FLAGS.try_with(|fl| {
-        let v = fl.get();
-        fl.set(v | IN_HOOK);
-        v
-    });
+    let slot = thread::slot();
+    let prev = slot.flags.get();
+    slot.flags.set(prev | IN_HOOK);
     let r = f();
-    if let Ok(prev) = prev {
-        leave(prev);
-    }
+    leave(slot, prev);
     r
 }
 
@@ -283,24 +258,26 @@ fn is_writer_thread() -> bool {
 #[cold]
 #[inline(never)]
 pub fn on_alloc(p: *mut c_void, size: usize) {
-    let Some(prev) = enter() else { return };
+    let slot = thread::slot();
+    let Some(prev) = enter(slot) else { return };
     if capture::is_recording() {
-        let id = stack_id();
+        let id = stack_id(slot);
         capture::on_alloc(p as usize, size, API_C, id);
         count_event();
     }
-    leave(prev);
+    leave(slot, prev);
 }
 
 #[cold]
 #[inline(never)]
 pub fn on_free(p: *mut c_void) {
-    let Some(prev) = enter() else { return };
+    let slot = thread::slot();
+    let Some(prev) = enter(slot) else { return };
     if capture::is_recording() {
         capture::on_free(p as usize, API_C);
         count_event();
     }
-    leave(prev);
+    leave(slot, prev);
 }
 
 /// Before a realloc of a live block: its event's place in the order (see
@@ -308,13 +285,14 @@ pub fn on_free(p: *mut c_void) {
 #[cold]
 #[inline(never)]
 pub fn begin_realloc() -> Option<capture::ReallocTicket> {
-    let prev = enter()?;
+    let slot = thread::slot();
+    let prev = enter(slot)?;
     let t = if capture::is_recording() {
         capture::begin_realloc()
     } else {
         None
     };
-    leave(prev);
+    leave(slot, prev);
     t
 }
 
@@ -327,16 +305,17 @@ pub fn finish_realloc(
     new: *mut c_void,
     size: usize,
 ) {
-    let Some(prev) = enter() else {
+    let slot = thread::slot();
+    let Some(prev) = enter(slot) else {
         capture::finish_realloc(ticket, API_C, old as usize, 0, 0, 0);
         return;
     };
-    let id = if new.is_null() { 0 } else { stack_id() };
+    let id = if new.is_null() { 0 } else { stack_id(slot) };
     capture::finish_realloc(ticket, API_C, old as usize, new as usize, size, id);
     if !new.is_null() {
         count_event();
     }
-    leave(prev);
+    leave(slot, prev);
 }
 
 /// Starts recording to `path` (called once, from the library's constructor). One line on
@@ -393,9 +372,10 @@ pub fn install_traceback_hooks() {
 }
 
 fn debug_capture() -> u64 {
-    let Some(prev) = enter() else { return 0 };
-    let id = stack_id();
-    leave(prev);
+    let slot = thread::slot();
+    let Some(prev) = enter(slot) else { return 0 };
+    let id = stack_id(slot);
+    leave(slot, prev);
     id as u64
 }
 

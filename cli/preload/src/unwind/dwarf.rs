@@ -1,0 +1,332 @@
+//! One DWARF capture: leave this library's frames by their frame pointers, then walk the
+//! program's frames through the thread's memo (walker.rs) and intern the stack, unless the
+//! memo already knows its id.
+
+use super::module_set::{self, Modules};
+use super::walker::{disagree, Walked, Walker};
+use crate::dwarf_memo::{self as memo, Frame, Memo};
+use crate::modules::own_range;
+use crate::thread::{self, ThreadSlot};
+use core::sync::atomic::{AtomicU8, Ordering};
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+use framehop::{FrameAddress, Unwinder};
+
+/// A thread's unwinding state, made on the heap at its first capture (reached through its
+/// `ThreadSlot`) and freed when it exits.
+pub struct ThreadUnwind {
+    /// The thread's stack, `[low, high)`: no walk reads outside it.
+    stack: (u64, u64),
+    /// The last module range a capture's first frame fell in (of the module set the memo
+    /// belongs to): a capture from the same module skips the lookup.
+    known: (u64, u64),
+    /// framehop's rule cache (~10 KiB), boxed apart: it is not valid as zero bytes.
+    cache: *mut CacheX86_64,
+    memo: Memo,
+    /// Scratch frames of the current walk.
+    fresh: [Frame; memo::CAP],
+}
+
+/// The calling thread's unwinding state; None once the thread is exiting (or out of memory).
+#[inline]
+fn state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
+    let p = slot.unwind.get();
+    if p.is_null() {
+        return new_state(slot);
+    }
+    if p == thread::released() {
+        return None;
+    }
+    // SAFETY: made by `new_state` for this thread, used by one capture at a time (the hook
+    // is not re-entered), freed only by this thread's key destructor, after which the slot
+    // holds `released()`.
+    Some(unsafe { &mut *p })
+}
+
+/// A thread's empty state, made on the heap once per thread, zeroed in place: built on the
+/// stack first it would need ~45 KiB there, more than a small thread stack has.
+#[cold]
+#[inline(never)]
+fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
+    let layout = std::alloc::Layout::new::<ThreadUnwind>();
+    // SAFETY: the layout is not zero-sized. All-zero bytes are a valid ThreadUnwind but for
+    // `cache`, written before use: integers, frames of zeros, `End::Complete` (discriminant
+    // 0), a null pointer.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut ThreadUnwind;
+    // SAFETY: `p` is either null or a fresh allocation only this thread knows.
+    let st = unsafe { p.as_mut() }?;
+    let (lo, hi) = tidemark_tracer::thread_stack_bounds();
+    st.stack = (lo as u64, hi as u64);
+    st.cache = Box::into_raw(Box::new(CacheX86_64::new()));
+    st.memo.forget_id();
+    slot.unwind.set(p);
+    thread::free_at_exit(p as *mut libc::c_void, free_state);
+    Some(st)
+}
+
+/// The thread's key destructor: frees its state; later captures on it find `released()`.
+unsafe extern "C" fn free_state(p: *mut libc::c_void) {
+    thread::slot().unwind.set(thread::released());
+    let p = p as *mut ThreadUnwind;
+    // SAFETY: `p` was made by `new_state` on this (exiting) thread and is no longer
+    // reachable from its slot; `cache` came from Box::into_raw.
+    unsafe {
+        drop(Box::from_raw((*p).cache));
+        std::alloc::dealloc(p as *mut u8, std::alloc::Layout::new::<ThreadUnwind>());
+    }
+}
+
+#[inline(always)]
+fn registers() -> (u64, u64, u64) {
+    let (pc, sp, bp): (u64, u64, u64);
+    // SAFETY: reads three registers; touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    (pc, sp, bp)
+}
+
+/// How the walk out of this library starts: 0 = not checked yet, 1 = by frame pointers
+/// (this library is built with them), 2 = by DWARF from the registers.
+static OWN_BY_FP: AtomicU8 = AtomicU8::new(0);
+
+/// Follows this library's frame-pointer chain from `bp` to the first return address
+/// outside it: `(that address, the caller's sp, the caller's bp)`.
+fn leave_own_frames(mut bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<(u64, u64, u64)> {
+    for _ in 0..64 {
+        if bp < stack.0 || bp + 16 > stack.1 || !bp.is_multiple_of(8) {
+            return None;
+        }
+        // SAFETY: both words are inside this thread's stack.
+        let (saved, ret) = unsafe { ((bp as *const u64).read(), ((bp + 8) as *const u64).read()) };
+        if ret < own.0 || ret >= own.1 {
+            return Some((ret, bp + 16, saved));
+        }
+        if saved <= bp {
+            return None;
+        }
+        bp = saved;
+    }
+    None
+}
+
+/// The slow way out of this library: DWARF from the registers here through its frames.
+/// Returns the registers at the program's first frame and its return address (0: lost).
+#[cold]
+fn leave_own_frames_by_dwarf(
+    walker: &mut Walker,
+    (pc, sp, bp): (u64, u64, u64),
+    own: (u64, u64),
+) -> (UnwindRegsX86_64, u64) {
+    let mut regs = UnwindRegsX86_64::new(pc, sp, bp);
+    let mut address = FrameAddress::InstructionPointer(pc);
+    let stack = walker.stack;
+    let mut read_stack = |addr: u64| super::walker::read_in(stack, addr);
+    for _ in 0..64 {
+        match walker.modules.unwinder.unwind_frame(
+            address,
+            &mut regs,
+            walker.cache,
+            &mut read_stack,
+        ) {
+            Ok(Some(ra)) if ra >= own.0 && ra < own.1 => {
+                let Some(a) = FrameAddress::from_return_address(ra) else {
+                    break;
+                };
+                address = a;
+            }
+            Ok(Some(ra)) => return (regs, ra),
+            _ => break,
+        }
+    }
+    (regs, 0)
+}
+
+/// Unwinds the calling thread (without this library's frames, leaf first, at most `want`
+/// frames) and interns the stack: `(id, frames)`. Must be called with the hook's
+/// re-entrancy mark held: it may allocate (the thread's first capture, a module re-read).
+///
+/// This library's own frames (hook, export) are left by their frame pointers, checked
+/// against a full DWARF walk on the first capture of the process; from the program's
+/// frame on, framehop applies the cached DWARF rules.
+#[inline(never)]
+pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
+    let here = registers();
+    let Some(st) = state(slot) else { return (0, 0) };
+    let Some(mut modules) = module_set::current() else {
+        return (0, 0);
+    };
+    let own = own_range();
+    let stack = st.stack;
+    // SAFETY: made in `new_state`, freed only with the state.
+    let cache = unsafe { &mut *st.cache };
+    let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
+    let fast = if by_fp == 2 {
+        None
+    } else {
+        leave_own_frames(here.2, stack, own)
+    };
+    // The program's first frame: its return address, sp and bp.
+    let (first, sp, bp) = match fast {
+        Some(start) if by_fp == 1 => start,
+        _ => {
+            let mut walker = Walker {
+                modules,
+                cache: &mut *cache,
+                stack,
+            };
+            let (regs, first) = leave_own_frames_by_dwarf(&mut walker, here, own);
+            if by_fp == 0 {
+                let agree = fast.is_some_and(|(ret, ..)| ret == first) && first != 0;
+                OWN_BY_FP.store(if agree { 1 } else { 2 }, Ordering::Relaxed);
+            }
+            if first == 0 {
+                return (0, 0);
+            }
+            (first, regs.sp(), regs.bp())
+        }
+    };
+    if want == 0 {
+        return (0, 0);
+    }
+    // The program's frame in no known module: re-read the modules if one was dlopen'd
+    // since, before walking on with rules that do not cover it.
+    let generation = modules as *const Modules as usize;
+    if first < st.known.0 || first >= st.known.1 || st.memo.generation != generation {
+        match modules.range_of(first) {
+            Some(range) => st.known = range,
+            None => {
+                st.known = (0, 0);
+                if modules.stale() {
+                    modules = module_set::rebuild(modules).unwrap_or(modules);
+                }
+            }
+        }
+    }
+    let mode = memo_mode();
+    let want = want.min(super::MAX_FRAMES);
+    if mode != MEMO_OFF {
+        // (The set may have just been re-read.)
+        let generation = modules as *const Modules as usize;
+        if let Some(id) = st
+            .memo
+            .known_from(&Frame::new(first, sp, bp), want, generation)
+        {
+            if mode == MEMO_CHECK {
+                let mut walker = Walker {
+                    modules,
+                    cache,
+                    stack,
+                };
+                check_known(&mut walker, &st.memo, id, (first, sp, bp), want);
+            }
+            return (id, st.memo.id_len);
+        }
+    }
+    // Framehop's registers (all 16 of them) are only made for a walk.
+    let regs = UnwindRegsX86_64::new(first, sp, bp);
+    // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    let mut walker = Walker {
+        modules,
+        cache,
+        stack,
+    };
+    let walked = if mode == MEMO_OFF {
+        let (n, failed) = walker.plain(regs, first, &mut buf, want);
+        Walked {
+            n,
+            failed,
+            known: None,
+        }
+    } else {
+        let w = walker.with_memo(&mut st.memo, &mut st.fresh, regs, first, &mut buf, want);
+        if mode == MEMO_CHECK {
+            check(&mut walker, &st.memo, &w, regs, first, &mut buf, want);
+        }
+        w
+    };
+    if walked.failed && modules.stale() {
+        // A module was dlopen'd since: re-read them for the next captures.
+        module_set::rebuild(modules);
+    }
+    let n = walked.n;
+    if let Some(id) = walked.known {
+        return (id, n);
+    }
+    // SAFETY: the walk initialized the first n entries.
+    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+    let id = tidemark_tracer::stack::intern(ips);
+    if mode != MEMO_OFF {
+        st.memo.note_id(n, id);
+    }
+    (id, n)
+}
+
+/// Check mode: the id `Memo::known_from` answered must be what a full walk gives.
+#[cold]
+fn check_known(walker: &mut Walker, memo: &Memo, id: u32, start: (u64, u64, u64), want: usize) {
+    let known = Walked {
+        n: memo.id_len,
+        failed: false,
+        known: Some(id),
+    };
+    let regs = UnwindRegsX86_64::new(start.0, start.1, start.2);
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    check(walker, memo, &known, regs, start.0, &mut buf, want);
+}
+
+/// Check mode: the memo's answer (frames, or the id it reused) must be what a full walk
+/// gives.
+#[cold]
+fn check(
+    walker: &mut Walker,
+    memo: &Memo,
+    walked: &Walked,
+    regs: UnwindRegsX86_64,
+    first: u64,
+    buf: &mut [core::mem::MaybeUninit<u64>],
+    want: usize,
+) {
+    let n = walked.n;
+    if let Some(id) = walked.known {
+        for (o, &ra) in buf[..n].iter_mut().zip(&memo.ras[..n]) {
+            o.write(ra);
+        }
+        // SAFETY: just written.
+        let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+        if tidemark_tracer::stack::intern(ips) != id {
+            disagree(b"tidemark: unwind memo reused the id of another stack\n");
+        }
+    }
+    walker.check(regs, first, &buf[..n], want);
+}
+
+const MEMO_ON: u8 = 1;
+const MEMO_OFF: u8 = 2;
+const MEMO_CHECK: u8 = 3;
+
+/// `TIDEMARK_PRELOAD_UNWIND_MEMO`: `0` turns the memo off (to compare, or to rule it
+/// out); `check` walks every stack both ways and aborts with a message if they differ
+/// (the tests run programs so).
+pub(super) fn memo_mode() -> u8 {
+    static MODE: AtomicU8 = AtomicU8::new(0);
+    let m = MODE.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let m = match crate::role::unwind_memo() {
+        Some(false) => MEMO_OFF,
+        Some(true) => MEMO_CHECK,
+        None => MEMO_ON,
+    };
+    MODE.store(m, Ordering::Relaxed);
+    m
+}

@@ -1,0 +1,156 @@
+//! Stack capture for C programs, glibc and CPython, which are built without frame pointers:
+//! DWARF call-frame information (`.eh_frame`, found through each module's `PT_GNU_EH_FRAME`
+//! in memory, never read from disk) interpreted by `framehop`, whose per-thread rule cache
+//! makes a frame seen before cost a hash lookup and two stack reads.
+//!
+//! ```text
+//!   capture_interned(slot)   registers here (rip, rsp, rbp)
+//!        |  dwarf.rs        leave this library's frames by frame pointers; the thread's state
+//!        |  walker.rs       framehop walk through the thread's memo (dwarf_memo.rs)
+//!        |  module_set.rs   framehop::UnwinderX86_64 over dl_iterate_phdr, re-read on dlopen
+//!        |  read_stack      only inside this thread's stack, 8-aligned
+//!        v
+//!   ips (leaf first, this library's frames dropped) → tidemark_tracer::stack::intern → id
+//!   (or, when the memo shows the stack is the last one interned, that id at once)
+//! ```
+//!
+//! An address outside every known module (JIT code) falls back to the frame-pointer rule.
+//! `TIDEMARK_PRELOAD_UNWIND=fp` uses the tracer's frame-pointer walk instead (faster, but
+//! stacks through code without frame pointers come out truncated or wrong).
+//!
+//! Modules unloaded with `dlclose` are not removed: a stack through the address range of a
+//! module unloaded since may read freed unwind data (dlclose of code still on a stack is
+//! undefined anyway, but an unloaded range reused by a new module is re-read on the next
+//! `dl_iterate_phdr` count change).
+
+use crate::modules::own_range;
+use crate::thread::ThreadSlot;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+/// Most frames kept per stack (the capture's limit is at most this).
+pub const MAX_FRAMES: usize = 256;
+
+/// Nanoseconds and frames spent unwinding, for `TIDEMARK_PRELOAD_STATS=1`.
+pub static UNWIND_NS: AtomicU64 = AtomicU64::new(0);
+pub static UNWIND_FRAMES: AtomicU64 = AtomicU64::new(0);
+pub static UNWIND_STACKS: AtomicU64 = AtomicU64::new(0);
+
+/// 0 = unknown, 1 = DWARF, 2 = frame pointers, with stats (+4).
+static METHOD: AtomicU8 = AtomicU8::new(0);
+
+pub fn method() -> u8 {
+    let m = METHOD.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let mut m = if crate::role::unwind_with_frame_pointers() || !cfg!(target_arch = "x86_64") {
+        2
+    } else {
+        1
+    };
+    if crate::role::print_stats() {
+        m |= 4;
+    }
+    // Read now, at load time: the library takes its variables out of the environment after.
+    #[cfg(target_arch = "x86_64")]
+    dwarf::memo_mode();
+    METHOD.store(m, Ordering::Relaxed);
+    m
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Captures the calling thread's stack (without this library's frames) and interns it.
+/// Must be called with the hook's re-entrancy mark held: it may allocate (the first time a
+/// thread unwinds, and when modules are re-read).
+#[inline]
+pub fn capture_interned(slot: &ThreadSlot) -> u32 {
+    let want = crate::role::native_frames().min(MAX_FRAMES);
+    let m = method();
+    if m & 4 != 0 {
+        return capture_counted(slot, want, m);
+    }
+    capture_by(slot, want, m).0
+}
+
+/// `capture_by`, timed and counted for `TIDEMARK_PRELOAD_STATS=1`.
+#[cold]
+fn capture_counted(slot: &ThreadSlot, want: usize, m: u8) -> u32 {
+    let t0 = now_ns();
+    let (id, n) = capture_by(slot, want, m);
+    UNWIND_NS.fetch_add(now_ns() - t0, Ordering::Relaxed);
+    UNWIND_FRAMES.fetch_add(n as u64, Ordering::Relaxed);
+    UNWIND_STACKS.fetch_add(1, Ordering::Relaxed);
+    id
+}
+
+/// The stack's id and frame count, by the method `m`.
+#[inline(always)]
+fn capture_by(slot: &ThreadSlot, want: usize, m: u8) -> (u32, usize) {
+    if m & 3 == 2 {
+        capture_by_frame_pointers(want)
+    } else {
+        capture_dwarf(slot, want)
+    }
+}
+
+/// The tracer's frame-pointer walk, without this library's frames.
+#[inline(never)]
+fn capture_by_frame_pointers(want: usize) -> (u32, usize) {
+    // Not zeroed below: only the frames written are read.
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); MAX_FRAMES];
+    let all = fill_zero(&mut buf);
+    let n = tidemark_tracer::capture_stack(0, all);
+    let n = drop_own_frames(all, n, want);
+    (tidemark_tracer::stack::intern(&all[..n]), n)
+}
+
+fn fill_zero(buf: &mut [core::mem::MaybeUninit<u64>]) -> &mut [u64] {
+    for b in buf.iter_mut() {
+        b.write(0);
+    }
+    // SAFETY: every entry was just initialized.
+    unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u64, buf.len()) }
+}
+
+/// Moves the frames after this library's own (the hook, the export) to the front, keeps at
+/// most `want`; returns how many.
+fn drop_own_frames(ips: &mut [u64], n: usize, want: usize) -> usize {
+    let (lo, hi) = own_range();
+    let skip = ips[..n]
+        .iter()
+        .take_while(|&&ip| ip >= lo && ip < hi)
+        .count();
+    let keep = (n - skip).min(want);
+    ips.copy_within(skip..skip + keep, 0);
+    keep
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn capture_dwarf(_slot: &ThreadSlot, want: usize) -> (u32, usize) {
+    capture_by_frame_pointers(want)
+}
+
+/// No unwinder state off x86-64 (the frame-pointer walk needs none).
+#[cfg(not(target_arch = "x86_64"))]
+pub enum ThreadUnwind {}
+
+#[cfg(target_arch = "x86_64")]
+mod dwarf;
+#[cfg(target_arch = "x86_64")]
+mod module_set;
+#[cfg(target_arch = "x86_64")]
+mod walker;
+
+#[cfg(target_arch = "x86_64")]
+use dwarf::capture_interned as capture_dwarf;
+#[cfg(target_arch = "x86_64")]
+pub use dwarf::ThreadUnwind;
