@@ -6,7 +6,8 @@
 //! of the top allocation sites. Every piece of text from the capture is HTML-escaped.
 
 use super::analysis::Analysis;
-use super::symbols::{folded_label, label, Symbols};
+use super::replay::IntMap;
+use super::symbols::{folded_text, Symbols};
 use super::text;
 use super::Moment;
 use std::collections::HashMap;
@@ -48,7 +49,9 @@ pub fn folded_stacks(
     inverted: bool,
     thread: Option<u32>,
 ) -> Vec<(String, u64)> {
-    let mut merged: HashMap<String, u64> = HashMap::new();
+    // Merged by label ids (in output order): one string per distinct stack, built at the end.
+    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+    let mut ids = Vec::new();
     for s in &a.sites {
         if thread.is_some_and(|t| t != s.thread) {
             continue;
@@ -57,17 +60,36 @@ pub fn folded_stacks(
         if bytes == 0 {
             continue;
         }
-        let frames = syms.user_frames(a, s.stack);
-        let mut labels: Vec<String> = frames.iter().map(folded_label).collect();
+        syms.user_frame_ids(a, s.stack, &mut ids);
+        let mut labels: Vec<u32> = ids.iter().map(|&f| syms.label_id(f)).collect();
         if labels.is_empty() {
-            labels.push("[unknown]".into());
+            labels.push(syms.unknown_label());
         }
         if !inverted {
             labels.reverse();
         }
-        *merged.entry(labels.join(";")).or_default() += bytes;
+        *merged.entry(labels).or_default() += bytes;
     }
-    let mut out: Vec<(String, u64)> = merged.into_iter().collect();
+    // Per label id: its text made safe for folded lines.
+    let mut folded: Vec<Option<String>> = Vec::new();
+    let mut out: Vec<(String, u64)> = merged
+        .into_iter()
+        .map(|(labels, bytes)| {
+            let mut line = String::new();
+            for (i, &l) in labels.iter().enumerate() {
+                if i > 0 {
+                    line.push(';');
+                }
+                if l as usize >= folded.len() {
+                    folded.resize(l as usize + 1, None);
+                }
+                line.push_str(
+                    folded[l as usize].get_or_insert_with(|| folded_text(syms.label_text(l))),
+                );
+            }
+            (line, bytes)
+        })
+        .collect();
     out.sort();
     out
 }
@@ -92,9 +114,16 @@ pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<
     opt.hash = true;
     opt.deterministic = true;
     opt.image_width = Some(1200);
-    let lines: Vec<String> = folded.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    // One buffer for all lines: inferno keeps slices of its input while it merges.
+    let mut lines = String::with_capacity(folded.iter().map(|(s, _)| s.len() + 22).sum());
+    for (s, n) in folded {
+        lines.push_str(s);
+        lines.push(' ');
+        lines.push_str(&n.to_string());
+        lines.push('\n');
+    }
     let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut out)
+    inferno::flamegraph::from_lines(&mut opt, lines.lines(), &mut out)
         .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
     Ok(out)
 }
@@ -170,25 +199,29 @@ pub struct TopSite {
 
 /// The `n` biggest allocation sites (by most recent frame) at `moment`.
 pub fn top_sites(a: &Analysis, syms: &mut Symbols, moment: Moment, n: usize) -> Vec<TopSite> {
-    let mut by_location: HashMap<String, TopSite> = HashMap::new();
+    let mut by_location: IntMap<u32, TopSite> = IntMap::default();
     for s in &a.sites {
         let (bytes, count) = moment.value(s);
         if bytes == 0 && count == 0 {
             continue;
         }
-        let frames = syms.frames(a, s.stack);
-        let location = frames
-            .first()
-            .map(label)
-            .unwrap_or_else(|| "[unknown]".into());
-        let e = by_location
-            .entry(location.clone())
-            .or_insert_with(|| TopSite {
-                location,
-                bytes: 0,
-                count: 0,
-                stack: frames.iter().map(label).collect(),
-            });
+        let ids = syms.frame_ids(a, s.stack);
+        let location = match ids.first() {
+            Some(&f) => syms.label_id(f),
+            None => syms.unknown_label(),
+        };
+        let e = by_location.entry(location).or_insert_with(|| TopSite {
+            location: syms.label_text(location).to_string(),
+            bytes: 0,
+            count: 0,
+            stack: ids
+                .iter()
+                .map(|&f| {
+                    let l = syms.label_id(f);
+                    syms.label_text(l).to_string()
+                })
+                .collect(),
+        });
         e.bytes += bytes;
         e.count += count;
     }
@@ -298,8 +331,18 @@ pub fn write_html(
     } else {
         vec![(String::new(), None)]
     };
-    for (name, thread) in graphs {
-        let folded = folded_stacks(a, syms, opts.moment, opts.inverted, thread);
+    // Resolve everything first, then let the debug information go: rendering the SVGs and
+    // the page does not need it, and the peak should not hold both.
+    let folded: Vec<(String, Vec<(String, u64)>)> = graphs
+        .into_iter()
+        .map(|(name, thread)| {
+            let folded = folded_stacks(a, syms, opts.moment, opts.inverted, thread);
+            (name, folded)
+        })
+        .collect();
+    let top = top_sites(a, syms, opts.moment, opts.top);
+    syms.release_debug_info();
+    for (name, folded) in folded {
         let total: u64 = folded.iter().map(|(_, n)| n).sum();
         let heading = if name.is_empty() {
             what.clone()
@@ -325,7 +368,7 @@ pub fn write_html(
         out,
         "<table class=\"top\"><tr><th>#</th><th>site</th><th>bytes</th><th>blocks</th></tr>"
     )?;
-    for (i, site) in top_sites(a, syms, opts.moment, opts.top).iter().enumerate() {
+    for (i, site) in top.iter().enumerate() {
         writeln!(
             out,
             "<tr><td class=\"n\">{}</td><td><details><summary>{}</summary><pre>{}</pre></details></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
