@@ -49,7 +49,30 @@ pub fn folded_stacks(
     inverted: bool,
     thread: Option<u32>,
 ) -> Vec<(String, u64)> {
-    // Merged by label ids (in output order): one string per distinct stack, built at the end.
+    let mut texts = FoldedTexts::default();
+    let merged = merged_stacks(a, syms, &mut texts, moment, inverted, thread);
+    let mut out: Vec<(String, u64)> = merged
+        .into_iter()
+        .map(|(stack, bytes)| {
+            let mut line = String::new();
+            texts.push_stack(&mut line, &stack);
+            (line, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Stacks as folded-text ids (see [`FoldedTexts`]) in folded order, with their bytes: the
+/// strings are built only from this, once per distinct stack.
+fn merged_stacks(
+    a: &Analysis,
+    syms: &mut Symbols,
+    texts: &mut FoldedTexts,
+    moment: Moment,
+    inverted: bool,
+    thread: Option<u32>,
+) -> HashMap<Vec<u32>, u64> {
     let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
     let mut ids = Vec::new();
     for s in &a.sites {
@@ -61,42 +84,86 @@ pub fn folded_stacks(
             continue;
         }
         syms.user_frame_ids(a, s.stack, &mut ids);
-        let mut labels: Vec<u32> = ids.iter().map(|&f| syms.label_id(f)).collect();
-        if labels.is_empty() {
-            labels.push(syms.unknown_label());
+        let mut stack: Vec<u32> = ids
+            .iter()
+            .map(|&f| {
+                let l = syms.label_id(f);
+                texts.id(l, syms)
+            })
+            .collect();
+        if stack.is_empty() {
+            let l = syms.unknown_label();
+            stack.push(texts.id(l, syms));
         }
         if !inverted {
-            labels.reverse();
+            stack.reverse();
         }
-        *merged.entry(labels).or_default() += bytes;
+        *merged.entry(stack).or_default() += bytes;
     }
-    // Per label id: its text made safe for folded lines.
-    let mut folded: Vec<Option<String>> = Vec::new();
-    let mut out: Vec<(String, u64)> = merged
-        .into_iter()
-        .map(|(labels, bytes)| {
-            let mut line = String::new();
-            for (i, &l) in labels.iter().enumerate() {
-                if i > 0 {
-                    line.push(';');
-                }
-                if l as usize >= folded.len() {
-                    folded.resize(l as usize + 1, None);
-                }
-                line.push_str(
-                    folded[l as usize].get_or_insert_with(|| folded_text(syms.label_text(l))),
-                );
+    merged
+}
+
+/// Labels made safe for folded lines ([`folded_text`]), interned: two labels that differ
+/// only in what that replaces share an id, so stacks merge exactly as their lines would.
+#[derive(Default)]
+struct FoldedTexts {
+    /// Per label id: its folded-text id (`u32::MAX` until needed).
+    of_label: Vec<u32>,
+    ids: HashMap<String, u32>,
+    texts: Vec<String>,
+}
+
+impl FoldedTexts {
+    fn id(&mut self, label: u32, syms: &Symbols) -> u32 {
+        let l = label as usize;
+        if l >= self.of_label.len() {
+            self.of_label.resize(l + 1, u32::MAX);
+        }
+        if self.of_label[l] == u32::MAX {
+            let text = folded_text(syms.label_text(label));
+            let next = self.texts.len() as u32;
+            let id = *self.ids.entry(text.clone()).or_insert(next);
+            if id == next {
+                self.texts.push(text);
             }
-            (line, bytes)
-        })
-        .collect();
-    out.sort();
-    out
+            self.of_label[l] = id;
+        }
+        self.of_label[l]
+    }
+
+    /// Appends `stack` as `text;text;...` to `line`.
+    fn push_stack(&self, line: &mut String, stack: &[u32]) {
+        for (i, &t) in stack.iter().enumerate() {
+            if i > 0 {
+                line.push(';');
+            }
+            line.push_str(&self.texts[t as usize]);
+        }
+    }
 }
 
 /// Renders folded stacks into an inferno SVG (a "nothing live" placeholder when empty).
 pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
-    if folded.is_empty() {
+    let mut lines = String::with_capacity(folded.iter().map(|(s, _)| s.len() + 22).sum());
+    for (s, n) in folded {
+        push_line_end(&mut lines, s, *n);
+    }
+    svg_of_lines(&lines, title, subtitle)
+}
+
+/// Appends ` bytes` and a newline to the folded stack at the end of `lines`.
+fn push_line_end(lines: &mut String, stack: &str, bytes: u64) {
+    lines.push_str(stack);
+    lines.push(' ');
+    lines.push_str(&bytes.to_string());
+    lines.push('\n');
+}
+
+/// [`svg`] of folded lines (`stack bytes`, one a line, in any order: inferno sorts them) in
+/// one buffer: inferno keeps slices of every line while it merges, and one buffer is the
+/// least memory for that.
+fn svg_of_lines(lines: &str, title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
+    if lines.is_empty() {
         let msg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"60\"><text x=\"10\" \
              y=\"35\" font-family=\"Verdana\" font-size=\"14\">{}: no memory live at this moment</text></svg>",
@@ -114,14 +181,6 @@ pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<
     opt.hash = true;
     opt.deterministic = true;
     opt.image_width = Some(1200);
-    // One buffer for all lines: inferno keeps slices of its input while it merges.
-    let mut lines = String::with_capacity(folded.iter().map(|(s, _)| s.len() + 22).sum());
-    for (s, n) in folded {
-        lines.push_str(s);
-        lines.push(' ');
-        lines.push_str(&n.to_string());
-        lines.push('\n');
-    }
     let mut out = Vec::new();
     inferno::flamegraph::from_lines(&mut opt, lines.lines(), &mut out)
         .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
@@ -333,29 +392,32 @@ pub fn write_html(
     };
     // Resolve everything first, then let the debug information go: rendering the SVGs and
     // the page does not need it, and the peak should not hold both.
-    let folded: Vec<(String, Vec<(String, u64)>)> = graphs
+    let mut texts = FoldedTexts::default();
+    let merged: Vec<(String, HashMap<Vec<u32>, u64>)> = graphs
         .into_iter()
         .map(|(name, thread)| {
-            let folded = folded_stacks(a, syms, opts.moment, opts.inverted, thread);
-            (name, folded)
+            let merged = merged_stacks(a, syms, &mut texts, opts.moment, opts.inverted, thread);
+            (name, merged)
         })
         .collect();
     let top = top_sites(a, syms, opts.moment, opts.top);
     syms.release_debug_info();
-    for (name, folded) in folded {
-        let total: u64 = folded.iter().map(|(_, n)| n).sum();
+    for (name, merged) in merged {
+        let total: u64 = merged.values().sum();
+        let rows = 1 + merged.keys().map(Vec::len).max().unwrap_or(1);
+        let mut lines = String::new();
+        for (labels, bytes) in merged {
+            texts.push_stack(&mut lines, &labels);
+            push_line_end(&mut lines, "", bytes);
+        }
         let heading = if name.is_empty() {
             what.clone()
         } else {
             format!("{what} — {name}")
         };
         writeln!(out, "<h2>{}</h2>", text::html(&heading))?;
-        let svg = svg(&folded, &heading, &format!("{} live", text::bytes(total)))?;
-        let rows = 1 + folded
-            .iter()
-            .map(|(s, _)| s.matches(';').count() + 1)
-            .max()
-            .unwrap_or(1);
+        let svg = svg_of_lines(&lines, &heading, &format!("{} live", text::bytes(total)))?;
+        drop(lines);
         writeln!(
             out,
             "<iframe class=\"flamegraph\" title=\"flamegraph\" style=\"height:{}px\" src=\"data:image/svg+xml;base64,{}\"></iframe>",
