@@ -190,6 +190,13 @@ impl Symbolizer {
         }
     }
 
+    /// Drops the debug information loaded so far; it is loaded again when an ip needs it.
+    pub fn release_debug_info(&mut self) {
+        for loader in &mut self.loaders {
+            *loader = None;
+        }
+    }
+
     /// The modules this symbolizer knows.
     pub fn modules(&self) -> &[Module] {
         &self.modules
@@ -218,7 +225,8 @@ impl Symbolizer {
         frames
     }
 
-    fn resolve_uncached(&mut self, ip: u64) -> Vec<Frame> {
+    /// [`Symbolizer::resolve`] without the per-ip cache, for callers that keep their own.
+    pub fn resolve_uncached(&mut self, ip: u64) -> Vec<Frame> {
         let unknown = || vec![Frame::with_function(format!("{ip:#x}"), "??", 0)];
         let Some(m) = self.module_of(ip) else {
             return unknown();

@@ -50,7 +50,7 @@ pub mod reader;
 pub mod writer;
 
 pub use format::CaptureError;
-pub use reader::{CaptureReader, Item};
+pub use reader::{Batch, CaptureReader, Item};
 pub use writer::{RecordOptions, RecordSummary};
 
 use std::io;

@@ -33,6 +33,15 @@ pub enum Item {
     End(EndRecord),
 }
 
+/// What [`CaptureReader::next_batch`] found next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// A run of events, in the caller's buffer.
+    Events,
+    /// Anything but an event.
+    Item(Item),
+}
+
 /// Reads a capture file item by item.
 pub struct CaptureReader<R: Read> {
     path: String,
@@ -54,6 +63,8 @@ pub struct CaptureReader<R: Read> {
     stored: Vec<u8>,
     chunks: u64,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    /// [`CaptureReader::next_item`]'s one-event batch.
+    one: Vec<Event>,
 }
 
 impl CaptureReader<BufReader<File>> {
@@ -138,6 +149,7 @@ impl<R: Read> CaptureReader<R> {
             stored: Vec::new(),
             chunks: 0,
             decompressor: zstd::bulk::Decompressor::new().ok(),
+            one: Vec::with_capacity(1),
         };
         let at = reader.offset;
         match reader.read_chunk()? {
@@ -301,66 +313,113 @@ impl<R: Read> CaptureReader<R> {
         Ok(())
     }
 
-    /// The open chunks' smallest event, if it is below `barrier`.
+    /// Appends to `out` (up to `max` in all) the open chunks' events below `barrier`,
+    /// smallest `(key, rank)` first.
     ///
     /// Usually one chunk holds a long run of consecutive events (one thread at a time), so
     /// the chunk being drained stays out of the heap while its events stay below every other
-    /// chunk's next one: no heap operation per event.
-    fn pop_event_below(&mut self, barrier: u64) -> Result<Option<Event>, CaptureError> {
-        let slot = match self.draining {
-            Some(slot) => slot,
-            None => {
-                let Some(&Reverse((seq, _, slot))) = self.heads.peek() else {
-                    return Ok(None);
-                };
-                if seq >= barrier {
-                    return Ok(None);
+    /// chunk's next one: the run is decoded in a tight loop, with no heap operation per event.
+    fn fill_events_below(
+        &mut self,
+        barrier: u64,
+        out: &mut Vec<Event>,
+        max: usize,
+    ) -> Result<(), CaptureError> {
+        while out.len() < max {
+            let slot = match self.draining {
+                Some(slot) => slot,
+                None => {
+                    let Some(&Reverse((seq, _, slot))) = self.heads.peek() else {
+                        return Ok(());
+                    };
+                    if seq >= barrier {
+                        return Ok(());
+                    }
+                    self.heads.pop();
+                    self.draining = Some(slot);
+                    slot
                 }
-                self.heads.pop();
-                self.draining = Some(slot);
-                slot
-            }
-        };
-        let Some((cursor, event, at)) = self.cursors[slot].as_mut() else {
-            self.draining = None;
-            return Ok(None);
-        };
-        let key = (event.seq, order_rank(&event.kind));
-        let other_first = self.heads.peek().is_some_and(|r| (r.0 .0, r.0 .1) < key);
-        if event.seq >= barrier || other_first {
-            // Another chunk (or the barrier) comes first: put this one back.
-            self.heads.push(Reverse((key.0, key.1, slot)));
-            self.draining = None;
-            return self.pop_event_below(barrier);
-        }
-        let current = *event;
-        match cursor.next() {
-            Ok(Some(next)) => *event = next,
-            Ok(None) => {
-                self.cursors[slot] = None;
-                self.free_slots.push(slot);
+            };
+            // The next event of every other open chunk comes at or after this key.
+            let other = self
+                .heads
+                .peek()
+                .map_or((u64::MAX, u8::MAX), |r| (r.0 .0, r.0 .1));
+            let Some((cursor, event, at)) = self.cursors[slot].as_mut() else {
                 self.draining = None;
-            }
-            Err(p) => {
-                let at = *at;
-                return Err(self.error(at, format!("bad Events chunk: {p}")));
+                return Ok(());
+            };
+            loop {
+                let key = (event.seq, order_rank(&event.kind));
+                if event.seq >= barrier || other < key {
+                    // Another chunk (or the barrier) comes first: put this one back.
+                    self.heads.push(Reverse((key.0, key.1, slot)));
+                    self.draining = None;
+                    break;
+                }
+                out.push(*event);
+                match cursor.next() {
+                    Ok(Some(next)) => *event = next,
+                    Ok(None) => {
+                        self.cursors[slot] = None;
+                        self.free_slots.push(slot);
+                        self.draining = None;
+                        break;
+                    }
+                    Err(p) => {
+                        let at = *at;
+                        return Err(self.error(at, format!("bad Events chunk: {p}")));
+                    }
+                }
+                if out.len() >= max {
+                    return Ok(());
+                }
             }
         }
-        Ok(Some(current))
+        Ok(())
     }
 
     /// The next item, `Ok(None)` at the end of the data.
+    ///
+    /// Readers of whole captures should prefer [`CaptureReader::next_batch`]: one call per
+    /// run of events instead of one per event.
     #[allow(clippy::should_implement_trait)]
     pub fn next_item(&mut self) -> Result<Option<Item>, CaptureError> {
+        let mut one = std::mem::take(&mut self.one);
+        let next = self.next_batch(&mut one, 1);
+        let event = one.pop();
+        self.one = one;
+        Ok(match next? {
+            Some(Batch::Events) => event.map(Item::Event),
+            Some(Batch::Item(item)) => Some(item),
+            None => None,
+        })
+    }
+
+    /// The next run of events or the next other item, `Ok(None)` at the end of the data.
+    ///
+    /// `events` is cleared; when events come next, up to `max` of them (at least one) are
+    /// put there, in stream order, and the answer is [`Batch::Events`]. Items other than
+    /// events are never held back behind a batch: [`Batch::Item`] comes as soon as every
+    /// event before it was handed out.
+    pub fn next_batch(
+        &mut self,
+        events: &mut Vec<Event>,
+        max: usize,
+    ) -> Result<Option<Batch>, CaptureError> {
+        events.clear();
+        let max = max.max(1);
         loop {
             if let Some(&(barrier, _)) = self.ready.front() {
-                if let Some(e) = self.pop_event_below(barrier)? {
-                    return Ok(Some(Item::Event(e)));
+                self.fill_events_below(barrier, events, max)?;
+                if !events.is_empty() {
+                    return Ok(Some(Batch::Events));
                 }
-                return Ok(self.ready.pop_front().map(|(_, item)| item));
+                return Ok(self.ready.pop_front().map(|(_, item)| Batch::Item(item)));
             }
             if self.eof {
-                return Ok(self.pop_event_below(u64::MAX)?.map(Item::Event));
+                self.fill_events_below(u64::MAX, events, max)?;
+                return Ok((!events.is_empty()).then_some(Batch::Events));
             }
             let at = self.offset;
             let (kind, raw) = match self.read_chunk()? {

@@ -2,7 +2,7 @@
 
 use super::replay::{Replay, ReplayOptions, Site, TimelinePoint, Totals};
 use crate::capture::format::{CaptureError, EndRecord, Meta, ModuleRecord, ThreadRecord};
-use crate::capture::{CaptureReader, Item};
+use crate::capture::{Batch, CaptureReader, Item};
 use std::io::Read;
 use std::path::Path;
 
@@ -40,6 +40,10 @@ pub struct AnalyzeOptions<'a> {
     pub progress: Option<&'a dyn Fn(u64)>,
 }
 
+/// Events handed to the replay at a time: enough for its prefetching to run ahead, few
+/// enough (12 KiB) to stay in the L1 cache.
+const BATCH: usize = 256;
+
 /// Reads `path` and aggregates it.
 pub fn analyze(path: impl AsRef<Path>, options: &AnalyzeOptions) -> Result<Analysis, CaptureError> {
     let reader = CaptureReader::open(path)?;
@@ -64,7 +68,15 @@ pub fn analyze_reader<R: Read>(
     let mut aggregate = None;
     let mut last_progress = 0u64;
     let mut samples_with_heap = Vec::new();
-    while let Some(item) = reader.next_item()? {
+    let mut events = Vec::with_capacity(BATCH);
+    while let Some(batch) = reader.next_batch(&mut events, BATCH)? {
+        let item = match batch {
+            Batch::Events => {
+                replay.events(&events);
+                continue;
+            }
+            Batch::Item(item) => item,
+        };
         match item {
             Item::Event(e) => replay.event(&e),
             Item::Sample(s) => {

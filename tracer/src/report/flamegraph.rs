@@ -6,7 +6,8 @@
 //! of the top allocation sites. Every piece of text from the capture is HTML-escaped.
 
 use super::analysis::Analysis;
-use super::symbols::{folded_label, label, Symbols};
+use super::replay::IntMap;
+use super::symbols::{folded_text, Symbols};
 use super::text;
 use super::Moment;
 use std::collections::HashMap;
@@ -48,7 +49,32 @@ pub fn folded_stacks(
     inverted: bool,
     thread: Option<u32>,
 ) -> Vec<(String, u64)> {
-    let mut merged: HashMap<String, u64> = HashMap::new();
+    let mut texts = FoldedTexts::default();
+    let merged = merged_stacks(a, syms, &mut texts, moment, inverted, thread);
+    let mut out: Vec<(String, u64)> = merged
+        .into_iter()
+        .map(|(stack, bytes)| {
+            let mut line = String::new();
+            texts.push_stack(&mut line, &stack);
+            (line, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Stacks as folded-text ids (see [`FoldedTexts`]) in folded order, with their bytes: the
+/// strings are built only from this, once per distinct stack.
+fn merged_stacks(
+    a: &Analysis,
+    syms: &mut Symbols,
+    texts: &mut FoldedTexts,
+    moment: Moment,
+    inverted: bool,
+    thread: Option<u32>,
+) -> HashMap<Vec<u32>, u64> {
+    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+    let mut ids = Vec::new();
     for s in &a.sites {
         if thread.is_some_and(|t| t != s.thread) {
             continue;
@@ -57,24 +83,87 @@ pub fn folded_stacks(
         if bytes == 0 {
             continue;
         }
-        let frames = syms.user_frames(a, s.stack);
-        let mut labels: Vec<String> = frames.iter().map(folded_label).collect();
-        if labels.is_empty() {
-            labels.push("[unknown]".into());
+        syms.user_frame_ids(a, s.stack, &mut ids);
+        let mut stack: Vec<u32> = ids
+            .iter()
+            .map(|&f| {
+                let l = syms.label_id(f);
+                texts.id(l, syms)
+            })
+            .collect();
+        if stack.is_empty() {
+            let l = syms.unknown_label();
+            stack.push(texts.id(l, syms));
         }
         if !inverted {
-            labels.reverse();
+            stack.reverse();
         }
-        *merged.entry(labels.join(";")).or_default() += bytes;
+        *merged.entry(stack).or_default() += bytes;
     }
-    let mut out: Vec<(String, u64)> = merged.into_iter().collect();
-    out.sort();
-    out
+    merged
+}
+
+/// Labels made safe for folded lines ([`folded_text`]), interned: two labels that differ
+/// only in what that replaces share an id, so stacks merge exactly as their lines would.
+#[derive(Default)]
+struct FoldedTexts {
+    /// Per label id: its folded-text id (`u32::MAX` until needed).
+    of_label: Vec<u32>,
+    ids: HashMap<String, u32>,
+    texts: Vec<String>,
+}
+
+impl FoldedTexts {
+    fn id(&mut self, label: u32, syms: &Symbols) -> u32 {
+        let l = label as usize;
+        if l >= self.of_label.len() {
+            self.of_label.resize(l + 1, u32::MAX);
+        }
+        if self.of_label[l] == u32::MAX {
+            let text = folded_text(syms.label_text(label));
+            let next = self.texts.len() as u32;
+            let id = *self.ids.entry(text.clone()).or_insert(next);
+            if id == next {
+                self.texts.push(text);
+            }
+            self.of_label[l] = id;
+        }
+        self.of_label[l]
+    }
+
+    /// Appends `stack` as `text;text;...` to `line`.
+    fn push_stack(&self, line: &mut String, stack: &[u32]) {
+        for (i, &t) in stack.iter().enumerate() {
+            if i > 0 {
+                line.push(';');
+            }
+            line.push_str(&self.texts[t as usize]);
+        }
+    }
 }
 
 /// Renders folded stacks into an inferno SVG (a "nothing live" placeholder when empty).
 pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
-    if folded.is_empty() {
+    let mut lines = String::with_capacity(folded.iter().map(|(s, _)| s.len() + 22).sum());
+    for (s, n) in folded {
+        push_line_end(&mut lines, s, *n);
+    }
+    svg_of_lines(&lines, title, subtitle)
+}
+
+/// Appends ` bytes` and a newline to the folded stack at the end of `lines`.
+fn push_line_end(lines: &mut String, stack: &str, bytes: u64) {
+    lines.push_str(stack);
+    lines.push(' ');
+    lines.push_str(&bytes.to_string());
+    lines.push('\n');
+}
+
+/// [`svg`] of folded lines (`stack bytes`, one a line, in any order: inferno sorts them) in
+/// one buffer: inferno keeps slices of every line while it merges, and one buffer is the
+/// least memory for that.
+fn svg_of_lines(lines: &str, title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
+    if lines.is_empty() {
         let msg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"60\"><text x=\"10\" \
              y=\"35\" font-family=\"Verdana\" font-size=\"14\">{}: no memory live at this moment</text></svg>",
@@ -92,9 +181,8 @@ pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<
     opt.hash = true;
     opt.deterministic = true;
     opt.image_width = Some(1200);
-    let lines: Vec<String> = folded.iter().map(|(s, n)| format!("{s} {n}")).collect();
     let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut out)
+    inferno::flamegraph::from_lines(&mut opt, lines.lines(), &mut out)
         .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
     Ok(out)
 }
@@ -170,25 +258,29 @@ pub struct TopSite {
 
 /// The `n` biggest allocation sites (by most recent frame) at `moment`.
 pub fn top_sites(a: &Analysis, syms: &mut Symbols, moment: Moment, n: usize) -> Vec<TopSite> {
-    let mut by_location: HashMap<String, TopSite> = HashMap::new();
+    let mut by_location: IntMap<u32, TopSite> = IntMap::default();
     for s in &a.sites {
         let (bytes, count) = moment.value(s);
         if bytes == 0 && count == 0 {
             continue;
         }
-        let frames = syms.frames(a, s.stack);
-        let location = frames
-            .first()
-            .map(label)
-            .unwrap_or_else(|| "[unknown]".into());
-        let e = by_location
-            .entry(location.clone())
-            .or_insert_with(|| TopSite {
-                location,
-                bytes: 0,
-                count: 0,
-                stack: frames.iter().map(label).collect(),
-            });
+        let ids = syms.frame_ids(a, s.stack);
+        let location = match ids.first() {
+            Some(&f) => syms.label_id(f),
+            None => syms.unknown_label(),
+        };
+        let e = by_location.entry(location).or_insert_with(|| TopSite {
+            location: syms.label_text(location).to_string(),
+            bytes: 0,
+            count: 0,
+            stack: ids
+                .iter()
+                .map(|&f| {
+                    let l = syms.label_id(f);
+                    syms.label_text(l).to_string()
+                })
+                .collect(),
+        });
         e.bytes += bytes;
         e.count += count;
     }
@@ -298,21 +390,34 @@ pub fn write_html(
     } else {
         vec![(String::new(), None)]
     };
-    for (name, thread) in graphs {
-        let folded = folded_stacks(a, syms, opts.moment, opts.inverted, thread);
-        let total: u64 = folded.iter().map(|(_, n)| n).sum();
+    // Resolve everything first, then let the debug information go: rendering the SVGs and
+    // the page does not need it, and the peak should not hold both.
+    let mut texts = FoldedTexts::default();
+    let merged: Vec<(String, HashMap<Vec<u32>, u64>)> = graphs
+        .into_iter()
+        .map(|(name, thread)| {
+            let merged = merged_stacks(a, syms, &mut texts, opts.moment, opts.inverted, thread);
+            (name, merged)
+        })
+        .collect();
+    let top = top_sites(a, syms, opts.moment, opts.top);
+    syms.release_debug_info();
+    for (name, merged) in merged {
+        let total: u64 = merged.values().sum();
+        let rows = 1 + merged.keys().map(Vec::len).max().unwrap_or(1);
+        let mut lines = String::new();
+        for (labels, bytes) in merged {
+            texts.push_stack(&mut lines, &labels);
+            push_line_end(&mut lines, "", bytes);
+        }
         let heading = if name.is_empty() {
             what.clone()
         } else {
             format!("{what} — {name}")
         };
         writeln!(out, "<h2>{}</h2>", text::html(&heading))?;
-        let svg = svg(&folded, &heading, &format!("{} live", text::bytes(total)))?;
-        let rows = 1 + folded
-            .iter()
-            .map(|(s, _)| s.matches(';').count() + 1)
-            .max()
-            .unwrap_or(1);
+        let svg = svg_of_lines(&lines, &heading, &format!("{} live", text::bytes(total)))?;
+        drop(lines);
         writeln!(
             out,
             "<iframe class=\"flamegraph\" title=\"flamegraph\" style=\"height:{}px\" src=\"data:image/svg+xml;base64,{}\"></iframe>",
@@ -325,7 +430,7 @@ pub fn write_html(
         out,
         "<table class=\"top\"><tr><th>#</th><th>site</th><th>bytes</th><th>blocks</th></tr>"
     )?;
-    for (i, site) in top_sites(a, syms, opts.moment, opts.top).iter().enumerate() {
+    for (i, site) in top.iter().enumerate() {
         writeln!(
             out,
             "<tr><td class=\"n\">{}</td><td><details><summary>{}</summary><pre>{}</pre></details></td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",

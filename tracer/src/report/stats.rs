@@ -2,10 +2,10 @@
 //! and the top sites by bytes and by count (over the whole run), as text or JSON.
 
 use super::analysis::Analysis;
+use super::replay::IntMap;
 use super::symbols::Symbols;
 use super::text;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Stats options.
@@ -26,13 +26,15 @@ pub const API_NAMES: [&str; 4] = ["rust (GlobalAlloc)", "C malloc family", "real
 
 /// Whole-run totals per allocation site (most recent frame): (location, bytes, count).
 fn site_totals(a: &Analysis, syms: &mut Symbols) -> Vec<(String, u64, u64)> {
-    let mut by: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut by: IntMap<u32, (u64, u64)> = IntMap::default();
     for s in &a.sites {
-        let e = by.entry(syms.location(a, s.stack)).or_default();
+        let e = by.entry(syms.location_id(a, s.stack)).or_default();
         e.0 += s.total_bytes;
         e.1 += s.total_count;
     }
-    by.into_iter().map(|(k, (b, c))| (k, b, c)).collect()
+    by.into_iter()
+        .map(|(l, (b, c))| (syms.label_text(l).to_string(), b, c))
+        .collect()
 }
 
 fn top_by(mut v: Vec<(String, u64, u64)>, n: usize, by_count: bool) -> Vec<(String, u64, u64)> {

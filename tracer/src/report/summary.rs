@@ -4,9 +4,8 @@
 //! counts allocations with the function anywhere on the stack, once per stack.
 
 use super::analysis::Analysis;
-use super::symbols::{label, Symbols};
+use super::symbols::Symbols;
 use super::{text, Moment};
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 /// Summary options.
@@ -38,23 +37,26 @@ pub struct Row {
 
 /// The rows, biggest total first.
 pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
-    let mut by: HashMap<String, Row> = HashMap::new();
-    for s in &a.sites {
+    // Per label id: the numbers, and the last site that counted it (a function counts once
+    // per stack, however often it recurses; `u32::MAX`: never counted, no row).
+    let mut by_label: Vec<(Row, u32)> = Vec::new();
+    let mut ids = Vec::new();
+    for (n, s) in a.sites.iter().enumerate() {
         let (bytes, count) = opts.moment.value(s);
         if bytes == 0 && count == 0 {
             continue;
         }
-        let frames = syms.user_frames(a, s.stack);
-        let mut seen = HashSet::new();
-        for (i, f) in frames.iter().enumerate() {
-            let name = label(f);
-            if !seen.insert(name.clone()) {
-                continue; // recursion: count a function once per stack
+        syms.user_frame_ids(a, s.stack, &mut ids);
+        for (i, &f) in ids.iter().enumerate() {
+            let l = syms.label_id(f) as usize;
+            if l >= by_label.len() {
+                by_label.resize(l + 1, (Row::default(), u32::MAX));
             }
-            let r = by.entry(name.clone()).or_insert_with(|| Row {
-                function: name,
-                ..Row::default()
-            });
+            let (r, seen) = &mut by_label[l];
+            if *seen == n as u32 {
+                continue;
+            }
+            *seen = n as u32;
             r.total_bytes += bytes;
             r.total_count += count;
             if i == 0 {
@@ -63,7 +65,15 @@ pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
             }
         }
     }
-    let mut v: Vec<Row> = by.into_values().collect();
+    let mut v: Vec<Row> = by_label
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, seen))| *seen != u32::MAX)
+        .map(|(l, (r, _))| Row {
+            function: syms.label_text(l as u32).to_string(),
+            ..r
+        })
+        .collect();
     v.sort_by(|x, y| {
         y.total_bytes
             .cmp(&x.total_bytes)

@@ -1,11 +1,25 @@
-//! Stack ids → symbolized frames, with the capture's own module list, cached per stack.
+//! Stack ids → symbolized frames, with the capture's own module list.
 //!
 //! When the recorded binary is gone (or has no debug info) frames fall back to `0x…`
 //! addresses: reports still render, just less readable.
+//!
+//! Reports walk every site's stack, and a capture has many more stacks than distinct
+//! instruction pointers (stacks share their outer frames), so everything is interned:
+//!
+//! - each distinct ip is resolved once; its frames (several when calls were inlined) go to
+//!   one arena and are named by a frame id from then on;
+//! - a stack is cached as its (trimmed) frame ids, 4 bytes a frame, never as copies of
+//!   frames;
+//! - each distinct label (`function at file:line`) gets a label id, so reports aggregate
+//!   by integers and build each string once.
+//!
+//! Frames are resolved only when a report asks for them: [`Symbols::location`] stops at
+//! the allocation site, which is all stats needs.
 
 use super::analysis::Analysis;
 use super::replay::IntMap;
 use crate::symbolize::{is_runtime_frame, Frame, Module, Symbolizer};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -15,12 +29,30 @@ enum Resolver {
     Function(Box<dyn FnMut(u64) -> Vec<Frame>>),
 }
 
+/// What a frame is, decided once when it is interned.
+const RUNTIME: u8 = 1;
+const PLUMBING: u8 = 2;
+
+/// The label of stacks with no frame at all.
+const UNKNOWN: &str = "[unknown]";
+
 /// Resolves stacks of one capture.
 pub struct Symbols {
     resolver: Resolver,
     warnings: Vec<String>,
     keep_runtime: bool,
-    cache: IntMap<u32, Rc<[Frame]>>,
+    /// ip → its frames' ids (`start..start + len`, innermost first).
+    by_ip: IntMap<u64, (u32, u32)>,
+    /// Every frame resolved so far, by frame id.
+    frames: Vec<Frame>,
+    /// Per frame id: [`RUNTIME`] and [`PLUMBING`] bits.
+    kinds: Vec<u8>,
+    /// Per frame id: its label id (`u32::MAX` until asked for).
+    frame_labels: Vec<u32>,
+    labels: Vec<Rc<str>>,
+    label_ids: HashMap<Rc<str>, u32>,
+    /// Stack id → its frame ids after trimming, most recent first.
+    stacks: IntMap<u32, Rc<[u32]>>,
 }
 
 impl Symbols {
@@ -52,21 +84,29 @@ impl Symbols {
                 Module { path, build_id: m.build_id.clone(), base: m.base, segments: m.segments.clone() }
             })
             .collect();
-        Symbols {
+        Symbols::with(
+            Resolver::Symbolizer(Box::new(Symbolizer::new(modules))),
             warnings,
-            resolver: Resolver::Symbolizer(Box::new(Symbolizer::new(modules))),
-            keep_runtime: false,
-            cache: IntMap::default(),
-        }
+        )
     }
 
     /// Resolves ips with `f` (innermost frame first, like [`Symbolizer::resolve`]).
     pub fn with_resolver(f: impl FnMut(u64) -> Vec<Frame> + 'static) -> Symbols {
+        Symbols::with(Resolver::Function(Box::new(f)), Vec::new())
+    }
+
+    fn with(resolver: Resolver, warnings: Vec<String>) -> Symbols {
         Symbols {
-            warnings: Vec::new(),
-            resolver: Resolver::Function(Box::new(f)),
+            resolver,
+            warnings,
             keep_runtime: false,
-            cache: IntMap::default(),
+            by_ip: IntMap::default(),
+            frames: Vec::new(),
+            kinds: Vec::new(),
+            frame_labels: Vec::new(),
+            labels: Vec::new(),
+            label_ids: HashMap::new(),
+            stacks: IntMap::default(),
         }
     }
 
@@ -81,68 +121,165 @@ impl Symbols {
         self
     }
 
-    fn resolve(&mut self, ip: u64) -> Vec<Frame> {
-        match &mut self.resolver {
-            Resolver::Symbolizer(s) => s.resolve(ip),
-            Resolver::Function(f) => f(ip),
+    /// Drops the debug information loaded so far (it is loaded again if needed). Frames
+    /// already resolved stay: a report that has resolved its stacks calls this before
+    /// building its output, so its peak memory does not hold both.
+    pub fn release_debug_info(&mut self) {
+        if let Resolver::Symbolizer(s) = &mut self.resolver {
+            s.release_debug_info();
         }
+    }
+
+    /// The frame ids of `ip`, innermost first, resolving it the first time.
+    fn ip_frames(&mut self, ip: u64) -> std::ops::Range<usize> {
+        if let Some(&(start, len)) = self.by_ip.get(&ip) {
+            return start as usize..(start + len) as usize;
+        }
+        let frames = match &mut self.resolver {
+            Resolver::Symbolizer(s) => s.resolve_uncached(ip),
+            Resolver::Function(f) => f(ip),
+        };
+        let start = self.frames.len();
+        for f in frames {
+            let kind = if is_runtime(&f) {
+                RUNTIME | PLUMBING
+            } else if is_plumbing(&f) {
+                PLUMBING
+            } else {
+                0
+            };
+            self.kinds.push(kind);
+            self.frame_labels.push(u32::MAX);
+            self.frames.push(f);
+        }
+        self.by_ip
+            .insert(ip, (start as u32, (self.frames.len() - start) as u32));
+        start..self.frames.len()
+    }
+
+    /// The frame with id `id` (from [`Symbols::frame_ids`]).
+    pub fn frame(&self, id: u32) -> &Frame {
+        &self.frames[id as usize]
+    }
+
+    /// Frame ids of `stack`, most recent first, runtime frames trimmed from the top (unless
+    /// nothing would remain).
+    pub fn frame_ids(&mut self, analysis: &Analysis, stack: u32) -> Rc<[u32]> {
+        if let Some(ids) = self.stacks.get(&stack) {
+            return ids.clone();
+        }
+        let mut ids = Vec::new();
+        for ip in analysis.stack_ips(stack) {
+            ids.extend(self.ip_frames(ip).map(|i| i as u32));
+        }
+        if !self.keep_runtime {
+            let skip = ids
+                .iter()
+                .take_while(|&&i| self.kinds[i as usize] & RUNTIME != 0)
+                .count();
+            if skip < ids.len() {
+                ids.drain(..skip);
+            }
+        }
+        let ids: Rc<[u32]> = ids.into();
+        self.stacks.insert(stack, ids.clone());
+        ids
     }
 
     /// Frames of `stack`, most recent first, runtime frames trimmed from the top (unless
     /// nothing would remain).
     pub fn frames(&mut self, analysis: &Analysis, stack: u32) -> Rc<[Frame]> {
-        if let Some(f) = self.cache.get(&stack) {
-            return f.clone();
-        }
-        let mut frames = Vec::new();
-        for ip in analysis.stack_ips(stack) {
-            frames.extend(self.resolve(ip));
-        }
-        if !self.keep_runtime {
-            let skip = frames.iter().take_while(|f| is_runtime(f)).count();
-            if skip < frames.len() {
-                frames.drain(..skip);
-            }
-        }
-        let frames: Rc<[Frame]> = frames.into();
-        self.cache.insert(stack, frames.clone());
-        frames
+        let ids = self.frame_ids(analysis, stack);
+        ids.iter().map(|&i| self.frame(i).clone()).collect()
     }
 
-    /// Frames of `stack` without the plumbing between the program's entry and user code
+    /// Frame ids of `stack` without the plumbing between the program's entry and user code
     /// (std's runtime, libc start-up, thread start): what trees and summaries show. When
-    /// nothing would remain, the trimmed stack is returned whole.
-    pub fn user_frames(&mut self, analysis: &Analysis, stack: u32) -> Vec<Frame> {
-        let frames = self.frames(analysis, stack);
-        if self.keep_runtime {
-            return frames.to_vec();
+    /// nothing would remain, the trimmed stack is put whole. `out` is cleared first.
+    pub fn user_frame_ids(&mut self, analysis: &Analysis, stack: u32, out: &mut Vec<u32>) {
+        let ids = self.frame_ids(analysis, stack);
+        out.clear();
+        if !self.keep_runtime {
+            out.extend(
+                ids.iter()
+                    .copied()
+                    .filter(|&i| self.kinds[i as usize] & PLUMBING == 0),
+            );
         }
-        let user: Vec<Frame> = frames.iter().filter(|f| !is_plumbing(f)).cloned().collect();
-        if user.is_empty() {
-            frames.to_vec()
-        } else {
-            user
+        if out.is_empty() {
+            out.extend_from_slice(&ids);
         }
     }
 
-    /// The allocation site of `stack`: its most recent frame after trimming (the first of
-    /// [`Symbols::frames`]). Resolves only the frames up to that one, not the whole stack:
-    /// reports that group by site (stats) symbolize every distinct stack.
-    pub fn location(&mut self, analysis: &Analysis, stack: u32) -> String {
-        if let Some(f) = self.cache.get(&stack) {
-            return f.first().map_or_else(|| "[unknown]".to_string(), label);
+    /// Frames of `stack` without the plumbing (see [`Symbols::user_frame_ids`]).
+    pub fn user_frames(&mut self, analysis: &Analysis, stack: u32) -> Vec<Frame> {
+        let mut ids = Vec::new();
+        self.user_frame_ids(analysis, stack, &mut ids);
+        ids.iter().map(|&i| self.frame(i).clone()).collect()
+    }
+
+    /// The label id of frame `id`: frames with the same [`label`] share it.
+    pub fn label_id(&mut self, id: u32) -> u32 {
+        let l = self.frame_labels[id as usize];
+        if l != u32::MAX {
+            return l;
+        }
+        let l = self.intern_label(label(&self.frames[id as usize]));
+        self.frame_labels[id as usize] = l;
+        l
+    }
+
+    /// The label id of the text `[unknown]` (stacks without frames).
+    pub fn unknown_label(&mut self) -> u32 {
+        self.intern_label(UNKNOWN.to_string())
+    }
+
+    fn intern_label(&mut self, text: String) -> u32 {
+        if let Some(&l) = self.label_ids.get(text.as_str()) {
+            return l;
+        }
+        let text: Rc<str> = text.into();
+        let l = self.labels.len() as u32;
+        self.labels.push(text.clone());
+        self.label_ids.insert(text, l);
+        l
+    }
+
+    /// The text of label `id` (`function at file:line`).
+    pub fn label_text(&self, id: u32) -> &str {
+        &self.labels[id as usize]
+    }
+
+    /// The label id of `stack`'s allocation site: its most recent frame after trimming
+    /// (the first of [`Symbols::frames`]). Resolves only the frames up to that one, not the
+    /// whole stack: reports that group by site (stats) symbolize every distinct stack.
+    pub fn location_id(&mut self, analysis: &Analysis, stack: u32) -> u32 {
+        if let Some(ids) = self.stacks.get(&stack) {
+            return match ids.first() {
+                Some(&i) => self.label_id(i),
+                None => self.unknown_label(),
+            };
         }
         let mut most_recent = None;
         for ip in analysis.stack_ips(stack) {
-            for f in self.resolve(ip) {
-                if self.keep_runtime || !is_runtime(&f) {
-                    return label(&f);
+            for i in self.ip_frames(ip) {
+                if self.keep_runtime || self.kinds[i] & RUNTIME == 0 {
+                    return self.label_id(i as u32);
                 }
-                most_recent.get_or_insert(f);
+                most_recent.get_or_insert(i as u32);
             }
         }
         // Nothing but runtime frames: nothing is trimmed, the most recent frame stands.
-        most_recent.map_or_else(|| "[unknown]".to_string(), |f| label(&f))
+        match most_recent {
+            Some(i) => self.label_id(i),
+            None => self.unknown_label(),
+        }
+    }
+
+    /// The allocation site of `stack` as text (see [`Symbols::location_id`]).
+    pub fn location(&mut self, analysis: &Analysis, stack: u32) -> String {
+        let l = self.location_id(analysis, stack);
+        self.label_text(l).to_string()
     }
 }
 
@@ -184,7 +321,12 @@ pub fn label(f: &Frame) -> String {
 
 /// A frame label safe inside folded-stack lines (no `;`, no newlines).
 pub fn folded_label(f: &Frame) -> String {
-    label(f).replace(';', ",").replace(['\n', '\r'], " ")
+    folded_text(&label(f))
+}
+
+/// A label made safe inside folded-stack lines (no `;`, no newlines).
+pub fn folded_text(label: &str) -> String {
+    label.replace(';', ",").replace(['\n', '\r'], " ")
 }
 
 /// The GNU build id of an ELF file on disk (from its PT_NOTE segments), if it has one.

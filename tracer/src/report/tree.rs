@@ -2,9 +2,9 @@
 //! indented terminal tree. Small branches are folded into "N more" lines.
 
 use super::analysis::Analysis;
-use super::symbols::{label, Symbols};
+use super::replay::IntMap;
+use super::symbols::Symbols;
 use super::{text, Moment};
-use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Tree options.
@@ -36,48 +36,74 @@ pub struct Node {
     pub bytes: u64,
     pub count: u64,
     pub children: Vec<Node>,
-    index: HashMap<String, usize>,
 }
 
-impl Node {
-    fn child(&mut self, name: &str) -> &mut Node {
-        let i = match self.index.get(name) {
-            Some(&i) => i,
-            None => {
-                self.children.push(Node {
-                    name: name.to_string(),
-                    ..Node::default()
-                });
-                self.index.insert(name.to_string(), self.children.len() - 1);
-                self.children.len() - 1
-            }
-        };
-        &mut self.children[i]
-    }
+/// A node while the tree is built: nodes live in one `Vec` and name their label by id, so
+/// adding a stack costs a hash lookup per frame and no string.
+struct FlatNode {
+    label: u32,
+    bytes: u64,
+    count: u64,
+    children: Vec<u32>,
 }
 
 /// The call tree (root = everything).
 pub fn build(a: &Analysis, syms: &mut Symbols, moment: Moment) -> Node {
-    let mut root = Node {
-        name: "<all>".into(),
-        ..Node::default()
-    };
+    let mut nodes = vec![FlatNode {
+        label: u32::MAX,
+        bytes: 0,
+        count: 0,
+        children: Vec::new(),
+    }];
+    // (parent node, label) → child node.
+    let mut child_of: IntMap<u64, u32> = IntMap::default();
+    let mut ids = Vec::new();
     for s in &a.sites {
         let (bytes, count) = moment.value(s);
         if bytes == 0 {
             continue;
         }
-        root.bytes += bytes;
-        root.count += count;
-        let frames = syms.user_frames(a, s.stack);
-        let mut node = &mut root;
-        for f in frames.iter().rev() {
-            node = node.child(&label(f));
-            node.bytes += bytes;
-            node.count += count;
+        nodes[0].bytes += bytes;
+        nodes[0].count += count;
+        syms.user_frame_ids(a, s.stack, &mut ids);
+        let mut node = 0u32;
+        for &f in ids.iter().rev() {
+            let label = syms.label_id(f);
+            let next = nodes.len() as u32;
+            let child = *child_of
+                .entry(((node as u64) << 32) | label as u64)
+                .or_insert(next);
+            if child == next {
+                nodes.push(FlatNode {
+                    label,
+                    bytes: 0,
+                    count: 0,
+                    children: Vec::new(),
+                });
+                nodes[node as usize].children.push(child);
+            }
+            node = child;
+            nodes[node as usize].bytes += bytes;
+            nodes[node as usize].count += count;
         }
     }
-    root
+    drop(child_of);
+    nest(&nodes, 0, syms)
+}
+
+/// The nested [`Node`] of flat node `i` (children in first-seen order).
+fn nest(nodes: &[FlatNode], i: u32, syms: &Symbols) -> Node {
+    let n = &nodes[i as usize];
+    Node {
+        name: if i == 0 {
+            "<all>".into()
+        } else {
+            syms.label_text(n.label).to_string()
+        },
+        bytes: n.bytes,
+        count: n.count,
+        children: n.children.iter().map(|&c| nest(nodes, c, syms)).collect(),
+    }
 }
 
 /// The tree as text.
