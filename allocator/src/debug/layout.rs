@@ -159,20 +159,18 @@ pub fn stack_id32(id: u64) -> u32 {
 /// The alignment of the inner allocation for a user alignment.
 #[inline]
 pub fn inner_align(align: usize) -> usize {
-    if align < 16 {
-        16
-    } else {
-        align
-    }
+    align.max(16)
 }
 
 /// Bytes from the inner pointer to `p`: the header and front guard, rounded up so `p` keeps
-/// the alignment.
+/// the alignment. `HEAD` is a power of two, so rounding it up to a power-of-two alignment is
+/// just the larger of the two (one compare on every allocation, free and eviction).
 #[inline]
 pub fn front(align: usize) -> usize {
-    let a = inner_align(align);
-    (HEAD + a - 1) & !(a - 1)
+    align.max(HEAD)
 }
+
+const _: () = assert!(HEAD.is_power_of_two());
 
 /// The header's status byte, shared with `check_heap` on other threads.
 ///
