@@ -48,6 +48,7 @@
 //! The header's status says LIVE, FREED (in the quarantine) or RELEASED (back with the inner
 //! allocator, see [`mark_released`]).
 
+use super::probe::{is_mapped, page_size};
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -159,20 +160,18 @@ pub fn stack_id32(id: u64) -> u32 {
 /// The alignment of the inner allocation for a user alignment.
 #[inline]
 pub fn inner_align(align: usize) -> usize {
-    if align < 16 {
-        16
-    } else {
-        align
-    }
+    align.max(16)
 }
 
 /// Bytes from the inner pointer to `p`: the header and front guard, rounded up so `p` keeps
-/// the alignment.
+/// the alignment. `HEAD` is a power of two, so rounding it up to a power-of-two alignment is
+/// just the larger of the two (one compare on every allocation, free and eviction).
 #[inline]
 pub fn front(align: usize) -> usize {
-    let a = inner_align(align);
-    (HEAD + a - 1) & !(a - 1)
+    align.max(HEAD)
 }
+
+const _: () = assert!(HEAD.is_power_of_two());
 
 /// The header's status byte, shared with `check_heap` on other threads.
 ///
@@ -399,8 +398,9 @@ pub struct Released {
 /// allocator's, which may be handing it out again on another thread meanwhile.
 ///
 /// # Safety
-/// The `HEAD` bytes before `p` are readable, `p` is 16-aligned, and the block's inner
-/// allocation is still mapped (the back guard is read when the size's check matches).
+/// The `HEAD` bytes before `p` are readable, and `p` is 16-aligned. The back guard is read only
+/// when the size's check matches and its pages are mapped (glibc may have trimmed the end of
+/// a big block at the top of its heap while its header's page stayed).
 pub unsafe fn read_released(p: *mut u8) -> Released {
     // SAFETY: the header and front guard are readable and aligned (caller).
     let (h, word) = unsafe {
@@ -410,9 +410,9 @@ pub unsafe fn read_released(p: *mut u8) -> Released {
         )
     };
     let size = released_size(word);
-    let stacks = size.and_then(|size| {
+    let stacks = size.filter(|&size| guard_mapped(p, size)).and_then(|size| {
         // SAFETY: the size's check matched, so the back guard is where `mark_released` wrote
-        // the stack ids, inside the inner allocation (caller).
+        // the stack ids, inside the inner allocation, and its pages are mapped (just checked).
         let word = unsafe { core::ptr::read_volatile(p.add(size) as *const u64) };
         (hash8(word) == (h.slot >> 8) as u8).then_some((word & 0xFFFF_FFFF, word >> 32))
     });
@@ -422,6 +422,20 @@ pub unsafe fn read_released(p: *mut u8) -> Released {
         size,
         stacks,
     }
+}
+
+/// Whether the back guard of a released block of `size` bytes can be read: on the header's
+/// page, or on pages that are mapped.
+fn guard_mapped(p: *mut u8, size: usize) -> bool {
+    let page = page_size();
+    let header = p as usize - HEAD;
+    let Some(last) = (p as usize).checked_add(size + GUARD - 1) else {
+        return false;
+    };
+    let first = last - (GUARD - 1);
+    [first, last]
+        .iter()
+        .all(|&at| at / page == header / page || is_mapped(at, page))
 }
 
 /// The back-guard word of a released block: its stack ids.

@@ -119,10 +119,11 @@
 //! How much of that any hook must pay is measured by the benchmark's `debug_floor` variant
 //! (`tidemark_bench::floor`): the fills, the guards, a 4 MiB FIFO quarantine and the read-back,
 //! with this module's own fill and compare, and nothing else (no header, serial, registry or
-//! check at free). On the project's 2-core VM (2026-12-03, interleaved runs, medians; the
-//! machine was shared, so the ratios moved between runs) it took 3.2–4.3× pymalloc's time on
-//! churn and 1.5–2.1× on strings, where `Debug<Pymalloc>` took 4.4–7.5× and 1.7–2.3×. So no
-//! hook that obeys these rules gets churn near 1.5× the plain allocator, nor strings below it.
+//! check at free). On the project's 2-core VM (2026-12-03, five interleaved runs, medians; the
+//! machine was shared, so the ratios moved between runs) it took 3.2–5.0× pymalloc's time on
+//! churn and 1.3–2.1× on strings, where `Debug<Pymalloc>` took 4.4–7.5× and 1.6–2.3× (1.1–1.7×
+//! the floor's time in the same run). So no hook that obeys these rules gets churn near 1.5×
+//! the plain allocator; on strings the floor itself lands on either side of 1.5×.
 //! Under callgrind a churn step (one free, one allocation) costs pymalloc ~131 instructions,
 //! the floor ~440 and `Debug` ~740: the ~300 between the last two are the header, serial,
 //! registry, stack-id hooks and the checks that name each defect; the floor's ~300 over the

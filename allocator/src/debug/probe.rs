@@ -70,7 +70,7 @@ fn header_page_mapped(addr: usize) -> bool {
         || is_mapped(start, page_size())
 }
 
-fn page_size() -> usize {
+pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n <= 0 {
@@ -81,7 +81,7 @@ fn page_size() -> usize {
 }
 
 /// Is the page holding `addr` mapped? (`mincore` fails with ENOMEM for unmapped pages.)
-fn is_mapped(addr: usize, page: usize) -> bool {
+pub fn is_mapped(addr: usize, page: usize) -> bool {
     let mut vec = 0u8;
     // SAFETY: mincore only inspects the mapping; `vec` has room for one page's entry.
     let rc = unsafe { libc::mincore((addr & !(page - 1)) as *mut libc::c_void, 1, &mut vec) };

@@ -288,9 +288,9 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
 }
 
 /// The report of a second free of a block that already went back to the inner allocator.
-/// Only the header and front guard are read (the block's bytes belong to the inner allocator
+/// Only the header and the guards are read (the block's bytes belong to the inner allocator
 /// again): the size and the tracebacks if their checks say the inner allocator left them
-/// alone (see `layout::mark_released`).
+/// alone (see `layout::mark_released`; the back guard only where it is mapped).
 ///
 /// # Safety
 /// The `HEAD` bytes before `p` are readable, and `p` is 16-aligned.
