@@ -128,8 +128,7 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
     let mut refs = AllocRefs::new();
     // Address → index of its latest free (alloc) in this chunk, direct-mapped: a lost entry
     // only costs a full pointer instead of a distance.
-    let mut freed = RecentTable::new();
-    let mut allocated = RecentTable::new();
+    let mut recent_table = RecentTable::new();
     let (mut frees, mut allocs) = (0usize, 0usize);
     for (i, ev) in events.iter().enumerate() {
         let (kind, api, ptr, size, stack, old) = match ev.kind {
@@ -157,8 +156,8 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
             }
         }
         let recent = match kind {
-            EV_ALLOC => freed.get(ptr).map(|at| frees - 1 - at),
-            EV_FREE => allocated.get(ptr).map(|at| allocs - 1 - at),
+            EV_ALLOC => recent_table.freed(ptr).map(|at| frees - 1 - at),
+            EV_FREE => recent_table.allocated(ptr).map(|at| allocs - 1 - at),
             _ => None,
         }
         .filter(|&distance| distance < RECENT);
@@ -181,11 +180,11 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
             }
         }
         if kind == EV_FREE {
-            freed.insert(ptr, frees);
+            recent_table.insert_freed(ptr, frees);
             frees += 1;
         } else {
             if kind == EV_ALLOC {
-                allocated.insert(ptr, allocs);
+                recent_table.insert_allocated(ptr, allocs);
                 allocs += 1;
             }
             refs.set(size, ptr);
@@ -371,35 +370,65 @@ fn compress_segment(column: &[u8], level: i32) -> (bool, Vec<u8>) {
     (false, column.to_vec())
 }
 
-/// Address → index of its latest occurrence, direct-mapped (1024 entries, no allocation
-/// per insert).
+/// Address → index of its latest free and of its latest allocation, direct-mapped (8192
+/// slots, no allocation per insert). Both sit in one slot, one cache line: an event looks up
+/// one of them and updates the other at the same address, and the table (256 KiB) is read at
+/// random, so two tables cost two cache misses an event where one costs one.
 struct RecentTable {
-    slots: Vec<(u64, usize)>,
+    slots: Vec<RecentSlot>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct RecentSlot {
+    freed: (u64, usize),
+    allocated: (u64, usize),
 }
 
 impl RecentTable {
     const LEN: usize = 8192;
 
     fn new() -> RecentTable {
+        let empty = (u64::MAX, 0);
         RecentTable {
-            slots: vec![(u64::MAX, 0); Self::LEN],
+            slots: vec![
+                RecentSlot {
+                    freed: empty,
+                    allocated: empty,
+                };
+                Self::LEN
+            ],
         }
     }
 
     #[inline]
-    fn slot(ptr: u64) -> usize {
-        ((ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (Self::LEN - 1)
+    fn slot(&mut self, ptr: u64) -> &mut RecentSlot {
+        let i = ((ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (Self::LEN - 1);
+        &mut self.slots[i]
     }
 
+    /// Index of the latest free of `ptr`, if this table still holds it.
     #[inline]
-    fn get(&self, ptr: u64) -> Option<usize> {
-        let (p, at) = self.slots[Self::slot(ptr)];
+    fn freed(&mut self, ptr: u64) -> Option<usize> {
+        let (p, at) = self.slot(ptr).freed;
+        (p == ptr).then_some(at)
+    }
+
+    /// Index of the latest allocation at `ptr`, if this table still holds it.
+    #[inline]
+    fn allocated(&mut self, ptr: u64) -> Option<usize> {
+        let (p, at) = self.slot(ptr).allocated;
         (p == ptr).then_some(at)
     }
 
     #[inline]
-    fn insert(&mut self, ptr: u64, at: usize) {
-        self.slots[Self::slot(ptr)] = (ptr, at);
+    fn insert_freed(&mut self, ptr: u64, at: usize) {
+        self.slot(ptr).freed = (ptr, at);
+    }
+
+    #[inline]
+    fn insert_allocated(&mut self, ptr: u64, at: usize) {
+        self.slot(ptr).allocated = (ptr, at);
     }
 }
 

@@ -155,8 +155,9 @@ fn leave_own_frames_by_dwarf(
 ///
 /// This library's own frames (hook, export) are left by their frame pointers, checked
 /// against a full DWARF walk on the first capture of the process; from the program's
-/// frame on, framehop applies the cached DWARF rules.
-#[inline(never)]
+/// frame on, framehop applies the cached DWARF rules. Inlined into the hook, so that the
+/// walk out of this library starts one frame closer to the program.
+#[inline(always)]
 pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     let here = registers();
     let Some(st) = state(slot) else { return (0, 0) };
