@@ -456,8 +456,10 @@ impl Planes {
             return Err("column too short");
         }
         let mut v = 0u64;
+        let mut at = self.start + self.next;
         for plane in 0..self.width {
-            v |= (raw[self.start + plane * self.n + self.next] as u64) << (8 * plane);
+            v |= (raw[at] as u64) << (8 * plane);
+            at += self.n;
         }
         self.next += 1;
         Ok(v)
@@ -585,7 +587,15 @@ impl EventCursor {
         self.thread
     }
 
+    #[inline]
     fn varint(raw: &[u8], span: &mut (usize, usize)) -> DecodeResult<u64> {
+        // Most values (stack deltas, recent distances) fit in one byte: read those directly.
+        if span.0 < span.1 {
+            if let Some(&b) = raw.get(span.0).filter(|&&b| b < 0x80) {
+                span.0 += 1;
+                return Ok(b as u64);
+            }
+        }
         let mut d = Decoder::new(&raw[span.0..span.1]);
         let v = d.varint()?;
         span.0 = span.1 - d.remaining();
