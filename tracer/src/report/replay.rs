@@ -1,7 +1,8 @@
 //! Replaying a capture's events: live allocations, the high-water mark, leaks, totals.
 //!
 //! One pass, O(1) per event. Memory is the live allocation table (like the program's own
-//! heap, one entry per live block) plus one [`Site`] per (stack, thread) pair.
+//! heap, one 16-byte entry per live block: [`super::live::LiveTable`]) plus one [`Site`]
+//! per (stack, thread) pair.
 //!
 //! The memory live at the peak, per site, without snapshots: every site remembers the
 //! sequence number of its last change (`mod_seq`). When the heap reaches a new peak we only
