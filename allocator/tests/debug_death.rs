@@ -82,7 +82,7 @@ impl Death {
 }
 
 fn poke(p: *mut u8, byte: u8) {
-    // SAFETY (test): `p` is a guard byte or quarantined byte the debug layer owns.
+    // SAFETY (test): `p` is a byte of a live block, a guard byte or a quarantined byte.
     unsafe { p.write_volatile(byte) }
 }
 
@@ -125,7 +125,11 @@ fn overwrite() {
         unsafe {
             let p = alloc(L24);
             announce(p);
-            p.copy_from(b"hello, world".as_ptr(), 12);
+            // Volatile: plain stores to a block that is freed next are dead to the optimizer,
+            // and a release build would drop them.
+            for (i, &b) in b"hello, world".iter().enumerate() {
+                poke(p.add(i), b);
+            }
             poke(p.add(24), 0x78);
             dealloc(p, L24);
         }
