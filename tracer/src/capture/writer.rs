@@ -71,64 +71,8 @@ pub fn put_chunk(out: &mut Vec<u8>, kind: ChunkKind, payload: &[u8], level: i32)
     out.push(codec);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32_sliced(stored).to_le_bytes());
+    out.extend_from_slice(&crc32(stored).to_le_bytes());
     out.extend_from_slice(stored);
-}
-
-/// The chunk checksum, `format::crc32` (CRC-32, IEEE) computed eight bytes a step
-/// ("slicing-by-8"). The bytewise loop waits on one table load per byte, and the writer
-/// checksums every byte it writes: that loop was 4% of a traced C churn run's CPU, on the
-/// writer thread that competes with the program for the cores.
-fn crc32_sliced(data: &[u8]) -> u32 {
-    const TABLES: [[u32; 256]; 8] = {
-        let mut t = [[0u32; 256]; 8];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[0][i] = c;
-            i += 1;
-        }
-        // t[s][i]: the CRC of byte i followed by s zero bytes.
-        let mut i = 0;
-        while i < 256 {
-            let mut s = 1;
-            while s < 8 {
-                let prev = t[s - 1][i];
-                t[s][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
-                s += 1;
-            }
-            i += 1;
-        }
-        t
-    };
-    let t = &TABLES;
-    let mut crc = !0u32;
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let lo = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) ^ crc;
-        let hi = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
-        crc = t[7][(lo & 0xFF) as usize]
-            ^ t[6][((lo >> 8) & 0xFF) as usize]
-            ^ t[5][((lo >> 16) & 0xFF) as usize]
-            ^ t[4][(lo >> 24) as usize]
-            ^ t[3][(hi & 0xFF) as usize]
-            ^ t[2][((hi >> 8) & 0xFF) as usize]
-            ^ t[1][((hi >> 16) & 0xFF) as usize]
-            ^ t[0][(hi >> 24) as usize];
-    }
-    for &b in words.remainder() {
-        crc = t[0][((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 /// The 16-byte file header.
@@ -499,28 +443,5 @@ fn block_signals() {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::crc32_sliced;
-    use crate::capture::format::crc32;
-
-    #[test]
-    fn sliced_crc_is_the_format_crc() {
-        assert_eq!(crc32_sliced(b"123456789"), 0xCBF4_3926);
-        let mut x = 0x1234_5678_9abc_def0u64;
-        let data: Vec<u8> = (0..4099)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4099] {
-            assert_eq!(crc32_sliced(&data[..len]), crc32(&data[..len]), "len {len}");
-        }
     }
 }
