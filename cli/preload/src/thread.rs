@@ -51,8 +51,8 @@ pub fn released<T>() -> *mut T {
 
 /// Registers `state` to be freed by `free` when the calling thread exits (a pthread key
 /// destructor: it runs after the thread's Rust thread-local destructors, and any allocation
-/// those make still finds the state). False if no key could be had: then the state is never
-/// freed (a leak per thread, not a fault).
+/// those make still finds the state). If no key can be had, the state is never freed (a
+/// leak per thread, not a fault).
 pub fn free_at_exit(state: *mut libc::c_void, free: unsafe extern "C" fn(*mut libc::c_void)) {
     static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
     let mut k = KEY.load(Ordering::Acquire);
