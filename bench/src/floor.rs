@@ -24,11 +24,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
-use tidemark_alloc::debug::{all_equal, fill};
+use tidemark_alloc::debug::{all_equal, fill, CLEANBYTE, DEADBYTE, FORBIDDENBYTE};
 
-const CLEANBYTE: u8 = 0xCD;
-const DEADBYTE: u8 = 0xDD;
-const FORBIDDENBYTE: u8 = 0xFD;
 const GUARD: usize = 8;
 
 /// The quarantine bound, `Debug`'s default.
