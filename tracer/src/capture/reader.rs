@@ -295,8 +295,9 @@ impl<R: Read> CaptureReader<R> {
 
     /// Opens an event chunk for merging.
     fn open_events(&mut self, raw: Vec<u8>, at: u64) -> Result<(), CaptureError> {
+        let opened = EventCursor::new(raw, self.decompressor.as_mut());
         let bad = |p: &str| self.error(at, format!("bad Events chunk: {p}"));
-        let mut cursor = EventCursor::new(raw).map_err(bad)?;
+        let mut cursor = opened.map_err(bad)?;
         let Some(first) = cursor.next().map_err(bad)? else {
             return Ok(());
         };

@@ -49,12 +49,6 @@ pub struct LiveTable {
     big_sizes: IntMap<u64, u64>,
 }
 
-impl Default for LiveTable {
-    fn default() -> Self {
-        LiveTable::new()
-    }
-}
-
 impl LiveTable {
     pub fn new() -> LiveTable {
         LiveTable {
@@ -68,10 +62,6 @@ impl LiveTable {
     /// Live blocks.
     pub fn len(&self) -> usize {
         self.len + self.at_zero.is_some() as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Starts loading the cache line where `ptr`'s probe begins, and the next one: at the
@@ -138,7 +128,7 @@ impl LiveTable {
                 break;
             }
             let home = self.slots.home(next.ptr);
-            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+            if !crate::table::home_in_gap(hole, home, j) {
                 *self.slots.get_mut(hole) = next;
                 hole = j;
             }
@@ -203,19 +193,9 @@ impl SlotArray {
     fn new(bits: u32) -> SlotArray {
         let len = 1usize << bits;
         let bytes = len * std::mem::size_of::<Slot>();
-        // SAFETY: an anonymous private mapping has no preconditions; its pages read as zero
-        // (empty slots) and are only backed by memory once touched.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
+        // Zeroed pages are empty slots, backed by memory only once touched.
+        let ptr = crate::sysmem::map_zeroed(bytes);
+        if ptr.is_null() {
             std::alloc::handle_alloc_error(
                 std::alloc::Layout::from_size_align(bytes, 64)
                     .unwrap_or(std::alloc::Layout::new::<Slot>()),
@@ -223,7 +203,7 @@ impl SlotArray {
         }
         // SAFETY: `ptr..ptr+bytes` is the mapping just made. The advice is a hint: failing
         // (no transparent huge pages) leaves ordinary pages, which is fine.
-        unsafe { libc::madvise(ptr, bytes, libc::MADV_HUGEPAGE) };
+        unsafe { libc::madvise(ptr.cast(), bytes, libc::MADV_HUGEPAGE) };
         SlotArray {
             ptr: ptr.cast(),
             bits,
@@ -273,9 +253,7 @@ impl Drop for SlotArray {
     fn drop(&mut self) {
         // SAFETY: the mapping was made in `new` with this length and nothing points into it
         // once the array is dropped.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len() * std::mem::size_of::<Slot>());
-        }
+        unsafe { crate::sysmem::unmap(self.ptr.cast(), self.len() * std::mem::size_of::<Slot>()) };
     }
 }
 
@@ -318,7 +296,7 @@ mod tests {
         for (&ptr, &v) in &model {
             assert_eq!(table.remove(ptr), Some(v));
         }
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
         assert!(table.big_sizes.is_empty());
     }
 }

@@ -14,7 +14,7 @@ pub mod analysis;
 pub mod diff;
 pub mod export;
 pub mod flamegraph;
-pub mod live;
+mod live;
 pub mod replay;
 pub mod stats;
 pub mod summary;

@@ -13,7 +13,7 @@
 //! - each distinct label (`function at file:line`) gets a label id, so reports aggregate
 //!   by integers and build each string once.
 //!
-//! Frames are resolved only when a report asks for them: [`Symbols::location`] stops at
+//! Frames are resolved only when a report asks for them: [`Symbols::location_id`] stops at
 //! the allocation site, which is all stats needs.
 
 use super::analysis::Analysis;

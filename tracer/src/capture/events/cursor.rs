@@ -21,7 +21,7 @@ fn stack_add(stack: u32, v: u64) -> DecodeResult<u32> {
 }
 
 /// Appends the column stored in `d` (see [`pack_column`]) to `raw`; `len` bounds it.
-fn unpack_column(d: &mut Decoder, len: u64, raw: &mut Vec<u8>) -> DecodeResult<()> {
+fn unpack_column(d: &mut Decoder, len: u64, raw: &mut Vec<u8>, z: &mut Zstd) -> DecodeResult<()> {
     let end = raw.len() as u64 + len;
     let n = d.count(2)?;
     for _ in 0..n {
@@ -34,7 +34,7 @@ fn unpack_column(d: &mut Decoder, len: u64, raw: &mut Vec<u8>) -> DecodeResult<(
         if stored & 1 != 0 {
             let start = raw.len();
             raw.resize(start + seg_len as usize, 0);
-            let got = decompress_segment(bytes, &mut raw[start..])?;
+            let got = decompress_segment(z, bytes, &mut raw[start..])?;
             // A short segment shows as a short column (checked by the caller).
             raw.truncate(start + got);
         } else {
@@ -47,28 +47,22 @@ fn unpack_column(d: &mut Decoder, len: u64, raw: &mut Vec<u8>) -> DecodeResult<(
     Ok(())
 }
 
+/// The zstd context column segments are decompressed with: the reader's own, reused for
+/// every chunk (a reader unpacks about ten segments per chunk, and creating a context for
+/// each was 5% of a report's time). None if one could not be made: then a one-off context.
+pub type Zstd<'a> = Option<&'a mut zstd::bulk::Decompressor<'static>>;
+
 /// Decompresses one zstd segment into `out`; returns its length.
-fn decompress_segment(stored: &[u8], out: &mut [u8]) -> DecodeResult<usize> {
-    thread_local! {
-        // One context per thread, reused: a reader unpacks about ten segments per chunk, and
-        // creating a context for each was 5% of a report's time.
-        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = zstd::bulk::Decompressor::new().ok();
-        }
-        let result = match d.as_mut() {
-            Some(z) => z.decompress_to_buffer(stored, out),
-            None => zstd::bulk::decompress_to_buffer(stored, out),
-        };
-        result.map_err(|_| "bad column data")
-    })
+fn decompress_segment(z: &mut Zstd, stored: &[u8], out: &mut [u8]) -> DecodeResult<usize> {
+    let result = match z {
+        Some(z) => z.decompress_to_buffer(stored, out),
+        None => zstd::bulk::decompress_to_buffer(stored, out),
+    };
+    result.map_err(|_| "bad column data")
 }
 
-/// A column of `planes` inside a chunk: read value `i` without unpacking the column.
+/// A column of `planes` inside a chunk: reads the values in order, straight from the byte
+/// planes, without unpacking the column.
 #[derive(Default)]
 struct Planes {
     start: usize,
@@ -116,7 +110,7 @@ impl Planes {
     }
 }
 
-/// The last 256 addresses of one kind (frees or allocations) in a chunk.
+/// The last [`RECENT`] addresses of one kind (frees or allocations) in a chunk.
 struct History {
     ring: Box<[u64; RECENT]>,
     count: u64,
@@ -142,7 +136,8 @@ impl History {
 }
 
 /// Streams the events of one decompressed `Events` chunk, one at a time, holding only the
-/// chunk's bytes and two 256-entry histories: a reader merging many chunks stays small.
+/// chunk's bytes and two [`RECENT`]-entry histories (32 KiB each): a reader merging many chunks
+/// stays small.
 pub struct EventCursor {
     raw: Vec<u8>,
     thread: u32,
@@ -165,8 +160,9 @@ pub struct EventCursor {
 }
 
 impl EventCursor {
-    /// Parses the chunk header and checks that the columns fit.
-    pub fn new(payload: Vec<u8>) -> DecodeResult<EventCursor> {
+    /// Parses the chunk header and checks that the columns fit; `z` unpacks the compressed
+    /// column segments.
+    pub fn new(payload: Vec<u8>, mut z: Zstd) -> DecodeResult<EventCursor> {
         let mut d = Decoder::new(&payload);
         let thread = d.u32()?;
         let seq = d.varint()?;
@@ -188,7 +184,7 @@ impl EventCursor {
         let mut spans = [(0usize, 0usize); COLUMNS];
         for (span, &(len, stored)) in spans.iter_mut().zip(&lens) {
             let start = raw.len();
-            unpack_column(&mut Decoder::new(d.take(stored)?), len, &mut raw)?;
+            unpack_column(&mut Decoder::new(d.take(stored)?), len, &mut raw, &mut z)?;
             if (raw.len() - start) as u64 != len {
                 return Err("column length disagrees with its data");
             }
@@ -357,13 +353,4 @@ impl EventCursor {
             kind,
         }))
     }
-}
-
-/// Decodes a whole `Events` chunk payload, calling `sink` for each event in order.
-pub fn decode_events(raw: &[u8], mut sink: impl FnMut(Event)) -> DecodeResult<()> {
-    let mut cursor = EventCursor::new(raw.to_vec())?;
-    while let Some(e) = cursor.next()? {
-        sink(e);
-    }
-    Ok(())
 }

@@ -49,7 +49,7 @@ use super::format::*;
 use crate::report::replay::IntMap;
 
 mod cursor;
-pub use cursor::{decode_events, EventCursor};
+pub use cursor::{EventCursor, Zstd};
 
 /// How far back a "recent" distance may reach.
 const RECENT: usize = 4096;
