@@ -85,8 +85,7 @@ impl Frame {
     }
 
     /// Do the words this frame's unwind read still hold what they held? (It runs for every
-    /// frame outward of the meeting, on every capture: a plain loop that stops at the first
-    /// difference.)
+    /// frame outward of the meeting, on every capture.)
     #[inline(always)]
     fn unchanged(&self) -> bool {
         let n = self.nreads as usize;

@@ -6,7 +6,7 @@
 //! allocation (its flags, the rule cache, the memo, the stack bounds, the fork epoch). Here
 //! they sit behind one: a `Copy`-only, const-initialized slot without a destructor (a plain
 //! `#[thread_local]` static underneath), whose address is taken once per call and passed
-//! down. The unwinder's heap state (~45 KiB) hangs off it as one pointer and is freed by a
+//! down. The unwinder's heap state (tens of KiB) hangs off it as one pointer and is freed by a
 //! pthread key destructor, not a Rust thread-local destructor, so the slot itself stays
 //! destructor-free.
 

@@ -105,20 +105,10 @@ fn capture_by(slot: &ThreadSlot, want: usize, m: u8) -> (u32, usize) {
 /// The tracer's frame-pointer walk, without this library's frames.
 #[inline(never)]
 fn capture_by_frame_pointers(want: usize) -> (u32, usize) {
-    // Not zeroed below: only the frames written are read.
-    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); MAX_FRAMES];
-    let all = fill_zero(&mut buf);
+    let all = &mut [0u64; MAX_FRAMES];
     let n = tidemark_tracer::capture_stack(0, all);
     let n = drop_own_frames(all, n, want);
     (tidemark_tracer::stack::intern(&all[..n]), n)
-}
-
-fn fill_zero(buf: &mut [core::mem::MaybeUninit<u64>]) -> &mut [u64] {
-    for b in buf.iter_mut() {
-        b.write(0);
-    }
-    // SAFETY: every entry was just initialized.
-    unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u64, buf.len()) }
 }
 
 /// Moves the frames after this library's own (the hook, the export) to the front, keeps at

@@ -131,8 +131,8 @@ impl Walker<'_> {
                 n += rest;
                 if goes_on {
                     // Unwind on from the memo's last frame (rewritten in place), without
-                    // remembering (rare); the output is longer than the memo.
-                    memo.forget_id();
+                    // remembering (rare); the output is longer than the memo. (`splice` has
+                    // already dropped the memo's stack id.)
                     let more = self.plain(
                         UnwindRegsX86_64::new(last.ra, last.sp, last.bp),
                         last.ra,
