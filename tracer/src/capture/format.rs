@@ -33,7 +33,7 @@ use std::fmt;
 /// First 8 bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"TDMKCAP\0";
 /// Format version written by this build; readers accept exactly this one.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Header flag: the file holds aggregated data (no per-event records).
 pub const FLAG_AGGREGATE: u16 = 1;
 /// Header size in bytes.
@@ -54,6 +54,9 @@ pub const CODEC_ZSTD: u8 = 1;
 pub const EV_ALLOC: u8 = 0;
 pub const EV_FREE: u8 = 1;
 pub const EV_REALLOC: u8 = 2;
+/// In an `Events` chunk only: a free stored as a block index in a page of known size class
+/// (see `events::reuse`).
+pub const EV_FREE_BLOCK: u8 = 3;
 pub const TAG_SEQ_NEXT: u8 = 1 << 2;
 pub const TAG_SAME_STACK: u8 = 1 << 3;
 pub const TAG_API_SHIFT: u8 = 4;

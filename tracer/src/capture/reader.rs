@@ -125,7 +125,8 @@ impl<R: Read> CaptureReader<R> {
             return Err(err(
                 8,
                 format!(
-                    "unsupported capture format version {version} (this build reads {VERSION})"
+                    "unsupported capture format version {version} (this build reads {VERSION}; \
+                     read it with the tidemark that recorded it, or record it again)"
                 ),
             ));
         }

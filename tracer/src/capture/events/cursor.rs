@@ -3,6 +3,7 @@
 //! the encoder kept (the last pointer per size bucket, the recent addresses, the stack).
 
 use super::super::format::*;
+use super::reuse::{Reuse, WAYS};
 use super::{AllocRefs, COLUMNS, RECENT, REGION_SHIFT};
 
 #[inline]
@@ -157,6 +158,7 @@ pub struct EventCursor {
     stack: u32,
     frees: History,
     allocs: History,
+    reuse: Reuse,
 }
 
 impl EventCursor {
@@ -224,6 +226,7 @@ impl EventCursor {
             stack: 0,
             frees: History::new(),
             allocs: History::new(),
+            reuse: Reuse::new(),
             raw,
         })
     }
@@ -282,7 +285,10 @@ impl EventCursor {
         }
         self.first = false;
         let api = (tag >> TAG_API_SHIFT) & 3;
-        let kind = tag & 3;
+        let (kind, block) = match tag & 3 {
+            EV_FREE_BLOCK => (EV_FREE, true),
+            kind => (kind, false),
+        };
         let size = if kind == EV_FREE {
             0
         } else {
@@ -292,11 +298,17 @@ impl EventCursor {
             }
             size
         };
-        let ptr = if tag & TAG_RECENT_FREE != 0 {
-            let distance = Self::varint(raw, &mut self.misc)?;
+        let ptr = if tag & TAG_RECENT_FREE != 0 && !block {
+            let code = Self::varint(raw, &mut self.misc)?;
             match kind {
-                EV_ALLOC => self.frees.back(distance)?,
-                EV_FREE => self.allocs.back(distance)?,
+                EV_ALLOC => match code.checked_sub(WAYS as u64) {
+                    None => self
+                        .reuse
+                        .at(size, code as usize)
+                        .ok_or("page position out of range")?,
+                    Some(distance) => self.frees.back(distance)?,
+                },
+                EV_FREE => self.allocs.back(code)?,
                 _ => return Err("recent flag on a realloc"),
             }
         } else if kind == EV_FREE {
@@ -305,12 +317,18 @@ impl EventCursor {
                 .and_then(|i| self.regions.get(i))
                 .ok_or("region index out of range")?;
             let v = self.offsets.next(raw)?;
-            let offset = if tag & TAG_ALIGNED16 != 0 {
-                v.wrapping_shl(4)
+            if block {
+                self.reuse
+                    .unblock(region << REGION_SHIFT, v)
+                    .ok_or("block index in a page of unknown size class")?
             } else {
-                v
-            };
-            (region << REGION_SHIFT).wrapping_add(offset)
+                let offset = if tag & TAG_ALIGNED16 != 0 {
+                    v.wrapping_shl(4)
+                } else {
+                    v
+                };
+                (region << REGION_SHIFT).wrapping_add(offset)
+            }
         } else {
             self.refs
                 .get(size)
@@ -319,9 +337,11 @@ impl EventCursor {
         let kind = match kind {
             EV_FREE => {
                 self.frees.push(ptr);
+                self.reuse.freed(ptr);
                 EventKind::Free { ptr, api }
             }
             kind @ (EV_ALLOC | EV_REALLOC) => {
+                self.reuse.allocated(size, ptr);
                 self.refs.set(size, ptr);
                 if tag & TAG_SAME_STACK == 0 {
                     self.stack = stack_add(self.stack, Self::varint(raw, &mut self.misc)?)?;

@@ -18,18 +18,23 @@
 //!
 //! ```text
 //! regions   frees' 1 MiB address regions in order of first use: n, zigzag deltas
-//! tags      per event: bits 0-1 kind (0 alloc, 1 free, 2 realloc), bit 2 key delta as
-//!           expected (0 for an alloc, 1 for a free or realloc; see `format`), bit 3 same
-//!           stack as the previous alloc/realloc, bits 4-5 api, bit 6 the pointer value is
-//!           stored ÷16, bit 7 "recent": an alloc at one of the last 4096 freed addresses,
-//!           or a free of one of the last 4096 allocated ones (a distance in misc)
+//! tags      per event: bits 0-1 kind (0 alloc, 1 free, 2 realloc, 3 free stored as a block
+//!           index), bit 2 key delta as expected (0 for an alloc, 1 for a free or realloc;
+//!           see `format`), bit 3 same stack as the previous alloc/realloc, bits 4-5 api,
+//!           bit 6 the offset or pointer delta is stored ÷16, bit 7 "recent": an alloc that
+//!           reuses a recently freed block, or a free of one of the last 4096 allocated
+//!           addresses (a code in misc)
 //! seqs      varint key deltas of events without bit 2
 //! ptrs      planes: alloc/realloc pointers not recent, zigzag delta from the last
 //!           allocation of the same size bucket in the chunk (else the last allocation)
 //! region    planes: frees not recent, index into the region table
-//! offset    planes: frees not recent, offset inside the region
+//! offset    planes: frees not recent, offset inside the region, or for kind 3
+//!           `block index << 6 | page in region` (see `reuse`)
 //! sizes     planes: sizes of allocs and reallocs
-//! misc      varints per event in order: recent distance, stack delta, realloc old ptr
+//! misc      varints per event in order: recent code (for an alloc: its position in its
+//!           bucket's list of freed blocks, below 8, else 8 + its distance among all recent
+//!           frees; for a free: the distance among recent allocations), stack delta,
+//!           realloc old ptr
 //! ```
 //!
 //! `planes` = `n width byte-plane[width]`: the values as `width`-byte little-endian numbers,
@@ -38,9 +43,12 @@
 //! Pointer model, measured on churn (random frees among 100k live blocks of 8..=512 bytes,
 //! `Traced<Pymalloc>`): a free of an old block is close to uniformly random over the live
 //! heap, which is spread over ~130 MiB of address space in 1 MiB arenas, so it costs a region
-//! index (~5 bits) plus an offset (16 bits at 16-byte alignment); an allocation mostly reuses
-//! a block freed a few dozen frees earlier (a distance, ~7 bits), and otherwise lands near
-//! the last allocation of its size class (a small delta). Sizes are uniform here (~9 bits).
+//! index (~5 bits) plus its place in the region: a block index in a page whose size class
+//! the chunk has learned (~12 bits with the page), else an offset (16 bits at 16-byte
+//! alignment). An allocation nearly always reuses the latest free of its size class (~1 bit,
+//! see `reuse`), and otherwise lands near the last allocation of its size class (a small
+//! delta). Sizes are uniform here (~9 bits). Together 4.2 bytes a pair, where the pointer-exact
+//! floor is ~3.2 (17 bits to name one of 100k live blocks, 9 for the size).
 //!
 //! Every chunk decodes on its own (delta state starts from zero), so a reader needs nothing
 //! from earlier chunks and a damaged chunk stays a local problem.
@@ -49,7 +57,9 @@ use super::format::*;
 use crate::report::replay::IntMap;
 
 mod cursor;
+mod reuse;
 pub use cursor::{EventCursor, Zstd};
+use reuse::Reuse;
 
 /// How far back a "recent" distance may reach.
 const RECENT: usize = 4096;
@@ -117,6 +127,7 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
     // Address → index of its latest free (alloc) in this chunk, direct-mapped: a lost entry
     // only costs a full pointer instead of a distance.
     let mut recent_table = RecentTable::new();
+    let mut reuse = Reuse::new();
     let (mut frees, mut allocs) = (0usize, 0usize);
     for (i, ev) in events.iter().enumerate() {
         let (kind, api, ptr, size, stack, old) = match ev.kind {
@@ -144,20 +155,31 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
             }
         }
         let recent = match kind {
-            EV_ALLOC => recent_table.freed(ptr).map(|at| frees - 1 - at),
-            EV_FREE => recent_table.allocated(ptr).map(|at| allocs - 1 - at),
+            EV_ALLOC => reuse.position(size, ptr).or_else(|| {
+                let at = recent_table.freed(ptr)?;
+                Some(reuse::WAYS + frees - 1 - at).filter(|&d| d < reuse::WAYS + RECENT)
+            }),
+            EV_FREE => recent_table
+                .allocated(ptr)
+                .map(|at| allocs - 1 - at)
+                .filter(|&distance| distance < RECENT),
             _ => None,
-        }
-        .filter(|&distance| distance < RECENT);
-        if let Some(distance) = recent {
+        };
+        if let Some(code) = recent {
             tag |= TAG_RECENT_FREE;
-            misc.varint(distance as u64);
+            misc.varint(code as u64);
         } else if kind == EV_FREE {
-            // Offsets from the chunk's lowest such free, filled in below.
-            if ptr & 15 == 0 {
+            // The region index is filled in below.
+            let offset = ptr & ((1 << REGION_SHIFT) - 1);
+            if let Some(code) = reuse.block(ptr) {
+                tag = (tag & !3) | EV_FREE_BLOCK;
+                fptrs.push((ptr, code));
+            } else if offset & 15 == 0 {
                 tag |= TAG_ALIGNED16;
+                fptrs.push((ptr, offset >> 4));
+            } else {
+                fptrs.push((ptr, offset));
             }
-            fptrs.push(ptr);
         } else {
             let delta = ptr.wrapping_sub(refs.get(size)) as i64;
             if delta & 15 == 0 {
@@ -169,8 +191,10 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
         }
         if kind == EV_FREE {
             recent_table.insert_freed(ptr, frees);
+            reuse.freed(ptr);
             frees += 1;
         } else {
+            reuse.allocated(size, ptr);
             if kind == EV_ALLOC {
                 recent_table.insert_allocated(ptr, allocs);
                 allocs += 1;
@@ -196,19 +220,15 @@ pub fn encode_events_at(thread: u32, events: &[Event], level: i32, out: &mut Enc
     // Regions are numbered in order of first use.
     let mut regions: Vec<u64> = Vec::new();
     let mut numbers: IntMap<u64, u64> = IntMap::default();
-    let (mut region_index, mut offsets) = (Vec::with_capacity(fptrs.len()), fptrs);
-    for p in &mut offsets {
-        let region = *p >> REGION_SHIFT;
+    let mut region_index = Vec::with_capacity(fptrs.len());
+    let mut offsets = Vec::with_capacity(fptrs.len());
+    for &(ptr, offset) in &fptrs {
+        let region = ptr >> REGION_SHIFT;
         region_index.push(*numbers.entry(region).or_insert_with(|| {
             regions.push(region);
             regions.len() as u64 - 1
         }));
-        let offset = *p & ((1 << REGION_SHIFT) - 1);
-        *p = if offset & 15 == 0 {
-            offset >> 4
-        } else {
-            offset
-        };
+        offsets.push(offset);
     }
     let mut table = Encoder::default();
     table.varint(regions.len() as u64);
@@ -386,3 +406,6 @@ fn planes(values: &[u64]) -> Vec<u8> {
     }
     e.buf
 }
+
+#[cfg(test)]
+mod tests;
