@@ -72,6 +72,7 @@
 
 pub mod debug;
 pub mod env;
+pub mod exit_key;
 pub mod hooks;
 pub mod select;
 pub mod size_class;

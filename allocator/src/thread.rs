@@ -8,6 +8,7 @@
 //! which sets the key again, and glibc runs the destructor another round.
 
 use crate::arena;
+use crate::exit_key::ExitKey;
 use crate::free::drain_cache;
 use crate::heap::{sentinel_heap, set_current, Heap};
 use crate::os;
@@ -23,7 +24,6 @@ struct Registry {
     /// Unused space in the current mapping that heaps are cut from.
     chunk: *mut u8,
     chunk_left: usize,
-    key: Option<libc::pthread_key_t>,
 }
 
 // SAFETY: raw pointers into our own mappings; all access is under the lock.
@@ -34,8 +34,10 @@ static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
     abandoned: ptr::null_mut(),
     chunk: ptr::null_mut(),
     chunk_left: 0,
-    key: None,
 });
+
+/// Abandons the exiting thread's heap (see the module docs).
+static EXIT: ExitKey = ExitKey::new(thread_exit);
 
 const HEAP_CHUNK: usize = 256 * 1024;
 
@@ -43,25 +45,15 @@ const HEAP_CHUNK: usize = 256 * 1024;
 /// of memory.
 #[cold]
 pub fn thread_init() -> *mut Heap {
+    if !EXIT.ready() {
+        return ptr::null_mut();
+    }
     let found = REGISTRY.with(|reg| {
-        let key = match reg.key {
-            Some(key) => key,
-            None => {
-                let mut key: libc::pthread_key_t = 0;
-                // SAFETY: `thread_exit` has the destructor signature; creating a key does not
-                // allocate.
-                if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
-                    return None;
-                }
-                reg.key = Some(key);
-                key
-            }
-        };
         if !reg.abandoned.is_null() {
             let heap = reg.abandoned;
             // SAFETY: heaps on the abandoned list are unowned and never unmapped.
             reg.abandoned = unsafe { (*heap).next_abandoned };
-            return Some((heap, key));
+            return Some(heap);
         }
         let size = core::mem::size_of::<Heap>();
         if reg.chunk_left < size {
@@ -81,15 +73,14 @@ pub fn thread_init() -> *mut Heap {
             heap.write(Heap::new(reg.all));
         }
         reg.all = heap;
-        Some((heap, key))
+        Some(heap)
     });
-    let Some((heap, key)) = found else {
+    let Some(heap) = found else {
         return ptr::null_mut();
     };
     set_current(heap);
-    // SAFETY: a key of ours; for keys below PTHREAD_KEY_2NDLEVEL_SIZE glibc stores the value
-    // in the thread descriptor without allocating.
-    unsafe { libc::pthread_setspecific(key, heap as *const libc::c_void) };
+    // SAFETY: `thread_exit` takes a heap this thread owns.
+    unsafe { EXIT.set(heap as *const libc::c_void) };
     register_process_hooks();
     heap
 }

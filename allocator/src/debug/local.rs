@@ -13,6 +13,7 @@
 //! short-lived threads reuse the same few and their free slots), and a pthread key destructor
 //! abandons it at exit, as `thread.rs` does for heaps.
 
+use crate::exit_key::ExitKey;
 use crate::sync::SpinLock;
 use core::cell::Cell;
 use core::ptr::null_mut;
@@ -66,7 +67,6 @@ struct Locals {
     abandoned: *mut Local,
     chunk: *mut u8,
     chunk_left: usize,
-    key: Option<libc::pthread_key_t>,
 }
 
 // SAFETY: raw pointers into our own mappings; all access is under the lock.
@@ -77,8 +77,10 @@ static LOCALS: SpinLock<Locals> = SpinLock::new(Locals {
     abandoned: null_mut(),
     chunk: null_mut(),
     chunk_left: 0,
-    key: None,
 });
+
+/// Abandons the exiting thread's `Local`.
+static EXIT: ExitKey = ExitKey::new(abandon);
 
 const CHUNK: usize = 64 * 1024;
 
@@ -101,25 +103,15 @@ pub fn local<'a>() -> Option<&'a mut Local> {
 
 #[cold]
 fn adopt() -> *mut Local {
+    if !EXIT.ready() {
+        return null_mut();
+    }
     let found = LOCALS.with(|reg| {
-        let key = match reg.key {
-            Some(key) => key,
-            None => {
-                let mut key: libc::pthread_key_t = 0;
-                // SAFETY: `abandon` has the destructor signature; creating a key does not
-                // allocate.
-                if unsafe { libc::pthread_key_create(&mut key, Some(abandon)) } != 0 {
-                    return None;
-                }
-                reg.key = Some(key);
-                key
-            }
-        };
         if !reg.abandoned.is_null() {
             let l = reg.abandoned;
             // SAFETY: abandoned `Local`s are unowned and never unmapped.
             reg.abandoned = unsafe { (*l).next_abandoned };
-            return Some((l, key));
+            return Some(l);
         }
         let size = core::mem::size_of::<Local>();
         if reg.chunk_left < size {
@@ -148,15 +140,14 @@ fn adopt() -> *mut Local {
             });
         }
         reg.all = l;
-        Some((l, key))
+        Some(l)
     });
-    let Some((l, key)) = found else {
+    let Some(l) = found else {
         return null_mut();
     };
     LOCAL.with(|c| c.set(l));
-    // SAFETY: a key of ours; glibc keeps values of the first 32 keys in the thread descriptor
-    // without allocating.
-    unsafe { libc::pthread_setspecific(key, l as *const libc::c_void) };
+    // SAFETY: `abandon` takes a `Local` this thread owns.
+    unsafe { EXIT.set(l as *const libc::c_void) };
     l
 }
 

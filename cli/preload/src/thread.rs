@@ -11,7 +11,6 @@
 //! destructor-free.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 /// One thread's hook state. Only its own thread touches it.
 pub struct ThreadSlot {
@@ -47,31 +46,4 @@ pub fn slot() -> &'static ThreadSlot {
 /// The marker (never a real state) left in `ThreadSlot::unwind` once the thread exited.
 pub fn released<T>() -> *mut T {
     core::ptr::dangling_mut()
-}
-
-/// Registers `state` to be freed by `free` when the calling thread exits (a pthread key
-/// destructor: it runs after the thread's Rust thread-local destructors, and any allocation
-/// those make still finds the state). If no key can be had, the state is never freed (a
-/// leak per thread, not a fault).
-pub fn free_at_exit(state: *mut libc::c_void, free: unsafe extern "C" fn(*mut libc::c_void)) {
-    static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
-    let mut k = KEY.load(Ordering::Acquire);
-    if k == u32::MAX {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is a valid out pointer; `free` is an extern "C" fn for the whole run.
-        if unsafe { libc::pthread_key_create(&mut key, Some(free)) } != 0 {
-            return;
-        }
-        k = match KEY.compare_exchange(u32::MAX, key, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => key,
-            Err(existing) => {
-                // SAFETY: `key` was created above and never used.
-                unsafe { libc::pthread_key_delete(key) };
-                existing
-            }
-        };
-    }
-    // SAFETY: the key is valid; setspecific for the first keys stores into the thread
-    // descriptor without allocating.
-    unsafe { libc::pthread_setspecific(k, state) };
 }

@@ -10,6 +10,7 @@ use crate::thread::{self, ThreadSlot};
 use core::sync::atomic::{AtomicU8, Ordering};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
 use framehop::{FrameAddress, Unwinder};
+use tidemark_alloc::exit_key::ExitKey;
 
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
 /// `ThreadSlot`) and freed when it exits.
@@ -59,11 +60,17 @@ fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     st.cache = Box::into_raw(Box::new(CacheX86_64::new()));
     st.memo.forget_id();
     slot.unwind.set(p);
-    thread::free_at_exit(p as *mut libc::c_void, free_state);
+    // Without a key the state is never freed: a leak per thread, not a fault.
+    // SAFETY: `free_state` takes a state made here for this thread.
+    unsafe { FREE_AT_EXIT.set(p as *const libc::c_void) };
     Some(st)
 }
 
-/// The thread's key destructor: frees its state; later captures on it find `released()`.
+static FREE_AT_EXIT: ExitKey = ExitKey::new(free_state);
+
+/// The thread's key destructor (run after the thread's Rust thread-local destructors, so
+/// allocations those make still find the state): frees its state; later captures on it find
+/// `released()`.
 unsafe extern "C" fn free_state(p: *mut libc::c_void) {
     thread::slot().unwind.set(thread::released());
     let p = p as *mut ThreadUnwind;

@@ -43,6 +43,7 @@ use core::ptr::null_mut;
 use core::sync::atomic::{
     compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
 };
+use tidemark_alloc::exit_key::ExitKey;
 use tidemark_alloc::sync::SpinLock;
 
 mod rows;
@@ -191,29 +192,11 @@ fn released() -> *mut ThreadBuf {
     core::ptr::dangling_mut()
 }
 
-fn pthread_key() -> libc::pthread_key_t {
-    static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
-    let k = KEY.load(Ordering::Acquire);
-    if k != u32::MAX {
-        return k as libc::pthread_key_t;
-    }
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is a valid out pointer; the destructor is an extern "C" fn.
-    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
-        return u32::MAX as libc::pthread_key_t;
-    }
-    match KEY.compare_exchange(u32::MAX, key as u32, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => key,
-        Err(existing) => {
-            // SAFETY: `key` was created above and never used.
-            unsafe { libc::pthread_key_delete(key) };
-            existing as libc::pthread_key_t
-        }
-    }
-}
+/// Hands an exiting thread's slot back to the writer.
+static EXIT: ExitKey = ExitKey::new(thread_exit);
 
 /// pthread destructor: the thread is exiting; hand its slot back to the writer.
-extern "C" fn thread_exit(arg: *mut libc::c_void) {
+unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let buf = arg as *mut ThreadBuf;
     if buf.is_null() {
         return;
@@ -314,9 +297,8 @@ fn first_buf() -> *mut ThreadBuf {
     let buf = claim_slot();
     MY_BUF.with(|b| b.set(buf));
     if !buf.is_null() {
-        // SAFETY: the key is valid (or the call fails harmlessly); setspecific for the
-        // first keys stores into the thread descriptor without allocating.
-        unsafe { libc::pthread_setspecific(pthread_key(), buf as *const libc::c_void) };
+        // SAFETY: `thread_exit` takes this thread's claimed slot.
+        unsafe { EXIT.set(buf as *const libc::c_void) };
     }
     buf
 }
