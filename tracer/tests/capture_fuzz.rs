@@ -10,23 +10,9 @@ use tidemark_tracer::capture::CaptureReader;
 use tidemark_tracer::report::{self, AnalyzeOptions, Symbols};
 use tidemark_tracer::symbolize::Frame;
 
-/// xorshift64*: deterministic, so a failure reproduces from its iteration number.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+#[path = "shared/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn meta() -> Meta {
     Meta {

@@ -406,6 +406,3 @@ fn planes(values: &[u64]) -> Vec<u8> {
     }
     e.buf
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,22 +1,12 @@
-//! Round trips of the event codec: every event comes back exactly, however well or badly the
-//! pointer models guess.
+//! Round trips of the event codec (`capture::events`): every event comes back exactly,
+//! however well or badly the pointer models guess, and the models pay where they should.
 
-use super::*;
+use tidemark_tracer::capture::events::{encode_events, EventCursor};
+use tidemark_tracer::capture::format::{Encoder, Event, EventKind};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "shared/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn round_trip(events: &[Event]) -> usize {
     let mut out = Encoder::default();
@@ -85,13 +75,13 @@ fn pooled_churn(steps: usize, rng: &mut Rng) -> Vec<Event> {
         (ptr, size)
     };
     for _ in 0..2000 {
-        live.push(alloc(&mut pools, 8 + rng.below(505), &mut events));
+        live.push(alloc(&mut pools, 8 + rng.below(505) as u64, &mut events));
     }
     for _ in 0..steps {
-        let (ptr, size) = live.swap_remove(rng.below(live.len() as u64) as usize);
+        let (ptr, size) = live.swap_remove(rng.below(live.len()));
         events.push(event(events.len() as u64, EventKind::Free { ptr, api: 0 }));
         pools.free(ptr, size);
-        live.push(alloc(&mut pools, 8 + rng.below(505), &mut events));
+        live.push(alloc(&mut pools, 8 + rng.below(505) as u64, &mut events));
     }
     events
 }
@@ -120,17 +110,17 @@ fn arbitrary_pointers_round_trip() {
         // unaligned, and the extremes.
         let ptr = match rng.below(8) {
             0 => rng.next(),
-            1 => u64::MAX - rng.below(3),
-            2 => rng.below(64),
-            3 if !recent.is_empty() => recent[rng.below(recent.len() as u64) as usize],
-            _ => 0x5500_0000_0000 + rng.below(4 << 14),
+            1 => u64::MAX - rng.below(3) as u64,
+            2 => rng.below(64) as u64,
+            3 if !recent.is_empty() => recent[rng.below(recent.len())],
+            _ => 0x5500_0000_0000 + rng.below(4 << 14) as u64,
         };
-        seq += rng.below(3);
+        seq += rng.below(3) as u64;
         let big = rng.below(4) == 0;
         let kind = match rng.below(5) {
             0 | 1 => EventKind::Alloc {
                 ptr,
-                size: rng.below(if big { 1 << 40 } else { 600 }),
+                size: rng.below(if big { 1 << 40 } else { 600 }) as u64,
                 api: rng.below(4) as u8,
                 stack: rng.below(5) as u32,
             },
@@ -141,7 +131,7 @@ fn arbitrary_pointers_round_trip() {
             _ => EventKind::Realloc {
                 old: recent.last().copied().unwrap_or(0),
                 new: ptr,
-                size: rng.below(1000),
+                size: rng.below(1000) as u64,
                 stack: rng.below(5) as u32,
             },
         };
