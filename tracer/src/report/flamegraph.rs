@@ -66,6 +66,7 @@ pub fn drawn_stacks(folded: &[(String, u64)]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Folded lines' stacks as folded-text ids (split at `;`, as inferno splits them).
 fn draw_stacks(folded: &[(String, u64)]) -> (Vec<DrawStack>, FoldedTexts) {
     let mut texts = FoldedTexts::default();
     let stacks = folded
