@@ -169,7 +169,10 @@ fn dwarf_capture(skip: usize, out: &mut [u64], count_limit: usize) -> (usize, us
 /// ```
 #[inline(never)]
 pub fn capture_stack(skip: usize, out: &mut [u64]) -> usize {
-    capture_counted(skip + 1, out, 0).0
+    let n = capture_counted(skip + 1, out, 0).0;
+    // Keeps this a call, not a jump: skipping one frame (ours) is right only while this
+    // function has a frame. As a tail call the walk started at our caller's caller.
+    core::hint::black_box(n)
 }
 
 /// Like `capture_stack`, and also counts the frames beyond `out` (up to `count_limit` in all):

@@ -388,3 +388,76 @@ fn temporal_window_and_aggregate_capture() {
         )]
     );
 }
+
+/// The flamegraph hands inferno only what it draws: a site below inferno's `min_width`
+/// (0.01 % of the total: 10 of these 100 000 bytes) is cut, its bytes stay in its parent,
+/// and inferno's SVG is byte for byte the one it draws from every stack.
+#[test]
+fn flamegraph_prunes_frames_too_narrow_to_draw() {
+    let folded: Vec<(String, u64)> = [
+        ("main;parse;lex", 60_000),
+        // `tiny` is 5 + 3 = 8 bytes wide: not drawn, nor is `deeper`.
+        ("main;parse;tiny", 5),
+        ("main;parse;tiny;deeper", 3),
+        // Below the threshold on its own, one frame under `main`.
+        ("main;wee", 2),
+        ("main;cache", 39_990),
+    ]
+    .iter()
+    .map(|&(s, n)| (s.to_string(), n))
+    .collect();
+    let drawn = report::flamegraph::drawn_stacks(&folded);
+    let expect: Vec<(String, u64)> = [
+        ("main;cache", 39_990),
+        ("main;parse;lex", 60_000),
+        // One line for the whole undrawn `tiny` frame: `parse` stays 60 008 wide.
+        ("main;parse;tiny", 8),
+        ("main;wee", 2),
+    ]
+    .iter()
+    .map(|&(s, n)| (s.to_string(), n))
+    .collect();
+    assert_eq!(drawn, expect);
+
+    let render = |stacks: &[(String, u64)]| {
+        let lines: Vec<String> = stacks.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let mut opt = inferno::flamegraph::Options::default();
+        opt.deterministic = true;
+        let mut svg = Vec::new();
+        inferno::flamegraph::from_lines(&mut opt, lines.iter().map(|l| l.as_str()), &mut svg)
+            .unwrap();
+        String::from_utf8(svg).unwrap()
+    };
+    let all = render(&folded);
+    // (assert! rather than assert_eq!: a failure would print two whole SVGs.)
+    assert!(
+        render(&drawn) == all,
+        "inferno draws the same from fewer lines"
+    );
+    let titles: Vec<&str> = all
+        .split("<title>")
+        .skip(1)
+        .filter_map(|t| t.split("</title>").next())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "cache (39,990 samples, 39.99%)",
+            "lex (60,000 samples, 60.00%)",
+            "parse (60,008 samples, 60.01%)",
+            "all (100,000 samples, 100%)",
+            "main (100,000 samples, 100.00%)",
+        ]
+    );
+    // The report's own SVG is rendered from the pruned stacks too.
+    let svg = String::from_utf8(report::flamegraph::svg(&folded, "t", "s").unwrap()).unwrap();
+    assert!(svg.contains("parse (60,008 bytes, 60.01%)"), "{svg}");
+    assert!(!svg.contains("tiny") && !svg.contains("wee"));
+
+    // A name that is another name plus a character sorting before `;` (here `f(`): cutting
+    // `r;f;t` to `r;f` would sort it before `r;f(;k`, and inferno would move the frames.
+    // Such stacks are handed over whole.
+    let tricky: Vec<(String, u64)> = vec![("r;f(;k".into(), 100_000), ("r;f;t".into(), 1)];
+    assert_eq!(report::flamegraph::drawn_stacks(&tricky), tricky);
+    assert!(render(&report::flamegraph::drawn_stacks(&tricky)) == render(&tricky));
+}

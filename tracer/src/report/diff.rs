@@ -4,6 +4,8 @@
 //! flamegraph (red = grew, blue = shrank; widths are the new profile).
 
 use super::analysis::Analysis;
+use super::folded::{merged_stacks, FoldedTexts};
+use super::prune::{drawn_lines, DrawStack};
 use super::symbols::{label, Symbols};
 use super::{text, Moment};
 use std::collections::HashMap;
@@ -19,24 +21,14 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The memory of a capture at `moment`.
+    /// The memory of a capture at `moment`: the flamegraph's stacks (see
+    /// [`super::flamegraph::folded_stacks`]), with their blocks.
     pub fn from_analysis(a: &Analysis, syms: &mut Symbols, moment: Moment) -> Profile {
-        let mut stacks: HashMap<String, (u64, u64)> = HashMap::new();
-        for s in &a.sites {
-            let (bytes, count) = moment.value(s);
-            if bytes == 0 && count == 0 {
-                continue;
-            }
-            let frames = syms.user_frames(a, s.stack);
-            let mut labels: Vec<String> = frames.iter().map(super::symbols::folded_label).collect();
-            if labels.is_empty() {
-                labels.push("[unknown]".into());
-            }
-            labels.reverse();
-            let e = stacks.entry(labels.join(";")).or_default();
-            e.0 += bytes;
-            e.1 += count;
-        }
+        let mut texts = FoldedTexts::default();
+        let stacks = merged_stacks(a, syms, &mut texts, moment, false, None)
+            .into_iter()
+            .map(|(stack, value)| (texts.join(&stack), value))
+            .collect();
         Profile {
             name: a.path.clone(),
             stacks,
@@ -65,12 +57,6 @@ impl Profile {
             name: name.to_string(),
             stacks,
         }
-    }
-
-    fn folded(&self) -> String {
-        let mut v: Vec<_> = self.stacks.iter().filter(|(_, (b, _))| *b > 0).collect();
-        v.sort();
-        v.iter().map(|(s, (b, _))| format!("{s} {b}\n")).collect()
     }
 }
 
@@ -155,26 +141,42 @@ impl Default for Options {
     }
 }
 
-/// The differential flamegraph SVG (widths from the new profile).
+/// The differential flamegraph SVG (widths from the new profile): inferno's `differential`
+/// lines (`stack old new`, for every stack with bytes on either side), pruned to the frames
+/// inferno draws (see [`super::prune`]).
 pub fn differential_svg(old: &Profile, new: &Profile) -> io::Result<Vec<u8>> {
-    let (before, after) = (old.folded(), new.folded());
-    if after.is_empty() {
+    if !new.stacks.values().any(|&(bytes, _)| bytes > 0) {
         return super::flamegraph::svg(&[], "differential flamegraph", "");
     }
-    let mut merged = Vec::new();
-    inferno::differential::from_readers(
-        inferno::differential::Options::default(),
-        before.as_bytes(),
-        after.as_bytes(),
-        &mut merged,
-    )?;
+    let mut texts = FoldedTexts::default();
+    let mut stacks = Vec::new();
+    for (stack, &(bytes, _)) in &new.stacks {
+        let before = old.stacks.get(stack).map_or(0, |v| v.0);
+        if bytes > 0 || before > 0 {
+            stacks.push(DrawStack {
+                stack: texts.intern_line(stack),
+                bytes,
+                before: Some(before),
+            });
+        }
+    }
+    for (stack, &(before, _)) in &old.stacks {
+        if before > 0 && !new.stacks.contains_key(stack) {
+            stacks.push(DrawStack {
+                stack: texts.intern_line(stack),
+                bytes: 0,
+                before: Some(before),
+            });
+        }
+    }
     let mut opt = inferno::flamegraph::Options::default();
     opt.title = "differential flamegraph (red grew, blue shrank)".into();
     opt.count_name = "bytes".into();
     opt.deterministic = true;
     opt.image_width = Some(1200);
+    let lines = drawn_lines(stacks, &texts, opt.min_width);
     let mut out = Vec::new();
-    inferno::flamegraph::from_reader(&mut opt, merged.as_slice(), &mut out)
+    inferno::flamegraph::from_lines(&mut opt, lines.lines(), &mut out)
         .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
     Ok(out)
 }

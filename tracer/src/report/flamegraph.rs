@@ -6,12 +6,15 @@
 //! of the top allocation sites. Every piece of text from the capture is HTML-escaped.
 
 use super::analysis::Analysis;
+use super::folded::{merged_stacks, FoldedTexts};
+use super::prune::{drawn_lines, DrawStack};
 use super::replay::IntMap;
-use super::symbols::{folded_text, Symbols};
+use super::symbols::Symbols;
 use super::text;
 use super::Moment;
-use std::collections::HashMap;
 use std::io::{self, Write};
+
+pub use super::folded::folded_stacks;
 
 /// Flamegraph options.
 #[derive(Clone, Debug)]
@@ -39,131 +42,52 @@ impl Default for Options {
     }
 }
 
-/// Folded stacks (`outer;...;inner`, or inner first when `inverted`) with their bytes at
-/// `moment`, merged and sorted; only stacks with a non-zero value. Runtime plumbing (std's
-/// start-up, iterator adapters, thread start) is left out unless the symbols keep it.
-pub fn folded_stacks(
-    a: &Analysis,
-    syms: &mut Symbols,
-    moment: Moment,
-    inverted: bool,
-    thread: Option<u32>,
-) -> Vec<(String, u64)> {
+/// Renders folded stacks into an inferno SVG (a "nothing live" placeholder when empty).
+/// Only the frames inferno draws are handed to it ([`drawn_stacks`]): the picture is the
+/// one all of `folded` gives.
+pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
+    let (stacks, texts) = draw_stacks(folded);
+    svg_of_stacks(stacks, &texts, title, subtitle)
+}
+
+/// The folded stacks [`svg`] hands to inferno for `folded`, in inferno's order: inferno
+/// draws the same frames from them, in the same places, as from all of `folded`. A run of
+/// stacks inside a frame too narrow to draw (below inferno's `min_width`) is one stack
+/// that ends at that frame, with the run's bytes, so its drawn parent keeps its width.
+pub fn drawn_stacks(folded: &[(String, u64)]) -> Vec<(String, u64)> {
+    let (stacks, texts) = draw_stacks(folded);
+    let min_width = inferno::flamegraph::Options::default().min_width;
+    drawn_lines(stacks, &texts, min_width)
+        .lines()
+        .filter_map(|line| {
+            let (stack, bytes) = line.rsplit_once(' ')?;
+            Some((stack.to_string(), bytes.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Folded lines' stacks as folded-text ids (split at `;`, as inferno splits them).
+fn draw_stacks(folded: &[(String, u64)]) -> (Vec<DrawStack>, FoldedTexts) {
     let mut texts = FoldedTexts::default();
-    let merged = merged_stacks(a, syms, &mut texts, moment, inverted, thread);
-    let mut out: Vec<(String, u64)> = merged
-        .into_iter()
-        .map(|(stack, bytes)| {
-            let mut line = String::new();
-            texts.push_stack(&mut line, &stack);
-            (line, bytes)
+    let stacks = folded
+        .iter()
+        .map(|(stack, bytes)| DrawStack {
+            stack: texts.intern_line(stack),
+            bytes: *bytes,
+            before: None,
         })
         .collect();
-    out.sort();
-    out
+    (stacks, texts)
 }
 
-/// Stacks as folded-text ids (see [`FoldedTexts`]) in folded order, with their bytes: the
-/// strings are built only from this, once per distinct stack.
-fn merged_stacks(
-    a: &Analysis,
-    syms: &mut Symbols,
-    texts: &mut FoldedTexts,
-    moment: Moment,
-    inverted: bool,
-    thread: Option<u32>,
-) -> HashMap<Vec<u32>, u64> {
-    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
-    let mut ids = Vec::new();
-    for s in &a.sites {
-        if thread.is_some_and(|t| t != s.thread) {
-            continue;
-        }
-        let (bytes, _) = moment.value(s);
-        if bytes == 0 {
-            continue;
-        }
-        syms.user_frame_ids(a, s.stack, &mut ids);
-        let mut stack: Vec<u32> = ids
-            .iter()
-            .map(|&f| {
-                let l = syms.label_id(f);
-                texts.id(l, syms)
-            })
-            .collect();
-        if stack.is_empty() {
-            let l = syms.unknown_label();
-            stack.push(texts.id(l, syms));
-        }
-        if !inverted {
-            stack.reverse();
-        }
-        *merged.entry(stack).or_default() += bytes;
-    }
-    merged
-}
-
-/// Labels made safe for folded lines ([`folded_text`]), interned: two labels that differ
-/// only in what that replaces share an id, so stacks merge exactly as their lines would.
-#[derive(Default)]
-struct FoldedTexts {
-    /// Per label id: its folded-text id (`u32::MAX` until needed).
-    of_label: Vec<u32>,
-    ids: HashMap<String, u32>,
-    texts: Vec<String>,
-}
-
-impl FoldedTexts {
-    fn id(&mut self, label: u32, syms: &Symbols) -> u32 {
-        let l = label as usize;
-        if l >= self.of_label.len() {
-            self.of_label.resize(l + 1, u32::MAX);
-        }
-        if self.of_label[l] == u32::MAX {
-            let text = folded_text(syms.label_text(label));
-            let next = self.texts.len() as u32;
-            let id = *self.ids.entry(text.clone()).or_insert(next);
-            if id == next {
-                self.texts.push(text);
-            }
-            self.of_label[l] = id;
-        }
-        self.of_label[l]
-    }
-
-    /// Appends `stack` as `text;text;...` to `line`.
-    fn push_stack(&self, line: &mut String, stack: &[u32]) {
-        for (i, &t) in stack.iter().enumerate() {
-            if i > 0 {
-                line.push(';');
-            }
-            line.push_str(&self.texts[t as usize]);
-        }
-    }
-}
-
-/// Renders folded stacks into an inferno SVG (a "nothing live" placeholder when empty).
-pub fn svg(folded: &[(String, u64)], title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
-    let mut lines = String::with_capacity(folded.iter().map(|(s, _)| s.len() + 22).sum());
-    for (s, n) in folded {
-        push_line_end(&mut lines, s, *n);
-    }
-    svg_of_lines(&lines, title, subtitle)
-}
-
-/// Appends ` bytes` and a newline to the folded stack at the end of `lines`.
-fn push_line_end(lines: &mut String, stack: &str, bytes: u64) {
-    lines.push_str(stack);
-    lines.push(' ');
-    lines.push_str(&bytes.to_string());
-    lines.push('\n');
-}
-
-/// [`svg`] of folded lines (`stack bytes`, one a line, in any order: inferno sorts them) in
-/// one buffer: inferno keeps slices of every line while it merges, and one buffer is the
-/// least memory for that.
-fn svg_of_lines(lines: &str, title: &str, subtitle: &str) -> io::Result<Vec<u8>> {
-    if lines.is_empty() {
+/// [`svg`] of stacks as folded-text ids.
+fn svg_of_stacks(
+    stacks: Vec<DrawStack>,
+    texts: &FoldedTexts,
+    title: &str,
+    subtitle: &str,
+) -> io::Result<Vec<u8>> {
+    if stacks.is_empty() {
         let msg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"60\"><text x=\"10\" \
              y=\"35\" font-family=\"Verdana\" font-size=\"14\">{}: no memory live at this moment</text></svg>",
@@ -181,6 +105,8 @@ fn svg_of_lines(lines: &str, title: &str, subtitle: &str) -> io::Result<Vec<u8>>
     opt.hash = true;
     opt.deterministic = true;
     opt.image_width = Some(1200);
+    // One buffer for all lines: inferno keeps slices of every line while it merges them.
+    let lines = drawn_lines(stacks, texts, opt.min_width);
     let mut out = Vec::new();
     inferno::flamegraph::from_lines(&mut opt, lines.lines(), &mut out)
         .map_err(|e| io::Error::other(format!("flamegraph rendering failed: {e}")))?;
@@ -393,31 +319,39 @@ pub fn write_html(
     // Resolve everything first, then let the debug information go: rendering the SVGs and
     // the page does not need it, and the peak should not hold both.
     let mut texts = FoldedTexts::default();
-    let merged: Vec<(String, HashMap<Vec<u32>, u64>)> = graphs
+    let graphs: Vec<(String, Vec<DrawStack>)> = graphs
         .into_iter()
         .map(|(name, thread)| {
             let merged = merged_stacks(a, syms, &mut texts, opts.moment, opts.inverted, thread);
-            (name, merged)
+            let stacks = merged
+                .into_iter()
+                .filter(|(_, (bytes, _))| *bytes > 0)
+                .map(|(stack, (bytes, _))| DrawStack {
+                    stack,
+                    bytes,
+                    before: None,
+                })
+                .collect();
+            (name, stacks)
         })
         .collect();
     let top = top_sites(a, syms, opts.moment, opts.top);
     syms.release_debug_info();
-    for (name, merged) in merged {
-        let total: u64 = merged.values().sum();
-        let rows = 1 + merged.keys().map(Vec::len).max().unwrap_or(1);
-        let mut lines = String::new();
-        for (labels, bytes) in merged {
-            texts.push_stack(&mut lines, &labels);
-            push_line_end(&mut lines, "", bytes);
-        }
+    for (name, stacks) in graphs {
+        let total: u64 = stacks.iter().map(|s| s.bytes).sum();
+        let rows = 1 + stacks.iter().map(|s| s.stack.len()).max().unwrap_or(1);
         let heading = if name.is_empty() {
             what.clone()
         } else {
             format!("{what} — {name}")
         };
         writeln!(out, "<h2>{}</h2>", text::html(&heading))?;
-        let svg = svg_of_lines(&lines, &heading, &format!("{} live", text::bytes(total)))?;
-        drop(lines);
+        let svg = svg_of_stacks(
+            stacks,
+            &texts,
+            &heading,
+            &format!("{} live", text::bytes(total)),
+        )?;
         writeln!(
             out,
             "<iframe class=\"flamegraph\" title=\"flamegraph\" style=\"height:{}px\" src=\"data:image/svg+xml;base64,{}\"></iframe>",
