@@ -64,8 +64,9 @@ fn churn_capture_is_compact_and_exact() {
     );
     assert!(a.totals.frees >= ops as u64);
     // A regression guard, not the goal: random frees among 100k live blocks carry ~17 bits
-    // each and random sizes ~9 (see the capture report in the closing note).
-    assert!(per_pair < 7.5, "{per_pair:.2} bytes per pair");
+    // each and random sizes ~9, 3.2 bytes a pair at best. Format 3 writes 4.2-4.4 at this
+    // length (chunk boundaries follow the writer's timing), format 2 wrote over 5.
+    assert!(per_pair < 5.0, "{per_pair:.2} bytes per pair");
     std::fs::remove_file(&base_path).ok();
     if keep.is_none() {
         std::fs::remove_file(&path).ok();
