@@ -3,12 +3,13 @@
 //! memo already knows its id.
 
 use super::module_set::{self, Modules};
+use super::rule_caches::RuleCaches;
 use super::walker::{disagree, Walked, Walker};
 use crate::dwarf_memo::{self as memo, Frame, Memo};
 use crate::modules::own_range;
 use crate::thread::{self, ThreadSlot};
 use core::sync::atomic::{AtomicU8, Ordering};
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
 
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
@@ -19,8 +20,9 @@ pub struct ThreadUnwind {
     /// The last module range a capture's first frame fell in (of the module set the memo
     /// belongs to): a capture from the same module skips the lookup.
     known: (u64, u64),
-    /// framehop's rule cache (~10 KiB), boxed apart: it is not valid as zero bytes.
-    cache: *mut CacheX86_64,
+    /// framehop's rule caches (rule_caches.rs); not valid as zero bytes: written by
+    /// `new_state` before the state is used.
+    caches: RuleCaches,
     memo: Memo,
     /// Scratch frames of the current walk.
     fresh: [Frame; memo::CAP],
@@ -48,19 +50,35 @@ fn state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
 #[inline(never)]
 fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     let layout = std::alloc::Layout::new::<ThreadUnwind>();
+    let caches = RuleCaches::new()?;
     // SAFETY: the layout is not zero-sized. All-zero bytes are a valid ThreadUnwind but for
-    // `cache`, written before use: integers, frames of zeros, `End::Complete` (discriminant
-    // 0), a null pointer.
+    // `caches`, written before any use (and before a reference to the state is made):
+    // integers, frames of zeros, `End::Complete` (discriminant 0).
     let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut ThreadUnwind;
-    // SAFETY: `p` is either null or a fresh allocation only this thread knows.
-    let st = unsafe { p.as_mut() }?;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh allocation only this thread knows; the write does not read or
+    // drop the zero bytes it replaces.
+    unsafe { core::ptr::addr_of_mut!((*p).caches).write(caches) };
+    // SAFETY: every field now holds a valid value.
+    let st = unsafe { &mut *p };
     let (lo, hi) = tidemark_tracer::thread_stack_bounds();
     st.stack = (lo as u64, hi as u64);
-    st.cache = Box::into_raw(Box::new(CacheX86_64::new()));
     st.memo.forget_id();
     slot.unwind.set(p);
     thread::free_at_exit(p as *mut libc::c_void, free_state);
     Some(st)
+}
+
+/// This thread's rule-cache hits and misses so far (for `TIDEMARK_PRELOAD_STATS=1`).
+pub fn rule_cache_counts(slot: &ThreadSlot) -> Option<(u64, u64)> {
+    let p = slot.unwind.get();
+    if p.is_null() || p == thread::released() {
+        return None;
+    }
+    // SAFETY: as in `state`; only read, outside any capture of this thread.
+    Some(unsafe { &*p }.caches.hits_and_misses())
 }
 
 /// The thread's key destructor: frees its state; later captures on it find `released()`.
@@ -68,9 +86,9 @@ unsafe extern "C" fn free_state(p: *mut libc::c_void) {
     thread::slot().unwind.set(thread::released());
     let p = p as *mut ThreadUnwind;
     // SAFETY: `p` was made by `new_state` on this (exiting) thread and is no longer
-    // reachable from its slot; `cache` came from Box::into_raw.
+    // reachable from its slot; its `caches` were written by `new_state` and are dropped once.
     unsafe {
-        drop(Box::from_raw((*p).cache));
+        core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).caches));
         std::alloc::dealloc(p as *mut u8, std::alloc::Layout::new::<ThreadUnwind>());
     }
 }
@@ -133,7 +151,7 @@ fn leave_own_frames_by_dwarf(
         match walker.modules.unwinder.unwind_frame(
             address,
             &mut regs,
-            walker.cache,
+            walker.caches.for_address(address),
             &mut read_stack,
         ) {
             Ok(Some(ra)) if ra >= own.0 && ra < own.1 => {
@@ -166,8 +184,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     };
     let own = own_range();
     let stack = st.stack;
-    // SAFETY: made in `new_state`, freed only with the state.
-    let cache = unsafe { &mut *st.cache };
+    let caches = &mut st.caches;
     let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
     let fast = if by_fp == 2 {
         None
@@ -180,7 +197,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
         _ => {
             let mut walker = Walker {
                 modules,
-                cache: &mut *cache,
+                caches: &mut *caches,
                 stack,
             };
             let (regs, first) = leave_own_frames_by_dwarf(&mut walker, here, own);
@@ -223,7 +240,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             if mode == MEMO_CHECK {
                 let mut walker = Walker {
                     modules,
-                    cache,
+                    caches,
                     stack,
                 };
                 check_known(&mut walker, &st.memo, id, (first, sp, bp), want);
@@ -237,7 +254,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
     let mut walker = Walker {
         modules,
-        cache,
+        caches,
         stack,
     };
     let walked = if mode == MEMO_OFF {

@@ -138,9 +138,19 @@ mod dwarf;
 #[cfg(target_arch = "x86_64")]
 mod module_set;
 #[cfg(target_arch = "x86_64")]
+mod rule_caches;
+#[cfg(target_arch = "x86_64")]
 mod walker;
 
 #[cfg(target_arch = "x86_64")]
 use dwarf::capture_interned as capture_dwarf;
+#[cfg(target_arch = "x86_64")]
+pub use dwarf::rule_cache_counts;
+
+/// No rule caches off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn rule_cache_counts(_slot: &ThreadSlot) -> Option<(u64, u64)> {
+    None
+}
 #[cfg(target_arch = "x86_64")]
 pub use dwarf::ThreadUnwind;

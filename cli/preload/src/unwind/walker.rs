@@ -4,8 +4,9 @@
 //! capture interned, so that its id is reused without copying, hashing or interning it.
 
 use super::module_set::Modules;
+use super::rule_caches::RuleCaches;
 use crate::dwarf_memo::{self as memo, End, Frame, Meeting, Memo};
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
 
 /// Reads one word of the stack `[lo, hi)`, refusing anything outside it or unaligned.
@@ -31,10 +32,10 @@ pub struct Walked {
 }
 
 /// What the walks of one capture share: the module set (its rules), this thread's rule
-/// cache and its stack's bounds.
+/// caches and its stack's bounds.
 pub struct Walker<'a> {
     pub modules: &'a Modules,
-    pub cache: &'a mut CacheX86_64,
+    pub caches: &'a mut RuleCaches,
     pub stack: (u64, u64),
 }
 
@@ -59,7 +60,7 @@ impl Walker<'_> {
             match self.modules.unwinder.unwind_frame(
                 address,
                 &mut regs,
-                self.cache,
+                self.caches.for_address(address),
                 &mut read_stack,
             ) {
                 Ok(Some(ra)) => {
@@ -174,7 +175,7 @@ impl Walker<'_> {
             match self.modules.unwinder.unwind_frame(
                 address,
                 &mut regs,
-                self.cache,
+                self.caches.for_address(address),
                 &mut read_stack,
             ) {
                 Ok(Some(next)) => {
