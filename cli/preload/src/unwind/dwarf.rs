@@ -4,8 +4,8 @@
 
 use super::module_set::{self, Modules};
 use super::rule_caches::RuleCaches;
-use super::walker::{disagree, Walked, Walker};
-use crate::dwarf_memo::{self as memo, Frame, Memo};
+use super::walker::{disagree, Walk, Walker};
+use crate::dwarf_memo::{self as memo, End, Frame, Memo, Outcome};
 use crate::modules::own_range;
 use crate::thread::{self, ThreadSlot};
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -23,6 +23,8 @@ pub struct ThreadUnwind {
     /// framehop's rule caches (rule_caches.rs); not valid as zero bytes: written by
     /// `new_state` before the state is used.
     caches: RuleCaches,
+    /// Module-set re-reads asked for addresses in no module.
+    unknown: Unknown,
     memo: Memo,
     /// Scratch frames of the current walk.
     fresh: [Frame; memo::CAP],
@@ -65,7 +67,6 @@ fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     let st = unsafe { &mut *p };
     let (lo, hi) = tidemark_tracer::thread_stack_bounds();
     st.stack = (lo as u64, hi as u64);
-    st.memo.forget_id();
     slot.unwind.set(p);
     thread::free_at_exit(p as *mut libc::c_void, free_state);
     Some(st)
@@ -217,112 +218,135 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     // The program's frame in no known module: re-read the modules if one was dlopen'd
     // since, before walking on with rules that do not cover it.
     let generation = modules as *const Modules as usize;
-    if first < st.known.0 || first >= st.known.1 || st.memo.generation != generation {
+    if first < st.known.0 || first >= st.known.1 || !st.memo.made_under(generation) {
         match modules.range_of(first) {
             Some(range) => st.known = range,
             None => {
                 st.known = (0, 0);
-                if modules.stale() {
-                    modules = module_set::rebuild(modules).unwrap_or(modules);
-                }
+                modules = st.unknown.reread(modules, first);
             }
         }
     }
     let mode = memo_mode();
     let want = want.min(super::MAX_FRAMES);
-    if mode != MEMO_OFF {
-        // (The set may have just been re-read.)
-        let generation = modules as *const Modules as usize;
-        if let Some(id) = st
-            .memo
-            .known_from(&Frame::new(first, sp, bp), want, generation)
-        {
-            if mode == MEMO_CHECK {
-                let mut walker = Walker {
-                    modules,
-                    caches,
-                    stack,
-                };
-                check_known(&mut walker, &st.memo, id, (first, sp, bp), want);
-            }
-            return (id, st.memo.id_len);
-        }
-    }
     // Framehop's registers (all 16 of them) are only made for a walk.
     let regs = UnwindRegsX86_64::new(first, sp, bp);
-    // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
-    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
     let mut walker = Walker {
         modules,
         caches,
         stack,
     };
-    let walked = if mode == MEMO_OFF {
+    if mode == MEMO_OFF {
+        // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
+        let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
         let (n, failed) = walker.plain(regs, first, &mut buf, want);
-        Walked {
-            n,
-            failed,
-            known: None,
+        // SAFETY: the walk initialized the first n entries.
+        let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+        if failed {
+            st.unknown.reread_if_outside(modules, ips[n - 1]);
         }
-    } else {
-        let w = walker.with_memo(&mut st.memo, &mut st.fresh, regs, first, &mut buf, want);
-        if mode == MEMO_CHECK {
-            check(&mut walker, &st.memo, &w, regs, first, &mut buf, want);
+        return (tidemark_tracer::stack::intern(ips), n);
+    }
+    let memo = &mut st.memo;
+    let walk = walker.with_memo(memo, &mut st.fresh, regs, first, want);
+    let outcome = {
+        let outcome = match walk {
+            Walk::Met { at, fresh } => memo.finish_met(&st.fresh[..fresh], at, want),
+            Walk::Fresh { fresh, end } => {
+                if end == End::Failed {
+                    // The step out of this frame failed, here for the first time (a failure
+                    // the memo repeats was seen when it was walked).
+                    st.unknown
+                        .reread_if_outside(modules, st.fresh[fresh - 1].ra);
+                }
+                memo.finish_fresh(&st.fresh[..fresh], end)
+            }
+        };
+        if let Outcome::WalkOn { more } = outcome {
+            let (m, end) = walker.walk_on(memo.outermost(), &mut st.fresh, more);
+            memo.prepend(&st.fresh[..m], end);
+            if end == End::Failed {
+                st.unknown.reread_if_outside(modules, st.fresh[m - 1].ra);
+            }
         }
-        w
+        outcome
     };
-    if walked.failed && modules.stale() {
-        // A module was dlopen'd since: re-read them for the next captures.
-        module_set::rebuild(modules);
-    }
-    let n = walked.n;
-    if let Some(id) = walked.known {
-        return (id, n);
-    }
-    // SAFETY: the walk initialized the first n entries.
-    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
-    let id = tidemark_tracer::stack::intern(ips);
-    if mode != MEMO_OFF {
-        st.memo.note_id(n, id);
+    let n = memo.frames();
+    let id = match outcome {
+        Outcome::Known(id) => id,
+        _ => {
+            let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+            memo.ips(&mut buf);
+            // SAFETY: `ips` initialized the first n entries.
+            let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+            let id = tidemark_tracer::stack::intern(ips);
+            memo.note_leaf(id);
+            id
+        }
+    };
+    if mode == MEMO_CHECK {
+        check(&mut walker, memo, id, regs, first, want);
     }
     (id, n)
 }
 
-/// Check mode: the id `Memo::known_from` answered must be what a full walk gives.
-#[cold]
-fn check_known(walker: &mut Walker, memo: &Memo, id: u32, start: (u64, u64, u64), want: usize) {
-    let known = Walked {
-        n: memo.id_len,
-        failed: false,
-        known: Some(id),
-    };
-    let regs = UnwindRegsX86_64::new(start.0, start.1, start.2);
-    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
-    check(walker, memo, &known, regs, start.0, &mut buf, want);
+/// Addresses outside every known module that a capture met (the program's frame, or the
+/// frame whose unwind failed): the modules are re-read when one was dlopen'd since, but
+/// `dl_iterate_phdr` (a lock in the dynamic linker) is asked once per such address and module
+/// set, not on every capture from code that is in no module (JIT code).
+#[derive(Default)]
+struct Unknown {
+    /// The last address asked about, and the set that was current (0: none).
+    addr: u64,
+    generation: usize,
 }
 
-/// Check mode: the memo's answer (frames, or the id it reused) must be what a full walk
-/// gives.
+impl Unknown {
+    /// The module set to walk with: `modules`, or a new one if a module was loaded since it
+    /// was read (asked only the first time `addr` shows up under this set).
+    #[cold]
+    fn reread(&mut self, modules: &'static Modules, addr: u64) -> &'static Modules {
+        let generation = modules as *const Modules as usize;
+        if self.addr == addr && self.generation == generation {
+            return modules;
+        }
+        self.addr = addr;
+        self.generation = generation;
+        if modules.stale() {
+            module_set::rebuild(modules).unwrap_or(modules)
+        } else {
+            modules
+        }
+    }
+
+    /// After a walk failed at the frame `ra`: re-reads the modules for the next captures if
+    /// the frame is in none of them and one was loaded since (a frame in a known module
+    /// failed on its own rules, which a re-read does not change).
+    #[cold]
+    fn reread_if_outside(&mut self, modules: &'static Modules, ra: u64) {
+        if modules.range_of(ra.wrapping_sub(1)).is_none() {
+            self.reread(modules, ra);
+        }
+    }
+}
+
+/// Check mode: the memo's answer (its frames and the id named) must be what a full walk and
+/// the stack table give.
 #[cold]
 fn check(
     walker: &mut Walker,
     memo: &Memo,
-    walked: &Walked,
+    id: u32,
     regs: UnwindRegsX86_64,
     first: u64,
-    buf: &mut [core::mem::MaybeUninit<u64>],
     want: usize,
 ) {
-    let n = walked.n;
-    if let Some(id) = walked.known {
-        for (o, &ra) in buf[..n].iter_mut().zip(&memo.ras[..n]) {
-            o.write(ra);
-        }
-        // SAFETY: just written.
-        let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
-        if tidemark_tracer::stack::intern(ips) != id {
-            disagree(b"tidemark: unwind memo reused the id of another stack\n");
-        }
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    let n = memo.ips(&mut buf);
+    // SAFETY: `ips` initialized the first n entries.
+    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+    if tidemark_tracer::stack::intern(ips) != id {
+        disagree(b"tidemark: unwind memo named the stack with another stack's id\n");
     }
     walker.check(regs, first, &buf[..n], want);
 }
