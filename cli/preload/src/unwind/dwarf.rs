@@ -7,6 +7,7 @@ use super::rule_caches::RuleCaches;
 use super::walker::{disagree, Walk, Walker};
 use crate::dwarf_memo::{self as memo, End, Frame, Memo, Outcome};
 use crate::modules::own_range;
+use crate::recent_stacks::RecentStacks;
 use crate::thread::{self, ThreadSlot};
 use core::sync::atomic::{AtomicU8, Ordering};
 use framehop::x86_64::UnwindRegsX86_64;
@@ -25,6 +26,8 @@ pub struct ThreadUnwind {
     caches: RuleCaches,
     /// Module-set re-reads asked for addresses in no module.
     unknown: Unknown,
+    /// The last few stacks, answered without a walk when one comes again.
+    recent: RecentStacks,
     memo: Memo,
     /// Scratch frames of the current walk.
     fresh: [Frame; memo::CAP],
@@ -229,6 +232,21 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     }
     let mode = memo_mode();
     let want = want.min(super::MAX_FRAMES);
+    // (The set may have just been re-read.)
+    let generation = modules as *const Modules as usize;
+    if mode != MEMO_OFF {
+        if let Some((id, n)) = st.recent.find(first, sp, bp, generation) {
+            if mode == MEMO_CHECK {
+                let mut walker = Walker {
+                    modules,
+                    caches,
+                    stack,
+                };
+                check_recent(&mut walker, id, n, (first, sp, bp), want);
+            }
+            return (id, n);
+        }
+    }
     // Framehop's registers (all 16 of them) are only made for a walk.
     let regs = UnwindRegsX86_64::new(first, sp, bp);
     let mut walker = Walker {
@@ -287,7 +305,22 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     if mode == MEMO_CHECK {
         check(&mut walker, memo, id, regs, first, want);
     }
+    st.recent.remember(memo, id, generation);
     (id, n)
+}
+
+/// Check mode: the recent stack found for the first frame `start` must be what a full walk
+/// gives.
+#[cold]
+fn check_recent(walker: &mut Walker, id: u32, n: usize, start: (u64, u64, u64), want: usize) {
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    let regs = UnwindRegsX86_64::new(start.0, start.1, start.2);
+    let (m, _) = walker.plain(regs, start.0, &mut buf, want);
+    // SAFETY: the walk initialized the first m entries.
+    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, m) };
+    if m != n || tidemark_tracer::stack::intern(ips) != id {
+        disagree(b"tidemark: a recent stack was reused for another stack\n");
+    }
 }
 
 /// Addresses outside every known module that a capture met (the program's frame, or the
