@@ -4,6 +4,7 @@
 
 use super::module_set::{self, Modules};
 use super::rule_caches::RuleCaches;
+use super::steps::Steps;
 use super::walker::{disagree, Walk, Walker};
 use crate::dwarf_memo::{self as memo, End, Frame, Memo, Outcome};
 use crate::modules::own_range;
@@ -24,6 +25,8 @@ pub struct ThreadUnwind {
     /// framehop's rule caches (rule_caches.rs); not valid as zero bytes: written by
     /// `new_state` before the state is used.
     caches: RuleCaches,
+    /// The shapes of the steps of frames seen before.
+    steps: Steps,
     /// Module-set re-reads asked for addresses in no module.
     unknown: Unknown,
     /// The last few stacks, answered without a walk when one comes again.
@@ -189,6 +192,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     let own = own_range();
     let stack = st.stack;
     let caches = &mut st.caches;
+    let steps = &mut st.steps;
     let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
     let fast = if by_fp == 2 {
         None
@@ -202,6 +206,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             let mut walker = Walker {
                 modules,
                 caches: &mut *caches,
+                steps: &mut *steps,
                 stack,
             };
             let (regs, first) = leave_own_frames_by_dwarf(&mut walker, here, own);
@@ -240,6 +245,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
                 let mut walker = Walker {
                     modules,
                     caches,
+                    steps,
                     stack,
                 };
                 check_recent(&mut walker, id, n, (first, sp, bp), want);
@@ -252,6 +258,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     let mut walker = Walker {
         modules,
         caches,
+        steps,
         stack,
     };
     if mode == MEMO_OFF {

@@ -140,6 +140,8 @@ mod module_set;
 #[cfg(target_arch = "x86_64")]
 mod rule_caches;
 #[cfg(target_arch = "x86_64")]
+mod steps;
+#[cfg(target_arch = "x86_64")]
 mod walker;
 
 #[cfg(target_arch = "x86_64")]

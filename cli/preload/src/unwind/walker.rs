@@ -5,6 +5,7 @@
 
 use super::module_set::Modules;
 use super::rule_caches::RuleCaches;
+use super::steps::{self, Steps};
 use crate::dwarf_memo::{self as memo, End, Frame, Memo};
 use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
@@ -33,6 +34,8 @@ pub enum Walk {
 pub struct Walker<'a> {
     pub modules: &'a Modules,
     pub caches: &'a mut RuleCaches,
+    /// The shapes of the steps of frames seen before (steps.rs).
+    pub steps: &'a mut Steps,
     pub stack: (u64, u64),
 }
 
@@ -82,17 +85,18 @@ impl Walker<'_> {
         &mut self,
         memo: &mut Memo,
         fresh: &mut [Frame; memo::CAP],
-        mut regs: UnwindRegsX86_64,
+        regs: UnwindRegsX86_64,
         first: u64,
         want: usize,
     ) -> Walk {
         // Module sets are never freed, so a set's address names it for good.
         let mut meeting = memo.begin(self.modules as *const Modules as usize);
         let want = want.min(memo::CAP);
+        let (mut sp, mut bp) = (regs.sp(), regs.bp());
         let mut ra = first;
         let mut n = 0;
         loop {
-            let here = Frame::new(ra, regs.sp(), regs.bp());
+            let here = Frame::new(ra, sp, bp);
             if let Some(at) = meeting.meet(memo, &here) {
                 return Walk::Met { at, fresh: n };
             }
@@ -104,7 +108,7 @@ impl Walker<'_> {
                     end: End::Limit,
                 };
             }
-            match self.step(&mut fresh[n - 1], &mut regs) {
+            match self.step(&mut fresh[n - 1], &mut sp, &mut bp) {
                 Ok(next) => ra = next,
                 Err(end) => return Walk::Fresh { fresh: n, end },
             }
@@ -120,50 +124,58 @@ impl Walker<'_> {
         out: &mut [Frame; memo::CAP],
         more: usize,
     ) -> (usize, End) {
-        let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
-        let mut ra = ra;
+        let (mut ra, mut sp, mut bp) = (ra, sp, bp);
         let mut n = 0;
         loop {
-            out[n] = Frame::new(ra, regs.sp(), regs.bp());
+            out[n] = Frame::new(ra, sp, bp);
             n += 1;
             if n == more + 1 {
                 return (n, End::Limit);
             }
-            match self.step(&mut out[n - 1], &mut regs) {
+            match self.step(&mut out[n - 1], &mut sp, &mut bp) {
                 Ok(next) => ra = next,
                 Err(end) => return (n, end),
             }
         }
     }
 
-    /// Unwinds `frame` (its return address, with `regs` at it) to its caller, noting the
-    /// words read and what became of `rbp`: the caller's return address, or how the walk
-    /// ends here.
+    /// Unwinds `frame` (its return address, with registers `sp`, `bp` at it) to its caller,
+    /// noting the words read and what became of `rbp`: the caller's return address (and
+    /// `sp`, `bp` set to the caller's), or how the walk ends here. By the frame's shape
+    /// (steps.rs), or through framehop for a frame that has none.
     #[inline(always)]
-    fn step(&mut self, frame: &mut Frame, regs: &mut UnwindRegsX86_64) -> Result<u64, End> {
-        let Some(address) = FrameAddress::from_return_address(frame.ra) else {
+    fn step(&mut self, frame: &mut Frame, sp: &mut u64, bp: &mut u64) -> Result<u64, End> {
+        let ra = frame.ra;
+        let Some(address) = FrameAddress::from_return_address(ra) else {
             return Err(End::Complete);
         };
+        let shape = self.steps.shape(ra, self.modules, self.caches);
         let stack = self.stack;
         let mut read_stack = |addr: u64| {
             let v = read_in(stack, addr)?;
             frame.note_read(addr, v);
             Ok(v)
         };
-        let r = self.modules.unwinder.unwind_frame(
-            address,
-            regs,
-            self.caches.for_address(address),
-            &mut read_stack,
-        );
-        match r {
-            Ok(Some(next)) => {
-                frame.note_step(regs.sp(), regs.bp());
-                Ok(next)
+        let r = if shape.is_framehop() {
+            let mut regs = UnwindRegsX86_64::new(ra, *sp, *bp);
+            match self.modules.unwinder.unwind_frame(
+                address,
+                &mut regs,
+                self.caches.for_address(address),
+                &mut read_stack,
+            ) {
+                Ok(Some(next)) => Ok((next, regs.sp(), regs.bp())),
+                Ok(None) => Err(End::Complete),
+                Err(_) => Err(End::Failed),
             }
-            Ok(None) => Err(End::Complete),
-            Err(_) => Err(End::Failed),
-        }
+        } else {
+            steps::apply(shape, ra, *sp, *bp, &mut read_stack)
+        };
+        let (next, caller_sp, caller_bp) = r?;
+        frame.note_step(caller_sp, caller_bp);
+        *sp = caller_sp;
+        *bp = caller_bp;
+        Ok(next)
     }
 
     /// The memo's answer must be what a full walk gives; if not, say so and abort.
