@@ -149,7 +149,8 @@ pub struct Memo {
     /// The words the unwind steps of `kept[..=k]` read are `reads[..reads_end[k]]`, each as
     /// (address, value), so that checking a prefix of the memo is one tight loop.
     reads_end: [u32; CAP],
-    reads: [(u64, u64); CAP * READS],
+    /// (`READS` more than can be used: a frame's reads are copied as a whole `[_; READS]`.)
+    reads: [(u64, u64); CAP * READS + READS],
     /// `nodes[k]`: the stack table's node of the path `kept[..=k]` (its root the outermost
     /// frame kept), for `nodes_lo <= k < nodes_hi`. Nodes further out are read from the trie
     /// (a node's parent) when first needed: after an intern only the leaf is known.
@@ -288,10 +289,13 @@ impl Memo {
         let reads = &self.reads[..end];
         // SAFETY: every address was read by a walk of this thread inside its stack, outward
         // of a frame whose state this walk has just met (so still live), or is POISON's.
-        let first_changed = reads
-            .iter()
-            .position(|&(addr, value)| unsafe { (addr as *const u64).read_volatile() } != value);
-        match first_changed {
+        let now =
+            |&(addr, value): &(u64, u64)| unsafe { (addr as *const u64).read_volatile() } ^ value;
+        // All of them at once, without a branch per word: they hold on almost every capture.
+        if reads.iter().fold(0, |diff, r| diff | now(r)) == 0 {
+            return upto;
+        }
+        match reads.iter().position(|r| now(r) != 0) {
             None => upto,
             // The frame whose reads hold it.
             Some(r) => self.reads_end[..upto].partition_point(|&e| e as usize <= r),
@@ -314,7 +318,7 @@ impl Memo {
             // (Read before the frames inward of j, whose nodes lead to it, are replaced.)
             node = self.node_at(j);
         }
-        self.append(j + 1, fresh);
+        self.append::<false>(j + 1, fresh);
         if total < want && self.end == End::Limit {
             self.forget_nodes();
             return Outcome::WalkOn { more: want - total };
@@ -330,13 +334,17 @@ impl Memo {
     pub fn finish_fresh(&mut self, fresh: &[Frame], end: End) -> Outcome {
         self.end = end;
         self.forget_nodes();
-        self.append(0, fresh);
+        self.append::<false>(0, fresh);
         Outcome::Intern
     }
 
     /// Writes `fresh` (innermost first) as `kept[at..]`, outermost first, after the kept
     /// frames `..at`.
-    fn append(&mut self, at: usize, fresh: &[Frame]) {
+    ///
+    /// `EXACT`: copy only the reads each frame made (`prepend`, whose frames go in front of
+    /// reads kept after them); else all `READS` slots of each (a fixed-size copy, no call),
+    /// which may write past the last frame's reads.
+    fn append<const EXACT: bool>(&mut self, at: usize, fresh: &[Frame]) {
         let mut r = if at == 0 {
             0
         } else {
@@ -351,10 +359,13 @@ impl Memo {
             if f.nreads as usize > READS {
                 self.reads[r] = (&POISON as *const u64 as u64, 1);
                 r += 1;
-            } else {
+            } else if EXACT {
                 let n = f.nreads as usize;
                 self.reads[r..r + n].copy_from_slice(&f.reads[..n]);
                 r += n;
+            } else {
+                self.reads[r..r + READS].copy_from_slice(&f.reads);
+                r += f.nreads as usize;
             }
             self.reads_end[k] = r as u32;
             matters = bp_matters(f.bp_role, matters);
@@ -411,7 +422,7 @@ impl Memo {
         }
         self.end = end;
         self.len = 0;
-        self.append(0, outer);
+        self.append::<true>(0, outer);
         debug_assert_eq!(self.reads_end[m - 1] as usize, outer_reads);
         self.len = new_len;
         let mut matters = self.kept[m - 1].bp_matters;

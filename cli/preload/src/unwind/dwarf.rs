@@ -253,8 +253,6 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             return (id, n);
         }
     }
-    // Framehop's registers (all 16 of them) are only made for a walk.
-    let regs = UnwindRegsX86_64::new(first, sp, bp);
     let mut walker = Walker {
         modules,
         caches,
@@ -264,6 +262,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     if mode == MEMO_OFF {
         // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
         let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+        let regs = UnwindRegsX86_64::new(first, sp, bp);
         let (n, failed) = walker.plain(regs, first, &mut buf, want);
         // SAFETY: the walk initialized the first n entries.
         let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
@@ -273,7 +272,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
         return (tidemark_tracer::stack::intern(ips), n);
     }
     let memo = &mut st.memo;
-    let walk = walker.with_memo(memo, &mut st.fresh, regs, first, want);
+    let walk = walker.with_memo(memo, &mut st.fresh, (first, sp, bp), want);
     let outcome = {
         let outcome = match walk {
             Walk::Met { at, fresh } => memo.finish_met(&st.fresh[..fresh], at, want),
@@ -310,7 +309,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
         }
     };
     if mode == MEMO_CHECK {
-        check(&mut walker, memo, id, regs, first, want);
+        check(&mut walker, memo, id, (first, sp, bp), want);
     }
     st.recent.remember(memo, id, generation);
     (id, n)
@@ -373,14 +372,9 @@ impl Unknown {
 /// Check mode: the memo's answer (its frames and the id named) must be what a full walk and
 /// the stack table give.
 #[cold]
-fn check(
-    walker: &mut Walker,
-    memo: &Memo,
-    id: u32,
-    regs: UnwindRegsX86_64,
-    first: u64,
-    want: usize,
-) {
+fn check(walker: &mut Walker, memo: &Memo, id: u32, start: (u64, u64, u64), want: usize) {
+    let (first, sp, bp) = start;
+    let regs = UnwindRegsX86_64::new(first, sp, bp);
     let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
     let n = memo.ips(&mut buf);
     // SAFETY: `ips` initialized the first n entries.

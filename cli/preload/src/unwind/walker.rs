@@ -85,14 +85,13 @@ impl Walker<'_> {
         &mut self,
         memo: &mut Memo,
         fresh: &mut [Frame; memo::CAP],
-        regs: UnwindRegsX86_64,
-        first: u64,
+        (first, sp, bp): (u64, u64, u64),
         want: usize,
     ) -> Walk {
         // Module sets are never freed, so a set's address names it for good.
         let mut meeting = memo.begin(self.modules as *const Modules as usize);
         let want = want.min(memo::CAP);
-        let (mut sp, mut bp) = (regs.sp(), regs.bp());
+        let (mut sp, mut bp) = (sp, bp);
         let mut ra = first;
         let mut n = 0;
         loop {
