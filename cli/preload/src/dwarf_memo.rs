@@ -8,7 +8,7 @@
 //! a state the memo holds, and every word the memo's walk read from that frame outward still
 //! holds the same value, the new walk would repeat the old one from there word for word: its
 //! frames are the memo's. Between two allocations of a program only the innermost few frames
-//! change, so a capture unwinds those (~15 ns each through framehop's rule cache) and checks
+//! change, so a capture unwinds those (a few ns each, unwind/steps.rs) and checks
 //! the rest with one load and compare per word read.
 //!
 //! Frames are kept outermost first, as the stack table's trie (tracer/src/stack.rs) stores a
