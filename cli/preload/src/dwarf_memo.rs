@@ -287,8 +287,9 @@ impl Memo {
     fn intact_prefix(&self, upto: usize) -> usize {
         let end = self.reads_end[upto - 1] as usize;
         let reads = &self.reads[..end];
-        // SAFETY: every address was read by a walk of this thread inside its stack, outward
-        // of a frame whose state this walk has just met (so still live), or is POISON's.
+        // SAFETY: every address is POISON's or one a walk of this thread read before, inside
+        // its stack (`read_in`), outward of a frame whose state this walk has just met: the
+        // stack's pages stay mapped while the thread runs, so the load cannot fault.
         let now =
             |&(addr, value): &(u64, u64)| unsafe { (addr as *const u64).read_volatile() } ^ value;
         // All of them at once, without a branch per word: they hold on almost every capture.

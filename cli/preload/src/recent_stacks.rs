@@ -103,9 +103,50 @@ impl RecentStacks {
 #[inline]
 fn unchanged(reads: &[(u64, u64)]) -> bool {
     reads.iter().rev().all(|&(addr, value)| {
-        // SAFETY: the walk that made the entry read these words inside this thread's stack,
-        // outward of its first frame, whose `rsp` is this capture's: they are in the live
-        // part of the stack (or are the memo's POISON word).
+        // SAFETY: each address is the memo's POISON word or one a walk of this thread read
+        // before, inside its stack (`read_in`): the stack's pages stay mapped while the
+        // thread runs, so the load cannot fault; its value only decides the reuse.
         unsafe { (addr as *const u64).read_volatile() == value }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dwarf_memo::{End, Frame};
+
+    /// Zeroed in place, as unwind/dwarf.rs makes them (too big for a test thread's stack).
+    fn zeroed<T>() -> Box<T> {
+        let layout = std::alloc::Layout::new::<T>();
+        // SAFETY: all-zero bytes are valid for Memo and RecentStacks; the box frees the
+        // allocation with the same layout.
+        unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut T) }
+    }
+
+    #[test]
+    fn a_stack_comes_back_while_its_words_hold() {
+        let mut words = [11u64, 22, 33];
+        let frames: Vec<Frame> = (0..3)
+            .map(|i| {
+                let mut f = Frame::new(0x4000 + i as u64, 0x100 * (i as u64 + 1), 9);
+                f.note_read(&words[i] as *const u64 as u64, words[i]);
+                f
+            })
+            .collect();
+        let mut memo: Box<Memo> = zeroed();
+        memo.begin(1);
+        memo.finish_fresh(&frames, End::Complete);
+        let mut recent: Box<RecentStacks> = zeroed();
+        recent.remember(&memo, 77, 1);
+        assert_eq!(recent.find(0x4000, 0x100, 9, 1), Some((77, 3)));
+        // Another module set, another first frame, or (the last frame's role being unknown)
+        // another rbp: not that stack.
+        assert_eq!(recent.find(0x4000, 0x100, 9, 2), None);
+        assert_eq!(recent.find(0x4000, 0x108, 9, 1), None);
+        assert_eq!(recent.find(0x4000, 0x100, 8, 1), None);
+        // A word its walk read has changed: not that stack either.
+        // SAFETY: a plain write to a local the test owns (the entry holds its address).
+        unsafe { core::ptr::write_volatile(&mut words[1], 23) };
+        assert_eq!(recent.find(0x4000, 0x100, 9, 1), None);
+    }
 }

@@ -15,7 +15,9 @@ use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
 
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
-/// `ThreadSlot`) and freed when it exits.
+/// `ThreadSlot`) and freed when it exits: 221 KiB (recent stacks 99, step shapes 64, memo 38,
+/// scratch 20), mapped zeroed and touched as used, plus the rule caches' ways as they are
+/// made (~37 KiB each, 12 of them touched).
 pub struct ThreadUnwind {
     /// The thread's stack, `[low, high)`: no walk reads outside it.
     stack: (u64, u64),
@@ -53,7 +55,7 @@ fn state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
 }
 
 /// A thread's empty state, made on the heap once per thread, zeroed in place: built on the
-/// stack first it would need ~45 KiB there, more than a small thread stack has.
+/// stack first it would need its whole size there, more than a small thread stack has.
 #[cold]
 #[inline(never)]
 fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
