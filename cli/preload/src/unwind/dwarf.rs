@@ -17,7 +17,7 @@ use framehop::{FrameAddress, Unwinder};
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
 /// `ThreadSlot`) and freed when it exits: 221 KiB (recent stacks 99, step shapes 64, memo 38,
 /// scratch 20), mapped zeroed and touched as used, plus the rule caches' ways as they are
-/// made (~37 KiB each, 12 of them touched).
+/// made (~37 KiB each, of which the 12 KiB rule table is touched).
 pub struct ThreadUnwind {
     /// The thread's stack, `[low, high)`: no walk reads outside it.
     stack: (u64, u64),

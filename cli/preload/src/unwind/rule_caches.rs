@@ -18,6 +18,10 @@
 //! looked up 28,000 rules against 9,400 with 16, most of those the first sight of an address.
 
 use framehop::x86_64::CacheX86_64;
+use framehop::MustNotAllocateDuringUnwind;
+
+/// framehop's cache, with gimli's scratch preallocated (see module_set.rs).
+pub type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
 use framehop::FrameAddress;
 
 /// framehop's slots per cache (`rule_cache.rs`: `CACHE_ENTRY_COUNT`).
@@ -28,7 +32,7 @@ pub const WAYS: usize = 16;
 pub struct RuleCaches {
     /// Each from `Box::into_raw` (freed by `Drop`), or null until first needed, or (when
     /// memory was short then) the same as `ways[0]`, which is always made.
-    ways: [*mut CacheX86_64; WAYS],
+    ways: [*mut Cache; WAYS],
 }
 
 extern "C" {
@@ -50,7 +54,7 @@ const CACHE_HEAP_BYTES: usize = 48 << 10;
 /// unlikely, not impossible.)
 #[cold]
 #[inline(never)]
-fn new_cache() -> Option<*mut CacheX86_64> {
+fn new_cache() -> Option<*mut Cache> {
     // SAFETY: a plain allocation, freed at once.
     unsafe {
         let probe = __libc_malloc(CACHE_HEAP_BYTES);
@@ -59,7 +63,7 @@ fn new_cache() -> Option<*mut CacheX86_64> {
         }
         __libc_free(probe);
     }
-    Some(Box::into_raw(Box::new(CacheX86_64::new())))
+    Some(Box::into_raw(Box::new(Cache::new_in())))
 }
 
 impl RuleCaches {
@@ -74,7 +78,7 @@ impl RuleCaches {
     /// The cache that holds (or will hold) the rule for `address`. May allocate (the first
     /// time a way is used).
     #[inline(always)]
-    pub fn for_address(&mut self, address: FrameAddress) -> &mut CacheX86_64 {
+    pub fn for_address(&mut self, address: FrameAddress) -> &mut Cache {
         let way = (address.address_for_lookup() / SLOTS) as usize % WAYS;
         let mut p = self.ways[way];
         if p.is_null() {
@@ -88,7 +92,7 @@ impl RuleCaches {
     /// Makes way `way`, or lets way 0 stand in for it when memory is short (its rules are as
     /// good; only its slots are shared).
     #[cold]
-    fn make(&mut self, way: usize) -> *mut CacheX86_64 {
+    fn make(&mut self, way: usize) -> *mut Cache {
         let p = new_cache().unwrap_or(self.ways[0]);
         self.ways[way] = p;
         p
@@ -104,7 +108,7 @@ impl RuleCaches {
     }
 
     /// Each cache made, once.
-    fn owned(&self) -> impl Iterator<Item = *mut CacheX86_64> + '_ {
+    fn owned(&self) -> impl Iterator<Item = *mut Cache> + '_ {
         let first = self.ways[0];
         self.ways
             .iter()
@@ -116,7 +120,7 @@ impl RuleCaches {
 
 impl Drop for RuleCaches {
     fn drop(&mut self) {
-        let owned: [*mut CacheX86_64; WAYS] = {
+        let owned: [*mut Cache; WAYS] = {
             let mut a = [core::ptr::null_mut(); WAYS];
             for (slot, w) in a.iter_mut().zip(self.owned()) {
                 *slot = w;
