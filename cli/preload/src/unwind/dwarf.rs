@@ -3,7 +3,7 @@
 //! memo already knows its id.
 
 use super::module_set::{self, Modules};
-use super::rule_caches::RuleCaches;
+use super::rule_cache::RuleCache;
 use super::steps::Steps;
 use super::walker::{disagree, Walk, Walker};
 use crate::dwarf_memo::{self as memo, End, Frame, Memo, Outcome};
@@ -16,17 +16,17 @@ use framehop::{FrameAddress, Unwinder};
 
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
 /// `ThreadSlot`) and freed when it exits: 221 KiB (recent stacks 99, step shapes 64, memo 38,
-/// scratch 20), mapped zeroed and touched as used, plus the rule caches' ways as they are
-/// made (~37 KiB each, of which the 12 KiB rule table is touched).
+/// scratch 20), mapped zeroed and touched as used, plus framehop's rule cache (~37 KiB, of
+/// which its 12 KiB rule table is touched).
 pub struct ThreadUnwind {
     /// The thread's stack, `[low, high)`: no walk reads outside it.
     stack: (u64, u64),
     /// The last module range a capture's first frame fell in (of the module set the memo
     /// belongs to): a capture from the same module skips the lookup.
     known: (u64, u64),
-    /// framehop's rule caches (rule_caches.rs); not valid as zero bytes: written by
+    /// framehop's rule cache (rule_cache.rs); not valid as zero bytes: written by
     /// `new_state` before the state is used.
-    caches: RuleCaches,
+    cache: RuleCache,
     /// The shapes of the steps of frames seen before.
     steps: Steps,
     /// Module-set re-reads asked for addresses in no module.
@@ -60,9 +60,9 @@ fn state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
 #[inline(never)]
 fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     let layout = std::alloc::Layout::new::<ThreadUnwind>();
-    let caches = RuleCaches::new()?;
+    let cache = RuleCache::new()?;
     // SAFETY: the layout is not zero-sized. All-zero bytes are a valid ThreadUnwind but for
-    // `caches`, written before any use (and before a reference to the state is made):
+    // `cache`, written before any use (and before a reference to the state is made):
     // integers, frames of zeros, `End::Complete` (discriminant 0).
     let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut ThreadUnwind;
     if p.is_null() {
@@ -70,7 +70,7 @@ fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     }
     // SAFETY: `p` is a fresh allocation only this thread knows; the write does not read or
     // drop the zero bytes it replaces.
-    unsafe { core::ptr::addr_of_mut!((*p).caches).write(caches) };
+    unsafe { core::ptr::addr_of_mut!((*p).cache).write(cache) };
     // SAFETY: every field now holds a valid value.
     let st = unsafe { &mut *p };
     let (lo, hi) = tidemark_tracer::thread_stack_bounds();
@@ -87,7 +87,7 @@ pub fn rule_cache_counts(slot: &ThreadSlot) -> Option<(u64, u64)> {
         return None;
     }
     // SAFETY: as in `state`; only read, outside any capture of this thread.
-    Some(unsafe { &*p }.caches.hits_and_misses())
+    Some(unsafe { &*p }.cache.hits_and_misses())
 }
 
 /// The thread's key destructor: frees its state; later captures on it find `released()`.
@@ -95,9 +95,9 @@ unsafe extern "C" fn free_state(p: *mut libc::c_void) {
     thread::slot().unwind.set(thread::released());
     let p = p as *mut ThreadUnwind;
     // SAFETY: `p` was made by `new_state` on this (exiting) thread and is no longer
-    // reachable from its slot; its `caches` were written by `new_state` and are dropped once.
+    // reachable from its slot; its `cache` were written by `new_state` and are dropped once.
     unsafe {
-        core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).caches));
+        core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).cache));
         std::alloc::dealloc(p as *mut u8, std::alloc::Layout::new::<ThreadUnwind>());
     }
 }
@@ -160,7 +160,7 @@ fn leave_own_frames_by_dwarf(
         match walker.modules.unwinder.unwind_frame(
             address,
             &mut regs,
-            walker.caches.for_address(address),
+            walker.cache.get(),
             &mut read_stack,
         ) {
             Ok(Some(ra)) if ra >= own.0 && ra < own.1 => {
@@ -193,7 +193,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     };
     let own = own_range();
     let stack = st.stack;
-    let caches = &mut st.caches;
+    let cache = &mut st.cache;
     let steps = &mut st.steps;
     let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
     let fast = if by_fp == 2 {
@@ -207,7 +207,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
         _ => {
             let mut walker = Walker {
                 modules,
-                caches: &mut *caches,
+                cache: &mut *cache,
                 steps: &mut *steps,
                 stack,
             };
@@ -246,7 +246,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             if mode == MEMO_CHECK {
                 let mut walker = Walker {
                     modules,
-                    caches,
+                    cache,
                     steps,
                     stack,
                 };
@@ -257,7 +257,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     }
     let mut walker = Walker {
         modules,
-        caches,
+        cache,
         steps,
         stack,
     };

@@ -10,7 +10,7 @@
 //!        |  recent_stacks.rs  the program's frame starts a recent stack whose words hold: its id
 //!        |  walker.rs         unwind fresh frames until the walk meets the memo (dwarf_memo.rs)
 //!        |  steps.rs          a frame's step from its shape, learnt from framehop
-//!        |  rule_caches.rs    framehop's rule caches, 16 per thread (for the other frames)
+//!        |  rule_cache.rs     framehop's rule cache (for learning shapes, and frames with none)
 //!        |  module_set.rs     framehop::UnwinderX86_64 over dl_iterate_phdr, re-read on dlopen
 //!        |  read_stack        only inside this thread's stack, 8-aligned
 //!        v
@@ -142,7 +142,7 @@ mod dwarf;
 #[cfg(target_arch = "x86_64")]
 mod module_set;
 #[cfg(target_arch = "x86_64")]
-mod rule_caches;
+mod rule_cache;
 #[cfg(target_arch = "x86_64")]
 mod steps;
 #[cfg(target_arch = "x86_64")]
@@ -153,7 +153,7 @@ use dwarf::capture_interned as capture_dwarf;
 #[cfg(target_arch = "x86_64")]
 pub use dwarf::rule_cache_counts;
 
-/// No rule caches off x86-64.
+/// No rule cache off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 pub fn rule_cache_counts(_slot: &ThreadSlot) -> Option<(u64, u64)> {
     None

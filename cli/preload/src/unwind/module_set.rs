@@ -14,7 +14,7 @@ type Mem = &'static [u8];
 
 pub struct Modules {
     /// Without allocation while unwinding: gimli's CFI rows and expression stacks are
-    /// fixed arrays (in the rule caches and on the stack) instead of vectors, so a rule
+    /// fixed arrays (in the rule cache and on the stack) instead of vectors, so a rule
     /// looked up or a DWARF expression evaluated inside the malloc hook never allocates.
     pub unwinder: UnwinderX86_64<Mem, MustNotAllocateDuringUnwind>,
     /// The modules' address ranges, sorted: is the program's frame in a known module?

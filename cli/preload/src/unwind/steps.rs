@@ -18,12 +18,12 @@
 //! made by framehop alone.
 
 use super::module_set::Modules;
-use super::rule_caches::RuleCaches;
+use super::rule_cache::RuleCache;
 use crate::dwarf_memo::End;
 use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
 
-/// Return addresses remembered (a power of two; direct-mapped).
+/// Return addresses remembered (a power of two; sets of two).
 const SLOTS: usize = 4096;
 
 // A step's shape (`Shape::kind`; 0 in an empty entry, whose `ra` 0 no frame has).
@@ -85,17 +85,29 @@ impl Steps {
     /// The shape of the frame with return address `ra` (learnt now if unknown), under
     /// module set `modules`.
     #[inline]
-    pub fn shape(&mut self, ra: u64, modules: &Modules, caches: &mut RuleCaches) -> Shape {
+    pub fn shape(&mut self, ra: u64, modules: &Modules, cache: &mut RuleCache) -> Shape {
         let generation = modules as *const Modules as usize;
         if self.generation != generation {
             self.forget(generation);
         }
-        let e = &self.entries[slot(ra)];
-        if e.ra == ra {
-            return e.shape;
+        let i = set(ra);
+        for e in &self.entries[i..i + 2] {
+            if e.ra == ra {
+                return e.shape;
+            }
         }
-        let shape = learn(ra, modules, caches);
-        self.entries[slot(ra)] = Entry { ra, shape };
+        self.learn_into(i, ra, modules, cache)
+    }
+
+    /// Learns the shape of `ra` into set `i`: the newest in the first way, the one it
+    /// replaces in the second. (Two ways: two hot return addresses of one set would
+    /// otherwise take turns evicting each other, and learning costs two framehop calls.)
+    #[cold]
+    #[inline(never)]
+    fn learn_into(&mut self, i: usize, ra: u64, modules: &Modules, cache: &mut RuleCache) -> Shape {
+        let shape = learn(ra, modules, cache);
+        self.entries[i + 1] = self.entries[i];
+        self.entries[i] = Entry { ra, shape };
         shape
     }
 
@@ -106,9 +118,10 @@ impl Steps {
     }
 }
 
+/// The first slot of `ra`'s set of two.
 #[inline]
-fn slot(ra: u64) -> usize {
-    (ra.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize & (SLOTS - 1)
+fn set(ra: u64) -> usize {
+    (ra.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize & (SLOTS - 2)
 }
 
 impl Shape {
@@ -165,19 +178,17 @@ pub fn apply(
 
 /// The shape of return address `ra`, from two probes through framehop; `FRAMEHOP` when
 /// none fits.
-#[cold]
-#[inline(never)]
-fn learn(ra: u64, modules: &Modules, caches: &mut RuleCaches) -> Shape {
+fn learn(ra: u64, modules: &Modules, cache: &mut RuleCache) -> Shape {
     let framehop = Shape {
         kind: FRAMEHOP,
         ..Shape::default()
     };
-    let first = probe(ra, PROBES[0], modules, caches);
+    let first = probe(ra, PROBES[0], modules, cache);
     let Some(shape) = fit(&first, PROBES[0]) else {
         return framehop;
     };
     for &(sp, bp) in &PROBES {
-        if probe(ra, (sp, bp), modules, caches) != predict(shape, ra, sp, bp) {
+        if probe(ra, (sp, bp), modules, cache) != predict(shape, ra, sp, bp) {
             return framehop;
         }
     }
@@ -185,7 +196,7 @@ fn learn(ra: u64, modules: &Modules, caches: &mut RuleCaches) -> Shape {
 }
 
 /// framehop's step of return address `ra` from registers `(sp, bp)` on the made-up stack.
-fn probe(ra: u64, (sp, bp): (u64, u64), modules: &Modules, caches: &mut RuleCaches) -> Seen {
+fn probe(ra: u64, (sp, bp): (u64, u64), modules: &Modules, cache: &mut RuleCache) -> Seen {
     let mut seen = Seen {
         result: None,
         sp: 0,
@@ -204,10 +215,9 @@ fn probe(ra: u64, (sp, bp): (u64, u64), modules: &Modules, caches: &mut RuleCach
         seen.nreads += 1;
         Ok(FAKE | addr)
     };
-    let r =
-        modules
-            .unwinder
-            .unwind_frame(address, &mut regs, caches.for_address(address), &mut read);
+    let r = modules
+        .unwinder
+        .unwind_frame(address, &mut regs, cache.get(), &mut read);
     seen.result = match r {
         Ok(Some(caller)) => Some(Ok(caller)),
         Ok(None) => Some(Err(End::Complete)),

@@ -4,7 +4,7 @@
 //! dwarf_memo.rs).
 
 use super::module_set::Modules;
-use super::rule_caches::RuleCaches;
+use super::rule_cache::RuleCache;
 use super::steps::{self, Steps};
 use crate::dwarf_memo::{self as memo, End, Frame, Memo};
 use framehop::x86_64::UnwindRegsX86_64;
@@ -30,10 +30,10 @@ pub enum Walk {
 }
 
 /// What the walks of one capture share: the module set (its rules), this thread's rule
-/// caches and its stack's bounds.
+/// cache and its stack's bounds.
 pub struct Walker<'a> {
     pub modules: &'a Modules,
-    pub caches: &'a mut RuleCaches,
+    pub cache: &'a mut RuleCache,
     /// The shapes of the steps of frames seen before (steps.rs).
     pub steps: &'a mut Steps,
     pub stack: (u64, u64),
@@ -60,7 +60,7 @@ impl Walker<'_> {
             match self.modules.unwinder.unwind_frame(
                 address,
                 &mut regs,
-                self.caches.for_address(address),
+                self.cache.get(),
                 &mut read_stack,
             ) {
                 Ok(Some(ra)) => {
@@ -148,7 +148,7 @@ impl Walker<'_> {
         let Some(address) = FrameAddress::from_return_address(ra) else {
             return Err(End::Complete);
         };
-        let shape = self.steps.shape(ra, self.modules, self.caches);
+        let shape = self.steps.shape(ra, self.modules, self.cache);
         let stack = self.stack;
         let mut read_stack = |addr: u64| {
             let v = read_in(stack, addr)?;
@@ -160,7 +160,7 @@ impl Walker<'_> {
             match self.modules.unwinder.unwind_frame(
                 address,
                 &mut regs,
-                self.caches.for_address(address),
+                self.cache.get(),
                 &mut read_stack,
             ) {
                 Ok(Some(next)) => Ok((next, regs.sp(), regs.bp())),
