@@ -135,7 +135,9 @@ impl Shape {
 /// Unwinds the frame with return address `ra` and registers `sp`, `bp` by `shape`, reading
 /// the stack through `read`: the caller's (return address, sp, bp), or how the walk ends.
 /// framehop's `UnwindRuleX86_64::exec` step by step, for a return address (not the first
-/// frame of a sample).
+/// frame of a sample). (Its `JustReturnIfFirstFrameOtherwiseFp`, which it makes from
+/// instruction analysis of first frames, not from DWARF, fails where `rbp` is 0 and fits the
+/// frame-pointer shape, which ends there: the same frames, another end.)
 #[inline(always)]
 pub fn apply(
     shape: Shape,
