@@ -73,6 +73,17 @@ impl Frame {
         }
     }
 
+    /// Makes this (scratch) frame the state `(ra, sp, bp)` with nothing read yet, leaving
+    /// the read slots as they were (only the first `nreads` count).
+    #[inline(always)]
+    pub fn reset(&mut self, ra: u64, sp: u64, bp: u64) {
+        self.ra = ra;
+        self.sp = sp;
+        self.bp = bp;
+        self.nreads = 0;
+        self.bp_role = BP_USES;
+    }
+
     /// Notes the registers the unwind step of this frame produced (`sp`, `bp` of the caller):
     /// the frame-pointer rule shows as `sp == bp + 16` of this frame; any other rule leaves
     /// `rbp` alone or restores it from the stack.
@@ -194,16 +205,17 @@ pub struct Meeting {
 }
 
 impl Meeting {
-    /// The kept frame equal to the walk's state `f` from which the memo can be reused, if any.
+    /// The kept frame equal to the walk's state `(ra, sp, bp)` from which the memo can be
+    /// reused, if any.
     #[inline]
-    pub fn meet(&mut self, memo: &Memo, f: &Frame) -> Option<usize> {
+    pub fn meet_at(&mut self, memo: &Memo, ra: u64, sp: u64, bp: u64) -> Option<usize> {
         // The walk goes outward, its `sp` growing; kept frames inward of it never meet it.
-        while self.cursor > 0 && memo.kept[self.cursor - 1].sp < f.sp {
+        while self.cursor > 0 && memo.kept[self.cursor - 1].sp < sp {
             self.cursor -= 1;
         }
         let j = self.cursor.checked_sub(1)?;
         let m = &memo.kept[j];
-        if m.sp != f.sp || m.ra != f.ra || (m.bp != f.bp && m.bp_matters) {
+        if m.sp != sp || m.ra != ra || (m.bp != bp && m.bp_matters) {
             return None;
         }
         if self.intact == usize::MAX {

@@ -194,6 +194,10 @@ impl Memo {
 }
 
 impl Meeting {
+    fn meet(&mut self, memo: &Memo, f: &Frame) -> Option<usize> {
+        self.meet_at(memo, f.ra, f.sp, f.bp)
+    }
+
     /// Meets each of `fresh`, expecting no meeting, then `at`.
     fn meet_all(&mut self, memo: &Memo, fresh: &[Frame], at: &Frame) -> Option<usize> {
         for f in fresh {

@@ -95,11 +95,10 @@ impl Walker<'_> {
         let mut ra = first;
         let mut n = 0;
         loop {
-            let here = Frame::new(ra, sp, bp);
-            if let Some(at) = meeting.meet(memo, &here) {
+            if let Some(at) = meeting.meet_at(memo, ra, sp, bp) {
                 return Walk::Met { at, fresh: n };
             }
-            fresh[n] = here;
+            fresh[n].reset(ra, sp, bp);
             n += 1;
             if n == want {
                 return Walk::Fresh {
