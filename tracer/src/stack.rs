@@ -283,8 +283,9 @@ pub fn intern(ips: &[u64]) -> StackId {
 }
 
 /// The child of node `parent` for return address `ip` (made if missing): one step down the
-/// trie, for callers that know a stack's prefix already (memo.rs). None when out of memory.
-pub(crate) fn child_of(parent: StackId, ip: u64) -> Option<StackId> {
+/// trie, for callers that know a stack's prefix already (memo.rs, the preload's DWARF memo).
+/// None when out of memory.
+pub fn child_of(parent: StackId, ip: u64) -> Option<StackId> {
     crate::fork::ensure_handlers();
     INTERNER.with(|map| map.child(parent, ip))
 }

@@ -1,4 +1,5 @@
-//! The last DWARF walk, remembered per thread, so the next capture unwinds only what changed.
+//! The last DWARF walk, remembered per thread, so the next capture unwinds only what changed
+//! and names its stack without hashing it.
 //!
 //! The tracer's frame-pointer memo (tracer/src/memo.rs) does this for frame-pointer walks;
 //! this is the same argument for DWARF. Unwinding one frame is a pure function of the frame's
@@ -6,29 +7,41 @@
 //! words the rule reads (the caller's return address, a saved `rbp`). So if a new walk reaches
 //! a state the memo holds, and every word the memo's walk read from that frame outward still
 //! holds the same value, the new walk would repeat the old one from there word for word: its
-//! frames can be copied instead of unwound. Between two allocations of a program only the top
-//! few frames change, so a capture unwinds those (~15 ns each through framehop's rule cache)
-//! and checks the rest with one load and compare per word read.
+//! frames are the memo's. Between two allocations of a program only the innermost few frames
+//! change, so a capture unwinds those (a few ns each, unwind/steps.rs) and checks
+//! the rest with one load and compare per word read.
+//!
+//! Frames are kept outermost first, as the stack table's trie (tracer/src/stack.rs) stores a
+//! stack: a new walk that meets the memo at frame `j` keeps `kept[..=j]` where they are and
+//! writes its own frames after them, so nothing moves, and the trie node of the path
+//! `kept[..=j]` (remembered in `nodes`) plus one child step per new frame (through a
+//! per-thread `(parent, ip) → child` cache) is the new stack's id. A stack that repeats whole
+//! (the same call site again) meets the memo at its innermost frame and is the remembered leaf
+//! at once: no hash, no copy, no intern. Only a walk that meets nothing, or whose frames no
+//! longer fit the window of `want` frames the memo was named in, hashes and interns its
+//! frames, after which the path's nodes are read back from the trie.
 //!
 //! `rbp`: code built without frame pointers uses it as an ordinary register, so its value at
-//! a frame is often new on every call even though nothing below depends on it. Each frame
+//! a frame is often new on every call even though nothing outward depends on it. Each frame
 //! notes what its unwind step did with the incoming `rbp` (used it: the frame-pointer rule
 //! reads at `rbp` and sets `rsp = rbp + 16`; replaced it with a saved value; or passed it
 //! on), and a meeting only requires equal `rbp` when some frame further out uses it before
 //! another replaces it.
 //!
-//! Frames are kept innermost first; their `sp` grows with the index. A walk moves a cursor
-//! outward through the memo as its own `sp` grows, so finding the meeting frame costs one pass.
 //! The memo belongs to one module set: a rebuild (after a `dlopen`) may change rules, so a
 //! memo made under another set is dropped.
 
-/// Frames remembered (a walk deeper than this is remembered up to here).
+use tidemark_tracer::stack::{self, StackId};
+
+/// Frames remembered: at most `unwind::MAX_FRAMES`, the most a capture keeps.
 pub const CAP: usize = 256;
 /// Stack words one frame's unwind may read and still be remembered (x86-64 rules read the
 /// return address and at most a saved `rbp`).
 const READS: usize = 3;
+/// Entries of the per-thread `(parent, ip) → child` cache (a power of two).
+const CHILDREN: usize = 1024;
 
-/// A frame as the walk met it, and the words its unwind step read.
+/// A frame as the walk met it, and the words its unwind step read (the walk's scratch).
 #[derive(Clone, Copy, Default)]
 pub struct Frame {
     pub ra: u64,
@@ -37,16 +50,16 @@ pub struct Frame {
     /// Words read while unwinding this frame (`READS + 1` = more than fit: not reusable).
     nreads: u16,
     /// What the unwind step did with the incoming `rbp` (`BP_*`).
-    bp_role: u16,
+    bp_role: u8,
     reads: [(u64, u64); READS],
 }
 
 /// The step's result does not depend on the incoming `rbp`, which it passes on unchanged.
-const BP_PASSES: u16 = 0;
+const BP_PASSES: u8 = 0;
 /// The step used the incoming `rbp` (or its role is unknown: the default, to be safe).
-const BP_USES: u16 = 1;
+const BP_USES: u8 = 1;
 /// The step replaced `rbp` with a value read from the stack, without using the incoming one.
-const BP_REPLACES: u16 = 2;
+const BP_REPLACES: u8 = 2;
 
 impl Frame {
     pub fn new(ra: u64, sp: u64, bp: u64) -> Frame {
@@ -58,6 +71,17 @@ impl Frame {
             bp_role: BP_USES,
             reads: [(0, 0); READS],
         }
+    }
+
+    /// Makes this (scratch) frame the state `(ra, sp, bp)` with nothing read yet, leaving
+    /// the read slots as they were (only the first `nreads` count).
+    #[inline(always)]
+    pub fn reset(&mut self, ra: u64, sp: u64, bp: u64) {
+        self.ra = ra;
+        self.sp = sp;
+        self.bp = bp;
+        self.nreads = 0;
+        self.bp_role = BP_USES;
     }
 
     /// Notes the registers the unwind step of this frame produced (`sp`, `bp` of the caller):
@@ -83,31 +107,9 @@ impl Frame {
         }
         self.nreads = (n + 1).min(READS + 1) as u16;
     }
-
-    /// Do the words this frame's unwind read still hold what they held? (It runs for every
-    /// frame outward of the meeting, on every capture.)
-    #[inline(always)]
-    fn unchanged(&self) -> bool {
-        let n = self.nreads as usize;
-        if n > READS {
-            return false;
-        }
-        let mut k = 0;
-        while k < n {
-            let (addr, value) = self.reads[k];
-            // SAFETY: every address was read by the walk that made this memo, inside this
-            // thread's stack, at or above a frame that is still live (the meeting frame's
-            // `sp` is the current walk's, and these lie outward from it).
-            if unsafe { (addr as *const u64).read_volatile() } != value {
-                return false;
-            }
-            k += 1;
-        }
-        true
-    }
 }
 
-/// How the remembered walk ended after its last frame.
+/// How the remembered walk ended beyond its outermost frame.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 #[repr(u8)]
 pub enum End {
@@ -117,323 +119,431 @@ pub enum End {
     Complete = 0,
     /// The unwinder failed after the last frame (no rule, a read outside the stack).
     Failed,
-    /// The walk stopped at a frame limit: more frames may lie beyond the last, found by
-    /// unwinding again from it.
+    /// The walk stopped at the frame limit: more frames may lie beyond the outermost kept.
     Limit,
 }
 
+/// A remembered frame.
+#[derive(Clone, Copy, Default)]
+struct Kept {
+    ra: u64,
+    sp: u64,
+    bp: u64,
+    bp_role: u8,
+    /// The walk from this frame outward depends on the `rbp` it starts with: a frame uses it
+    /// before another replaces it, or the walk ends (by the limit, or failing) first.
+    bp_matters: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct ChildEntry {
+    ip: u64,
+    parent: StackId,
+    child: StackId, // 0 = empty
+}
+
+/// A word no stack read can match: a frame that read more words than it can remember notes
+/// `(POISON address, 1)`, so every check of it fails and the memo is never reused through it.
+static POISON: u64 = 0;
+
+/// This thread's last walk. All-zero bytes are a valid empty memo (unwind/dwarf.rs makes it
+/// so, in place).
 pub struct Memo {
     /// The module set the walk used (its address; 0 = none).
-    pub generation: usize,
-    pub len: usize,
-    pub end: End,
-    pub frames: [Frame; CAP],
-    /// `frames[k].ra`, contiguous: what a capture copies out.
-    pub ras: [u64; CAP],
-    /// The stack id the last capture interned, when its stack was `ras[..id_len]` (0: none).
-    /// A capture that finds the same frames again reuses it: no copy, no hash, no intern.
-    pub id: u32,
-    /// Frames of the stack `id` names (`usize::MAX`: the last capture was not `ras[..k]`).
-    pub id_len: usize,
-    /// Every word the frames' unwind steps read, contiguous (the first `flat_len`; made by
-    /// `known_from` when first needed after a change, `flat_ok` until the next): checking
-    /// them in one tight loop is most of what a repeated stack costs.
-    flat: [(u64, u64); CAP * READS],
-    flat_len: usize,
-    flat_ok: bool,
-    /// With `flat`: the walk from frame 0 does not depend on the `rbp` it starts with.
-    bp_free: bool,
+    generation: usize,
+    /// Frames kept, outermost first: `kept[len - 1]` is the program's frame that called
+    /// malloc. They are exactly the frames the last capture gave, innermost last.
+    len: usize,
+    end: End,
+    kept: [Kept; CAP],
+    /// The words the unwind steps of `kept[..=k]` read are `reads[..reads_end[k]]`, each as
+    /// (address, value), so that checking a prefix of the memo is one tight loop.
+    reads_end: [u32; CAP],
+    /// (`READS` more than can be used: a frame's reads are copied as a whole `[_; READS]`.)
+    reads: [(u64, u64); CAP * READS + READS],
+    /// `nodes[k]`: the stack table's node of the path `kept[..=k]` (its root the outermost
+    /// frame kept), for `nodes_lo <= k < nodes_hi`. Nodes further out are read from the trie
+    /// (a node's parent) when first needed: after an intern only the leaf is known.
+    nodes: [StackId; CAP],
+    nodes_lo: usize,
+    nodes_hi: usize,
+    children: [ChildEntry; CHILDREN],
+}
+
+/// The memo's walk as recent_stacks.rs keeps it: its first frame's state, its frames, and
+/// the words it read (outermost frame's first).
+pub struct Reads<'a> {
+    pub ra: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub bp_matters: bool,
+    pub frames: usize,
+    pub reads: &'a [(u64, u64)],
+}
+
+/// What a walk that met the memo, or not, comes to once the memo has taken it in.
+pub enum Outcome {
+    /// The stack's id (`n` frames), known without hashing.
+    Known(StackId),
+    /// The memo holds the stack (its frames, `ips`), whose id is to be interned and given to
+    /// `note_leaf`.
+    Intern,
+    /// The stack goes on beyond the outermost kept frame (where the memo stopped at the
+    /// limit, which this walk, shallower, does not reach): the walker unwinds on from it
+    /// (`Walker::walk_on`), and the memo takes those frames in with `prepend`.
+    WalkOn { more: usize },
 }
 
 /// Where a new walk meets the memo.
 pub struct Meeting {
-    /// Memo frames before `cursor` lie inward of the walk (smaller sp).
+    /// Kept frames `..cursor` are candidates (their `sp` is not below the walk's).
     cursor: usize,
-    /// Frames at and after this index were checked unchanged (`usize::MAX`: not checked yet).
-    intact_from: usize,
+    /// Kept frames `..intact` still hold every word their steps read (`usize::MAX`: not
+    /// checked yet).
+    intact: usize,
 }
 
 impl Meeting {
-    pub fn new() -> Meeting {
-        Meeting {
-            cursor: 0,
-            intact_from: usize::MAX,
-        }
-    }
-
-    /// The memo frame equal to the walk's state `f` from which the memo can be reused, if any.
+    /// The kept frame equal to the walk's state `(ra, sp, bp)` from which the memo can be
+    /// reused, if any.
     #[inline]
-    pub fn meet(&mut self, memo: &Memo, f: &Frame) -> Option<usize> {
-        while self.cursor < memo.len && memo.frames[self.cursor].sp < f.sp {
-            self.cursor += 1;
+    pub fn meet_at(&mut self, memo: &Memo, ra: u64, sp: u64, bp: u64) -> Option<usize> {
+        // The walk goes outward, its `sp` growing; kept frames inward of it never meet it.
+        while self.cursor > 0 && memo.kept[self.cursor - 1].sp < sp {
+            self.cursor -= 1;
         }
-        let i = self.cursor;
-        if i >= memo.len {
+        let j = self.cursor.checked_sub(1)?;
+        let m = &memo.kept[j];
+        if m.sp != sp || m.ra != ra || (m.bp != bp && m.bp_matters) {
             return None;
         }
-        let m = &memo.frames[i];
-        if m.sp != f.sp || m.ra != f.ra || (m.bp != f.bp && memo.bp_matters_from(i)) {
-            return None;
+        if self.intact == usize::MAX {
+            // Checked once per walk: every later meeting lies further out, in this prefix.
+            self.intact = memo.intact_prefix(j + 1);
         }
-        if self.intact_from == usize::MAX {
-            // Checked once per walk, from the outermost frame in: every later meeting lies
-            // further out, so this answers them all.
-            let mut k = memo.len;
-            while k > i && memo.frames[k - 1].unchanged() {
-                k -= 1;
-            }
-            self.intact_from = k;
-        }
-        (i >= self.intact_from).then_some(i)
+        (j < self.intact).then_some(j)
     }
 }
 
 impl Memo {
-    /// The memo's frames no longer name the last interned stack (or changed).
+    /// Starts a walk under module set `generation` (the memo is dropped if it was made under
+    /// another): where it meets the memo is found by the `Meeting`.
     #[inline]
-    pub fn forget_id(&mut self) {
-        self.id = 0;
-        self.id_len = usize::MAX;
-        self.flat_ok = false;
-    }
-
-    /// This capture's stack is `ras[..n]`: its id, once interned, goes to `note_id`.
-    #[inline]
-    pub fn expect_id(&mut self, n: usize) {
-        self.id = 0;
-        self.id_len = n;
-    }
-
-    /// `id` is the interned stack of `n` frames the capture just gave.
-    #[inline]
-    pub fn note_id(&mut self, n: usize, id: u32) {
-        if self.id_len == n {
-            self.id = id;
+    pub fn begin(&mut self, generation: usize) -> Meeting {
+        if self.generation != generation {
+            self.generation = generation;
+            self.clear();
+        }
+        Meeting {
+            cursor: self.len,
+            intact: usize::MAX,
         }
     }
 
-    /// Keeps `id` as the name of `ras[..n]` (after a splice that changed no return address).
+    /// Was the memo made under module set `generation`?
     #[inline]
-    pub fn set_id(&mut self, id: u32, n: usize) {
-        self.id = id;
-        self.id_len = n;
+    pub fn made_under(&self, generation: usize) -> bool {
+        self.generation == generation
     }
 
-    /// Is a walk that met the memo at frame `i` after unwinding `fresh` itself, and that gives
-    /// `n` frames in all, the stack the memo's id names? Its fresh frames must be the memo's
-    /// first `i` (the rest is the memo's from `i` on, by the meeting).
-    #[inline]
-    pub fn same_stack(&self, fresh: &[Frame], i: usize, n: usize) -> bool {
-        self.id != 0
-            && fresh.len() == i
-            && n == self.id_len
-            && fresh.iter().zip(&self.ras[..i]).all(|(f, &ra)| f.ra == ra)
+    /// Forgets the walk.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.end = End::Complete;
+        self.forget_nodes();
     }
 
-    /// The id of the stack a capture gives whose program frame is `f` (walking at most `want`
-    /// frames under module set `generation`), when it is the one the memo's last capture
-    /// interned: `f` meets the memo's first frame and nothing the memo read has changed.
-    /// This is the whole capture when a program allocates from the same place again.
-    #[inline]
-    pub fn known_from(&mut self, f: &Frame, want: usize, generation: usize) -> Option<u32> {
-        if self.id == 0 || self.generation != generation || self.end == End::Failed {
-            return None;
-        }
-        let rest = self.len.min(want);
-        // A memo cut short by a limit, with more wanted now, is walked on (walker.rs).
-        let goes_on = rest == self.len && self.end == End::Limit && rest < want;
-        if goes_on || rest != self.id_len || self.len == 0 {
-            return None;
-        }
-        let (sp, ra, bp) = (self.frames[0].sp, self.frames[0].ra, self.frames[0].bp);
-        if sp != f.sp || ra != f.ra {
-            return None;
-        }
-        if !self.flat_ok && !self.flatten() {
-            return None;
-        }
-        if bp != f.bp && !self.bp_free {
-            return None;
-        }
-        let unchanged = self.flat[..self.flat_len].iter().all(|&(addr, value)| {
-            // SAFETY: as in `Frame::unchanged`: the memo's walk read these words inside this
-            // thread's stack, outward from its frame 0, whose `sp` is this capture's.
-            unsafe { (addr as *const u64).read_volatile() == value }
-        });
-        unchanged.then_some(self.id)
+    fn forget_nodes(&mut self) {
+        self.nodes_lo = 0;
+        self.nodes_hi = 0;
     }
 
-    /// Gathers the words every frame read into `flat`, and whether frame 0's `rbp` matters;
-    /// false when some frame read more than it could remember (never reusable).
+    /// The outermost kept frame's state, `(ra, sp, bp)`, to unwind on from.
+    pub fn outermost(&self) -> (u64, u64, u64) {
+        let k = &self.kept[0];
+        (k.ra, k.sp, k.bp)
+    }
+
+    /// Frames of the last capture.
+    #[inline]
+    pub fn frames(&self) -> usize {
+        self.len
+    }
+
+    /// The walk the memo holds, for recent_stacks.rs; None when it is empty.
+    pub fn reads(&self) -> Option<Reads<'_>> {
+        let first = self.kept[..self.len].last()?;
+        Some(Reads {
+            ra: first.ra,
+            sp: first.sp,
+            bp: first.bp,
+            bp_matters: first.bp_matters,
+            frames: self.len,
+            reads: &self.reads[..self.reads_end[self.len - 1] as usize],
+        })
+    }
+
+    /// The last capture's frames, innermost first (as the stack table takes them), into
+    /// `out`; returns how many.
+    pub fn ips(&self, out: &mut [core::mem::MaybeUninit<u64>]) -> usize {
+        for (o, k) in out.iter_mut().zip(self.kept[..self.len].iter().rev()) {
+            o.write(k.ra);
+        }
+        self.len
+    }
+
+    /// How many of the first `upto` kept frames, from the outermost in, still hold every
+    /// word their steps read.
+    #[inline]
+    fn intact_prefix(&self, upto: usize) -> usize {
+        let end = self.reads_end[upto - 1] as usize;
+        let reads = &self.reads[..end];
+        // SAFETY: every address is POISON's or one a walk of this thread read before, inside
+        // its stack (`read_in`), outward of a frame whose state this walk has just met: the
+        // stack's pages stay mapped while the thread runs, so the load cannot fault.
+        let now =
+            |&(addr, value): &(u64, u64)| unsafe { (addr as *const u64).read_volatile() } ^ value;
+        // All of them at once, without a branch per word: they hold on almost every capture.
+        if reads.iter().fold(0, |diff, r| diff | now(r)) == 0 {
+            return upto;
+        }
+        match reads.iter().position(|r| now(r) != 0) {
+            None => upto,
+            // The frame whose reads hold it.
+            Some(r) => self.reads_end[..upto].partition_point(|&e| e as usize <= r),
+        }
+    }
+
+    /// Takes in a walk that unwound `fresh` (innermost first) and then met the memo at
+    /// `kept[j]`; the capture keeps at most `want` frames.
+    pub fn finish_met(&mut self, fresh: &[Frame], mut j: usize, want: usize) -> Outcome {
+        let total = j + 1 + fresh.len();
+        let mut node = None;
+        if total > want {
+            // The capture keeps the innermost `want`: so does the memo, which then ends at
+            // the limit, and its nodes (rooted at the old outermost frame) no longer apply.
+            let drop = total - want; // <= j: the walk met the memo before `want` fresh frames
+            self.len = j + 1;
+            self.drop_outer(drop);
+            j -= drop;
+        } else {
+            // (Read before the frames inward of j, whose nodes lead to it, are replaced.)
+            node = self.node_at(j);
+        }
+        self.append::<false>(j + 1, fresh);
+        if total < want && self.end == End::Limit {
+            self.forget_nodes();
+            return Outcome::WalkOn { more: want - total };
+        }
+        match node {
+            Some(node) => self.name_from(j + 1, node),
+            None => Outcome::Intern,
+        }
+    }
+
+    /// Takes in a walk that met nothing: `fresh` (innermost first) is the whole capture,
+    /// ended by `end`.
+    pub fn finish_fresh(&mut self, fresh: &[Frame], end: End) -> Outcome {
+        self.end = end;
+        self.forget_nodes();
+        self.append::<false>(0, fresh);
+        Outcome::Intern
+    }
+
+    /// Writes `fresh` (innermost first) as `kept[at..]`, outermost first, after the kept
+    /// frames `..at`.
+    ///
+    /// `EXACT`: copy only the reads each frame made (`prepend`, whose frames go in front of
+    /// reads kept after them); else all `READS` slots of each (a fixed-size copy, no call),
+    /// which may write past the last frame's reads.
+    fn append<const EXACT: bool>(&mut self, at: usize, fresh: &[Frame]) {
+        let mut r = if at == 0 {
+            0
+        } else {
+            self.reads_end[at - 1] as usize
+        };
+        let mut matters = if at == 0 {
+            self.end != End::Complete
+        } else {
+            self.kept[at - 1].bp_matters
+        };
+        for (k, f) in (at..).zip(fresh.iter().rev()) {
+            if f.nreads as usize > READS {
+                self.reads[r] = (&POISON as *const u64 as u64, 1);
+                r += 1;
+            } else if EXACT {
+                let n = f.nreads as usize;
+                self.reads[r..r + n].copy_from_slice(&f.reads[..n]);
+                r += n;
+            } else {
+                self.reads[r..r + READS].copy_from_slice(&f.reads);
+                r += f.nreads as usize;
+            }
+            self.reads_end[k] = r as u32;
+            matters = bp_matters(f.bp_role, matters);
+            self.kept[k] = Kept {
+                ra: f.ra,
+                sp: f.sp,
+                bp: f.bp,
+                bp_role: f.bp_role,
+                bp_matters: matters,
+            };
+        }
+        self.len = at + fresh.len();
+    }
+
+    /// Drops the outermost `d` kept frames (a capture that keeps fewer outer frames than the
+    /// memo): the rest move down, and whether `rbp` matters is worked out again, the walk
+    /// now ending at the limit.
     #[cold]
-    fn flatten(&mut self) -> bool {
-        let mut k = 0;
-        for f in &self.frames[..self.len] {
-            let n = f.nreads as usize;
-            if n > READS {
-                return false;
+    fn drop_outer(&mut self, d: usize) {
+        self.end = End::Limit;
+        let len = self.len;
+        let skip = self.reads_end[d - 1] as usize;
+        let end = self.reads_end[len - 1] as usize;
+        self.kept.copy_within(d..len, 0);
+        self.reads.copy_within(skip..end, 0);
+        for k in 0..len - d {
+            self.reads_end[k] = self.reads_end[k + d] - skip as u32;
+        }
+        self.len = len - d;
+        self.forget_nodes();
+        let mut matters = true; // the limit
+        for k in &mut self.kept[..len - d] {
+            matters = bp_matters(k.bp_role, matters);
+            k.bp_matters = matters;
+        }
+    }
+
+    /// Takes in the frames a walk found beyond the outermost kept one (`Outcome::WalkOn`):
+    /// `outer[0]` is that frame again, now with its unwind step, and `outer[1..]` its callers
+    /// (innermost first), the walk ending after them by `end`.
+    #[cold]
+    pub fn prepend(&mut self, outer: &[Frame], end: End) {
+        let len = self.len;
+        let m = outer.len(); // >= 1: the outermost kept frame itself
+        let new_len = len - 1 + m;
+        // The new frames' reads, and where the inner frames' reads (after kept[0]'s) move.
+        let outer_reads: usize = outer.iter().map(stored_reads).sum();
+        let inner_from = self.reads_end[0] as usize;
+        let inner_to = self.reads_end[len - 1] as usize;
+        self.kept.copy_within(1..len, m);
+        self.reads.copy_within(inner_from..inner_to, outer_reads);
+        for k in (1..len).rev() {
+            self.reads_end[k - 1 + m] = self.reads_end[k] - inner_from as u32 + outer_reads as u32;
+        }
+        self.end = end;
+        self.len = 0;
+        self.append::<true>(0, outer);
+        debug_assert_eq!(self.reads_end[m - 1] as usize, outer_reads);
+        self.len = new_len;
+        let mut matters = self.kept[m - 1].bp_matters;
+        for k in &mut self.kept[m..new_len] {
+            matters = bp_matters(k.bp_role, matters);
+            k.bp_matters = matters;
+        }
+        self.forget_nodes();
+    }
+
+    /// The node of the path `kept[..=k]`: remembered, or read from the trie going out from
+    /// the nearest one remembered inward of it; None when no node inward of it is known.
+    #[inline]
+    fn node_at(&mut self, k: usize) -> Option<StackId> {
+        if k >= self.nodes_hi {
+            return None;
+        }
+        if k >= self.nodes_lo {
+            return Some(self.nodes[k]);
+        }
+        self.climb_to(k)
+    }
+
+    /// Fills `nodes[k..nodes_lo]` with the ancestors of `nodes[nodes_lo]`, checking that each
+    /// is the kept frame's return address (if not, the leaf was not this path: none kept).
+    #[cold]
+    fn climb_to(&mut self, k: usize) -> Option<StackId> {
+        while self.nodes_lo > k {
+            let lo = self.nodes_lo;
+            let parent = stack::stack_node(self.nodes[lo]).1;
+            if parent == 0 || stack::stack_node(parent).0 != self.kept[lo - 1].ra {
+                self.forget_nodes();
+                return None;
             }
-            self.flat[k..k + n].copy_from_slice(&f.reads[..n]);
-            k += n;
+            self.nodes[lo - 1] = parent;
+            self.nodes_lo = lo - 1;
         }
-        self.flat_len = k;
-        self.bp_free = !self.bp_matters_from(0);
-        self.flat_ok = true;
-        true
+        Some(self.nodes[k])
     }
 
-    /// Does the walk from frame `i` outward depend on the `rbp` it starts with? Yes if a frame
-    /// uses it before another replaces it, or if the walk ends (by a limit or a failure)
-    /// before anything says.
-    fn bp_matters_from(&self, i: usize) -> bool {
-        for f in &self.frames[i..self.len] {
-            match f.bp_role {
-                BP_PASSES => continue,
-                BP_REPLACES => return false,
-                _ => return true,
+    /// The id of the stack `kept[..len]`, stepping down the trie from `node` (the node of
+    /// `kept[..from]`) one child per frame; `Intern` when the table is out of memory.
+    fn name_from(&mut self, from: usize, mut node: StackId) -> Outcome {
+        self.nodes_hi = from;
+        for k in from..self.len {
+            match self.child(node, self.kept[k].ra) {
+                Some(c) => node = c,
+                None => return Outcome::Intern,
             }
+            self.nodes[k] = node;
+            self.nodes_hi = k + 1;
         }
-        self.end != End::Complete
+        Outcome::Known(node)
     }
 
-    /// Keeps `fresh` (the frames this walk unwound itself, innermost first) followed by the
-    /// memo's frames from `from` on: the new walk, as the memo for the next one. Frames past
-    /// `CAP` are dropped (the memo then ends by limit at the last one kept).
-    pub fn splice(&mut self, fresh: &[Frame], from: usize) {
-        self.forget_id();
-        let n = fresh.len().min(CAP);
-        let keep_old = (self.len - from).min(CAP - n);
-        if from != n {
-            // (The same depth as before, the common case, moves nothing.)
-            self.frames.copy_within(from..from + keep_old, n);
-            self.ras.copy_within(from..from + keep_old, n);
+    /// `leaf` is the interned id of `kept[..len]`: the capture after this one steps from it
+    /// (and its ancestors, read when needed).
+    pub fn note_leaf(&mut self, leaf: StackId) {
+        let top = self.len - 1;
+        if leaf != 0 && stack::stack_node(leaf).0 == self.kept[top].ra {
+            self.nodes[top] = leaf;
+            self.nodes_lo = top;
+            self.nodes_hi = self.len;
+        } else {
+            self.forget_nodes();
         }
-        self.frames[..n].copy_from_slice(&fresh[..n]);
-        for (ra, f) in self.ras[..n].iter_mut().zip(fresh) {
-            *ra = f.ra;
-        }
-        if keep_old < self.len - from {
-            self.end = End::Limit;
-        }
-        self.len = n + keep_old;
     }
 
-    /// Replaces the memo with a walk made entirely fresh.
-    pub fn replace(&mut self, generation: usize, fresh: &[Frame], end: End) {
-        self.forget_id();
-        let n = fresh.len().min(CAP);
-        self.frames[..n].copy_from_slice(&fresh[..n]);
-        for (ra, f) in self.ras[..n].iter_mut().zip(fresh) {
-            *ra = f.ra;
+    /// The trie child of `parent` for `ip`, through the per-thread cache.
+    #[inline]
+    fn child(&mut self, parent: StackId, ip: u64) -> Option<StackId> {
+        let h = (ip ^ ((parent as u64) << 32 | parent as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let e = &mut self.children[(h >> 40) as usize & (CHILDREN - 1)];
+        if e.child != 0 && e.ip == ip && e.parent == parent {
+            return Some(e.child);
         }
-        self.len = n;
-        self.generation = generation;
-        self.end = if n < fresh.len() { End::Limit } else { end };
+        let c = stack::child_of(parent, ip)?;
+        *e = ChildEntry {
+            ip,
+            parent,
+            child: c,
+        };
+        Some(c)
+    }
+}
+
+/// Reads a frame takes in the memo: its own, or the one POISON read of a frame that read more
+/// than it could remember.
+#[inline]
+fn stored_reads(f: &Frame) -> usize {
+    if f.nreads as usize > READS {
+        1
+    } else {
+        f.nreads as usize
+    }
+}
+
+/// Whether the walk from a frame outward depends on its `rbp`, from its step's role and
+/// whether it matters for the caller's frame.
+#[inline]
+fn bp_matters(role: u8, outward: bool) -> bool {
+    match role {
+        BP_PASSES => outward,
+        BP_REPLACES => false,
+        _ => true,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn memo_of(frames: &[Frame]) -> Box<Memo> {
-        let mut m = Box::new(Memo {
-            generation: 1,
-            len: 0,
-            end: End::Complete,
-            frames: [Frame::default(); CAP],
-            ras: [0; CAP],
-            id: 0,
-            id_len: 0,
-            flat: [(0, 0); CAP * READS],
-            flat_len: 0,
-            flat_ok: false,
-            bp_free: false,
-        });
-        m.replace(1, frames, End::Complete);
-        m
-    }
-
-    #[test]
-    fn meets_at_the_same_state_only_while_the_words_outward_hold() {
-        let words: Vec<u64> = vec![10, 20, 30, 40];
-        let at = |i: usize| &words[i] as *const u64 as u64;
-        let mut frames: Vec<Frame> = (0..4)
-            .map(|i| Frame::new(0x1000 + i as u64, 0x100 * (i as u64 + 1), 7))
-            .collect();
-        for (i, f) in frames.iter_mut().enumerate() {
-            f.note_read(at(i), words[i]);
-        }
-        let memo = memo_of(&frames);
-        // A walk whose frame 0 is new meets the memo at frame 1.
-        let mut meet = Meeting::new();
-        assert_eq!(meet.meet(&memo, &Frame::new(0x9999, 0x100, 7)), None);
-        assert_eq!(meet.meet(&memo, &frames[1]), Some(1));
-        // A different rbp at the same sp is a different state.
-        let mut meet = Meeting::new();
-        assert_eq!(meet.meet(&memo, &Frame::new(0x1001, 0x200, 8)), None);
-
-        // A word read by frame 2 changed: meeting at 1 or 2 is refused, at 3 allowed.
-        let mut changed = words.clone();
-        changed[2] = 31;
-        let mut frames2 = frames.clone();
-        for (i, f) in frames2.iter_mut().enumerate() {
-            *f = Frame::new(f.ra, f.sp, f.bp);
-            f.note_read(&changed[i] as *const u64 as u64, words[i]);
-        }
-        let memo2 = memo_of(&frames2);
-        let mut meet = Meeting::new();
-        assert_eq!(meet.meet(&memo2, &frames2[1]), None);
-        assert_eq!(meet.meet(&memo2, &frames2[2]), None);
-        assert_eq!(meet.meet(&memo2, &frames2[3]), Some(3));
-    }
-
-    #[test]
-    fn rbp_only_has_to_match_when_a_frame_further_out_uses_it() {
-        let mk = |ra: u64, sp: u64, bp: u64, caller: (u64, u64)| {
-            let mut f = Frame::new(ra, sp, bp);
-            f.note_step(caller.0, caller.1);
-            f
-        };
-        // Frame 0 passes rbp on, frame 1 restores it from the stack: rbp at frame 0 is free.
-        let frames = [
-            mk(1, 0x100, 5, (0x200, 5)),
-            mk(2, 0x200, 5, (0x300, 9)),
-            mk(3, 0x300, 9, (0x400, 9)),
-        ];
-        let memo = memo_of(&frames);
-        let mut meet = Meeting::new();
-        assert_eq!(meet.meet(&memo, &Frame::new(1, 0x100, 77)), Some(0));
-        // Frame 1 of this memo uses the frame-pointer rule (sp' = bp + 16): rbp must match.
-        let frames = [
-            mk(1, 0x100, 0x1f0, (0x200, 0x1f0)),
-            mk(2, 0x200, 0x1f0, (0x200, 0x2f0)),
-        ];
-        let memo = memo_of(&frames);
-        assert_eq!(Meeting::new().meet(&memo, &Frame::new(1, 0x100, 77)), None);
-        assert_eq!(Meeting::new().meet(&memo, &frames[0]), Some(0));
-    }
-
-    #[test]
-    fn a_frame_that_read_too_much_is_never_reused() {
-        let w = 5u64;
-        let mut f = Frame::new(1, 0x100, 0);
-        for _ in 0..=READS {
-            f.note_read(&w as *const u64 as u64, 5);
-        }
-        let memo = memo_of(&[f]);
-        assert_eq!(Meeting::new().meet(&memo, &f), None);
-    }
-
-    #[test]
-    fn splice_keeps_fresh_frames_then_the_memo_suffix() {
-        let frames: Vec<Frame> = (0..5).map(|i| Frame::new(i, 0x10 * (i + 1), 0)).collect();
-        let mut memo = memo_of(&frames);
-        let fresh = [Frame::new(100, 0x5, 0), Frame::new(101, 0x8, 0)];
-        memo.splice(&fresh, 2);
-        let ras: Vec<u64> = memo.frames[..memo.len].iter().map(|f| f.ra).collect();
-        assert_eq!(ras, [100, 101, 2, 3, 4]);
-        assert_eq!(memo.ras[..memo.len], ras);
-        assert_eq!(memo.end, End::Complete);
-    }
-}
+#[path = "dwarf_memo_tests.rs"]
+mod tests;

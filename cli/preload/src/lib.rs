@@ -16,6 +16,7 @@
 //!   exports.rs    C conventions (errno, NULL, alignment checks); _exit flushes the capture
 //!        |---> trace.rs   recording: unwind/ (DWARF via framehop) → stack id → capture
 //!        |                  dwarf_memo.rs  per thread: unwind only the frames that changed
+//!        |                  recent_stacks.rs  per thread: the last few stacks, reused whole
 //!        |                  modules.rs     loaded modules (dl_iterate_phdr), our own range
 //!        |                  thread.rs      the thread's hook state, one TLS access a call
 //!        |
@@ -43,6 +44,7 @@ mod dwarf_memo;
 mod exports;
 mod lifecycle;
 mod modules;
+mod recent_stacks;
 mod role;
 mod signals;
 mod thread;

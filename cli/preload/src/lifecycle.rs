@@ -174,6 +174,11 @@ fn print_stats() {
     );
     let mut err = tidemark_alloc::stderr::Stderr::new();
     err.write_bytes(line.as_bytes());
+    if let Some((hits, misses)) = unwind::rule_cache_counts(crate::thread::slot()) {
+        let line =
+            format!("tidemark: this thread's unwind rules: {hits} cached, {misses} looked up\n");
+        err.write_bytes(line.as_bytes());
+    }
     err.flush();
 }
 

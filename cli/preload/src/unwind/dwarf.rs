@@ -3,25 +3,37 @@
 //! memo already knows its id.
 
 use super::module_set::{self, Modules};
-use super::walker::{disagree, Walked, Walker};
-use crate::dwarf_memo::{self as memo, Frame, Memo};
+use super::rule_cache::RuleCache;
+use super::steps::Steps;
+use super::walker::{disagree, Walk, Walker};
+use crate::dwarf_memo::{self as memo, End, Frame, Memo, Outcome};
 use crate::modules::own_range;
+use crate::recent_stacks::RecentStacks;
 use crate::thread::{self, ThreadSlot};
 use core::sync::atomic::{AtomicU8, Ordering};
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
 use tidemark_alloc::exit_key::ExitKey;
 
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
-/// `ThreadSlot`) and freed when it exits.
+/// `ThreadSlot`) and freed when it exits: 221 KiB (recent stacks 99, step shapes 64, memo 38,
+/// scratch 20), mapped zeroed and touched as used, plus framehop's rule cache (~37 KiB, of
+/// which its 12 KiB rule table is touched).
 pub struct ThreadUnwind {
     /// The thread's stack, `[low, high)`: no walk reads outside it.
     stack: (u64, u64),
     /// The last module range a capture's first frame fell in (of the module set the memo
     /// belongs to): a capture from the same module skips the lookup.
     known: (u64, u64),
-    /// framehop's rule cache (~10 KiB), boxed apart: it is not valid as zero bytes.
-    cache: *mut CacheX86_64,
+    /// framehop's rule cache (rule_cache.rs); not valid as zero bytes: written by
+    /// `new_state` before the state is used.
+    cache: RuleCache,
+    /// The shapes of the steps of frames seen before.
+    steps: Steps,
+    /// Module-set re-reads asked for addresses in no module.
+    unknown: Unknown,
+    /// The last few stacks, answered without a walk when one comes again.
+    recent: RecentStacks,
     memo: Memo,
     /// Scratch frames of the current walk.
     fresh: [Frame; memo::CAP],
@@ -44,26 +56,41 @@ fn state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
 }
 
 /// A thread's empty state, made on the heap once per thread, zeroed in place: built on the
-/// stack first it would need ~45 KiB there, more than a small thread stack has.
+/// stack first it would need its whole size there, more than a small thread stack has.
 #[cold]
 #[inline(never)]
 fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     let layout = std::alloc::Layout::new::<ThreadUnwind>();
+    let cache = RuleCache::new()?;
     // SAFETY: the layout is not zero-sized. All-zero bytes are a valid ThreadUnwind but for
-    // `cache`, written before use: integers, frames of zeros, `End::Complete` (discriminant
-    // 0), a null pointer.
+    // `cache`, written before any use (and before a reference to the state is made):
+    // integers, frames of zeros, `End::Complete` (discriminant 0).
     let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut ThreadUnwind;
-    // SAFETY: `p` is either null or a fresh allocation only this thread knows.
-    let st = unsafe { p.as_mut() }?;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh allocation only this thread knows; the write does not read or
+    // drop the zero bytes it replaces.
+    unsafe { core::ptr::addr_of_mut!((*p).cache).write(cache) };
+    // SAFETY: every field now holds a valid value.
+    let st = unsafe { &mut *p };
     let (lo, hi) = tidemark_tracer::thread_stack_bounds();
     st.stack = (lo as u64, hi as u64);
-    st.cache = Box::into_raw(Box::new(CacheX86_64::new()));
-    st.memo.forget_id();
     slot.unwind.set(p);
     // Without a key the state is never freed: a leak per thread, not a fault.
     // SAFETY: `free_state` takes a state made here for this thread.
     unsafe { FREE_AT_EXIT.set(p as *const libc::c_void) };
     Some(st)
+}
+
+/// This thread's rule-cache hits and misses so far (for `TIDEMARK_PRELOAD_STATS=1`).
+pub fn rule_cache_counts(slot: &ThreadSlot) -> Option<(u64, u64)> {
+    let p = slot.unwind.get();
+    if p.is_null() || p == thread::released() {
+        return None;
+    }
+    // SAFETY: as in `state`; only read, outside any capture of this thread.
+    Some(unsafe { &*p }.cache.hits_and_misses())
 }
 
 static FREE_AT_EXIT: ExitKey = ExitKey::new(free_state);
@@ -75,9 +102,9 @@ unsafe extern "C" fn free_state(p: *mut libc::c_void) {
     thread::slot().unwind.set(thread::released());
     let p = p as *mut ThreadUnwind;
     // SAFETY: `p` was made by `new_state` on this (exiting) thread and is no longer
-    // reachable from its slot; `cache` came from Box::into_raw.
+    // reachable from its slot; its `cache` were written by `new_state` and are dropped once.
     unsafe {
-        drop(Box::from_raw((*p).cache));
+        core::ptr::drop_in_place(core::ptr::addr_of_mut!((*p).cache));
         std::alloc::dealloc(p as *mut u8, std::alloc::Layout::new::<ThreadUnwind>());
     }
 }
@@ -140,7 +167,7 @@ fn leave_own_frames_by_dwarf(
         match walker.modules.unwinder.unwind_frame(
             address,
             &mut regs,
-            walker.cache,
+            walker.cache.get(),
             &mut read_stack,
         ) {
             Ok(Some(ra)) if ra >= own.0 && ra < own.1 => {
@@ -173,8 +200,8 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     };
     let own = own_range();
     let stack = st.stack;
-    // SAFETY: made in `new_state`, freed only with the state.
-    let cache = unsafe { &mut *st.cache };
+    let cache = &mut st.cache;
+    let steps = &mut st.steps;
     let by_fp = OWN_BY_FP.load(Ordering::Relaxed);
     let fast = if by_fp == 2 {
         None
@@ -188,6 +215,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
             let mut walker = Walker {
                 modules,
                 cache: &mut *cache,
+                steps: &mut *steps,
                 stack,
             };
             let (regs, first) = leave_own_frames_by_dwarf(&mut walker, here, own);
@@ -207,112 +235,161 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     // The program's frame in no known module: re-read the modules if one was dlopen'd
     // since, before walking on with rules that do not cover it.
     let generation = modules as *const Modules as usize;
-    if first < st.known.0 || first >= st.known.1 || st.memo.generation != generation {
+    if first < st.known.0 || first >= st.known.1 || !st.memo.made_under(generation) {
         match modules.range_of(first) {
             Some(range) => st.known = range,
             None => {
                 st.known = (0, 0);
-                if modules.stale() {
-                    modules = module_set::rebuild(modules).unwrap_or(modules);
-                }
+                modules = st.unknown.reread(modules, first);
             }
         }
     }
     let mode = memo_mode();
     let want = want.min(super::MAX_FRAMES);
+    // (The set may have just been re-read.)
+    let generation = modules as *const Modules as usize;
     if mode != MEMO_OFF {
-        // (The set may have just been re-read.)
-        let generation = modules as *const Modules as usize;
-        if let Some(id) = st
-            .memo
-            .known_from(&Frame::new(first, sp, bp), want, generation)
-        {
+        if let Some((id, n)) = st.recent.find(first, sp, bp, generation) {
             if mode == MEMO_CHECK {
                 let mut walker = Walker {
                     modules,
                     cache,
+                    steps,
                     stack,
                 };
-                check_known(&mut walker, &st.memo, id, (first, sp, bp), want);
+                check_recent(&mut walker, id, n, (first, sp, bp), want);
             }
-            return (id, st.memo.id_len);
+            return (id, n);
         }
     }
-    // Framehop's registers (all 16 of them) are only made for a walk.
-    let regs = UnwindRegsX86_64::new(first, sp, bp);
-    // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
-    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
     let mut walker = Walker {
         modules,
         cache,
+        steps,
         stack,
     };
-    let walked = if mode == MEMO_OFF {
+    if mode == MEMO_OFF {
+        // Not zeroed: only the frames written are read (a 2 KiB memset per stack otherwise).
+        let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+        let regs = UnwindRegsX86_64::new(first, sp, bp);
         let (n, failed) = walker.plain(regs, first, &mut buf, want);
-        Walked {
-            n,
-            failed,
-            known: None,
+        // SAFETY: the walk initialized the first n entries.
+        let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+        if failed {
+            st.unknown.reread_if_outside(modules, ips[n - 1]);
         }
-    } else {
-        let w = walker.with_memo(&mut st.memo, &mut st.fresh, regs, first, &mut buf, want);
-        if mode == MEMO_CHECK {
-            check(&mut walker, &st.memo, &w, regs, first, &mut buf, want);
+        return (tidemark_tracer::stack::intern(ips), n);
+    }
+    let memo = &mut st.memo;
+    let walk = walker.with_memo(memo, &mut st.fresh, (first, sp, bp), want);
+    let outcome = {
+        let outcome = match walk {
+            Walk::Met { at, fresh } => memo.finish_met(&st.fresh[..fresh], at, want),
+            Walk::Fresh { fresh, end } => {
+                if end == End::Failed {
+                    // The step out of this frame failed, here for the first time (a failure
+                    // the memo repeats was seen when it was walked).
+                    st.unknown
+                        .reread_if_outside(modules, st.fresh[fresh - 1].ra);
+                }
+                memo.finish_fresh(&st.fresh[..fresh], end)
+            }
+        };
+        if let Outcome::WalkOn { more } = outcome {
+            let (m, end) = walker.walk_on(memo.outermost(), &mut st.fresh, more);
+            memo.prepend(&st.fresh[..m], end);
+            if end == End::Failed {
+                st.unknown.reread_if_outside(modules, st.fresh[m - 1].ra);
+            }
         }
-        w
+        outcome
     };
-    if walked.failed && modules.stale() {
-        // A module was dlopen'd since: re-read them for the next captures.
-        module_set::rebuild(modules);
+    let n = memo.frames();
+    let id = match outcome {
+        Outcome::Known(id) => id,
+        _ => {
+            let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+            memo.ips(&mut buf);
+            // SAFETY: `ips` initialized the first n entries.
+            let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+            let id = tidemark_tracer::stack::intern(ips);
+            memo.note_leaf(id);
+            id
+        }
+    };
+    if mode == MEMO_CHECK {
+        check(&mut walker, memo, id, (first, sp, bp), want);
     }
-    let n = walked.n;
-    if let Some(id) = walked.known {
-        return (id, n);
-    }
-    // SAFETY: the walk initialized the first n entries.
-    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
-    let id = tidemark_tracer::stack::intern(ips);
-    if mode != MEMO_OFF {
-        st.memo.note_id(n, id);
-    }
+    st.recent.remember(memo, id, generation);
     (id, n)
 }
 
-/// Check mode: the id `Memo::known_from` answered must be what a full walk gives.
-#[cold]
-fn check_known(walker: &mut Walker, memo: &Memo, id: u32, start: (u64, u64, u64), want: usize) {
-    let known = Walked {
-        n: memo.id_len,
-        failed: false,
-        known: Some(id),
-    };
-    let regs = UnwindRegsX86_64::new(start.0, start.1, start.2);
-    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
-    check(walker, memo, &known, regs, start.0, &mut buf, want);
-}
-
-/// Check mode: the memo's answer (frames, or the id it reused) must be what a full walk
+/// Check mode: the recent stack found for the first frame `start` must be what a full walk
 /// gives.
 #[cold]
-fn check(
-    walker: &mut Walker,
-    memo: &Memo,
-    walked: &Walked,
-    regs: UnwindRegsX86_64,
-    first: u64,
-    buf: &mut [core::mem::MaybeUninit<u64>],
-    want: usize,
-) {
-    let n = walked.n;
-    if let Some(id) = walked.known {
-        for (o, &ra) in buf[..n].iter_mut().zip(&memo.ras[..n]) {
-            o.write(ra);
+fn check_recent(walker: &mut Walker, id: u32, n: usize, start: (u64, u64, u64), want: usize) {
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    let regs = UnwindRegsX86_64::new(start.0, start.1, start.2);
+    let (m, _) = walker.plain(regs, start.0, &mut buf, want);
+    // SAFETY: the walk initialized the first m entries.
+    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, m) };
+    if m != n || tidemark_tracer::stack::intern(ips) != id {
+        disagree(b"tidemark: a recent stack was reused for another stack\n");
+    }
+}
+
+/// Addresses outside every known module that a capture met (the program's frame, or the
+/// frame whose unwind failed): the modules are re-read when one was dlopen'd since, but
+/// `dl_iterate_phdr` (a lock in the dynamic linker) is asked once per such address and module
+/// set, not on every capture from code that is in no module (JIT code).
+#[derive(Default)]
+struct Unknown {
+    /// The last address asked about, and the set that was current (0: none).
+    addr: u64,
+    generation: usize,
+}
+
+impl Unknown {
+    /// The module set to walk with: `modules`, or a new one if a module was loaded since it
+    /// was read (asked only the first time `addr` shows up under this set).
+    #[cold]
+    fn reread(&mut self, modules: &'static Modules, addr: u64) -> &'static Modules {
+        let generation = modules as *const Modules as usize;
+        if self.addr == addr && self.generation == generation {
+            return modules;
         }
-        // SAFETY: just written.
-        let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
-        if tidemark_tracer::stack::intern(ips) != id {
-            disagree(b"tidemark: unwind memo reused the id of another stack\n");
+        self.addr = addr;
+        self.generation = generation;
+        if modules.stale() {
+            module_set::rebuild(modules).unwrap_or(modules)
+        } else {
+            modules
         }
+    }
+
+    /// After a walk failed at the frame `ra`: re-reads the modules for the next captures if
+    /// the frame is in none of them and one was loaded since (a frame in a known module
+    /// failed on its own rules, which a re-read does not change).
+    #[cold]
+    fn reread_if_outside(&mut self, modules: &'static Modules, ra: u64) {
+        if modules.range_of(ra.wrapping_sub(1)).is_none() {
+            self.reread(modules, ra);
+        }
+    }
+}
+
+/// Check mode: the memo's answer (its frames and the id named) must be what a full walk and
+/// the stack table give.
+#[cold]
+fn check(walker: &mut Walker, memo: &Memo, id: u32, start: (u64, u64, u64), want: usize) {
+    let (first, sp, bp) = start;
+    let regs = UnwindRegsX86_64::new(first, sp, bp);
+    let mut buf = [core::mem::MaybeUninit::<u64>::uninit(); super::MAX_FRAMES];
+    let n = memo.ips(&mut buf);
+    // SAFETY: `ips` initialized the first n entries.
+    let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, n) };
+    if tidemark_tracer::stack::intern(ips) != id {
+        disagree(b"tidemark: unwind memo named the stack with another stack's id\n");
     }
     walker.check(regs, first, &buf[..n], want);
 }

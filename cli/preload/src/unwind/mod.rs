@@ -1,17 +1,21 @@
 //! Stack capture for C programs, glibc and CPython, which are built without frame pointers:
 //! DWARF call-frame information (`.eh_frame`, found through each module's `PT_GNU_EH_FRAME`
-//! in memory, never read from disk) interpreted by `framehop`, whose per-thread rule cache
-//! makes a frame seen before cost a hash lookup and two stack reads.
+//! in memory, never read from disk) interpreted by `framehop`. Most captures unwind few
+//! frames or none: the thread remembers its last walk and its last stacks, and the step of a
+//! frame seen before is applied from its learnt shape.
 //!
 //! ```text
 //!   capture_interned(slot)   registers here (rip, rsp, rbp)
-//!        |  dwarf.rs        leave this library's frames by frame pointers; the thread's state
-//!        |  walker.rs       framehop walk through the thread's memo (dwarf_memo.rs)
-//!        |  module_set.rs   framehop::UnwinderX86_64 over dl_iterate_phdr, re-read on dlopen
-//!        |  read_stack      only inside this thread's stack, 8-aligned
+//!        |  dwarf.rs          leave this library's frames by frame pointers; the thread's state
+//!        |  recent_stacks.rs  the program's frame starts a recent stack whose words hold: its id
+//!        |  walker.rs         unwind fresh frames until the walk meets the memo (dwarf_memo.rs)
+//!        |  steps.rs          a frame's step from its shape, learnt from framehop
+//!        |  rule_cache.rs     framehop's rule cache (for learning shapes, and frames with none)
+//!        |  module_set.rs     framehop::UnwinderX86_64 over dl_iterate_phdr, re-read on dlopen
+//!        |  read_stack        only inside this thread's stack, 8-aligned
 //!        v
-//!   ips (leaf first, this library's frames dropped) → tidemark_tracer::stack::intern → id
-//!   (or, when the memo shows the stack is the last one interned, that id at once)
+//!   id: the memo's node of the frames shared with the last walk, one trie step per new frame
+//!   (or, for a walk that met nothing, ips leaf first → tidemark_tracer::stack::intern)
 //! ```
 //!
 //! An address outside every known module (JIT code) falls back to the frame-pointer rule.
@@ -138,9 +142,21 @@ mod dwarf;
 #[cfg(target_arch = "x86_64")]
 mod module_set;
 #[cfg(target_arch = "x86_64")]
+mod rule_cache;
+#[cfg(target_arch = "x86_64")]
+mod steps;
+#[cfg(target_arch = "x86_64")]
 mod walker;
 
 #[cfg(target_arch = "x86_64")]
 use dwarf::capture_interned as capture_dwarf;
+#[cfg(target_arch = "x86_64")]
+pub use dwarf::rule_cache_counts;
+
+/// No rule cache off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn rule_cache_counts(_slot: &ThreadSlot) -> Option<(u64, u64)> {
+    None
+}
 #[cfg(target_arch = "x86_64")]
 pub use dwarf::ThreadUnwind;

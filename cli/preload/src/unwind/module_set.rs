@@ -5,6 +5,7 @@
 use crate::modules::{for_each_module, module_adds};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use framehop::x86_64::UnwinderX86_64;
+use framehop::MustNotAllocateDuringUnwind;
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 use std::sync::Mutex;
 
@@ -12,7 +13,10 @@ use std::sync::Mutex;
 type Mem = &'static [u8];
 
 pub struct Modules {
-    pub unwinder: UnwinderX86_64<Mem>,
+    /// Without allocation while unwinding: gimli's CFI rows and expression stacks are
+    /// fixed arrays (in the rule cache and on the stack) instead of vectors, so a rule
+    /// looked up or a DWARF expression evaluated inside the malloc hook never allocates.
+    pub unwinder: UnwinderX86_64<Mem, MustNotAllocateDuringUnwind>,
     /// The modules' address ranges, sorted: is the program's frame in a known module?
     ranges: Vec<(u64, u64)>,
     /// `dlpi_adds` when the set was read.

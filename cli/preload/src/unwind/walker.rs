@@ -1,11 +1,13 @@
 //! The DWARF walks of one capture, from the program's first frame outward: `plain` (every
-//! frame through framehop) and `with_memo` (only the frames that changed since the thread's
-//! last walk, see dwarf_memo.rs), which also tells when the stack is the very one the last
-//! capture interned, so that its id is reused without copying, hashing or interning it.
+//! frame through framehop, into a buffer) and `with_memo` (only the frames that changed since
+//! the thread's last walk, into the memo's scratch, until the walk meets the memo: see
+//! dwarf_memo.rs).
 
 use super::module_set::Modules;
-use crate::dwarf_memo::{self as memo, End, Frame, Meeting, Memo};
-use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+use super::rule_cache::RuleCache;
+use super::steps::{self, Steps};
+use crate::dwarf_memo::{self as memo, End, Frame, Memo};
+use framehop::x86_64::UnwindRegsX86_64;
 use framehop::{FrameAddress, Unwinder};
 
 /// Reads one word of the stack `[lo, hi)`, refusing anything outside it or unaligned.
@@ -19,22 +21,21 @@ pub fn read_in(stack: (u64, u64), addr: u64) -> Result<u64, ()> {
     }
 }
 
-/// What a walk gave.
-pub struct Walked {
-    /// Frames of the stack (written to `out`, unless `known` says which stack it is).
-    pub n: usize,
-    /// The unwinder failed (no rule, a read outside the stack) before the outermost frame.
-    pub failed: bool,
-    /// The stack is the one the memo's last capture interned under this id; `out` was not
-    /// written.
-    pub known: Option<u32>,
+/// Where a walk through the memo stopped.
+pub enum Walk {
+    /// It met the memo at kept frame `at` after unwinding `fresh` frames itself.
+    Met { at: usize, fresh: usize },
+    /// It met nothing: its `fresh` frames are the whole stack, ended by `end`.
+    Fresh { fresh: usize, end: End },
 }
 
 /// What the walks of one capture share: the module set (its rules), this thread's rule
 /// cache and its stack's bounds.
 pub struct Walker<'a> {
     pub modules: &'a Modules,
-    pub cache: &'a mut CacheX86_64,
+    pub cache: &'a mut RuleCache,
+    /// The shapes of the steps of frames seen before (steps.rs).
+    pub steps: &'a mut Steps,
     pub stack: (u64, u64),
 }
 
@@ -59,7 +60,7 @@ impl Walker<'_> {
             match self.modules.unwinder.unwind_frame(
                 address,
                 &mut regs,
-                self.cache,
+                self.cache.get(),
                 &mut read_stack,
             ) {
                 Ok(Some(ra)) => {
@@ -77,136 +78,102 @@ impl Walker<'_> {
         (n, false)
     }
 
-    /// `plain`, through this thread's memo (see dwarf_memo.rs): frames are unwound until
-    /// the walk reaches a state the memo holds with its words unchanged; the rest is copied,
-    /// or not even that when the whole stack is the one the memo's last capture interned.
+    /// `plain`, through this thread's memo (see dwarf_memo.rs): unwinds frames into `fresh`
+    /// (innermost first) until the walk reaches a state the memo holds with its words
+    /// unchanged, and says where it stopped; the memo then takes the walk in.
     pub fn with_memo(
         &mut self,
         memo: &mut Memo,
         fresh: &mut [Frame; memo::CAP],
-        mut regs: UnwindRegsX86_64,
-        first: u64,
-        out: &mut [core::mem::MaybeUninit<u64>],
+        (first, sp, bp): (u64, u64, u64),
         want: usize,
-    ) -> Walked {
+    ) -> Walk {
         // Module sets are never freed, so a set's address names it for good.
-        let generation = self.modules as *const Modules as usize;
-        let stack = self.stack;
-        if memo.generation != generation {
-            memo.len = 0;
-            memo.forget_id();
-        }
-        let mut meeting = Meeting::new();
+        let mut meeting = memo.begin(self.modules as *const Modules as usize);
+        let want = want.min(memo::CAP);
+        let (mut sp, mut bp) = (sp, bp);
         let mut ra = first;
         let mut n = 0;
-        let mut end = End::Complete;
-        let mut failed = false;
         loop {
-            let here = Frame::new(ra, regs.sp(), regs.bp());
-            if let Some(i) = meeting.meet(memo, &here) {
-                // The rest of the walk is the memo's from frame i on.
-                let rest = (memo.len - i).min(want - n);
-                let copied_all = rest == memo.len - i;
-                let memo_failed = copied_all && memo.end == End::Failed;
-                // The memo stopped at a limit and this walk wants more: it goes on below.
-                let goes_on = copied_all && memo.end == End::Limit && n + rest < want;
-                if !goes_on && memo.same_stack(&fresh[..n], i, n + rest) {
-                    let id = memo.id;
-                    if n > 0 {
-                        // The same return addresses, maybe other registers: keep the new ones.
-                        memo.splice(&fresh[..n], i);
-                        memo.set_id(id, n + rest);
-                    }
-                    return Walked {
-                        n: n + rest,
-                        failed: memo_failed,
-                        known: Some(id),
-                    };
-                }
-                for (o, &ra) in out[n..n + rest].iter_mut().zip(&memo.ras[i..i + rest]) {
-                    o.write(ra);
-                }
-                let last = memo.frames[memo.len - 1];
-                memo.splice(&fresh[..n], i);
-                n += rest;
-                if goes_on {
-                    // Unwind on from the memo's last frame (rewritten in place), without
-                    // remembering (rare); the output is longer than the memo. (`splice` has
-                    // already dropped the memo's stack id.)
-                    let more = self.plain(
-                        UnwindRegsX86_64::new(last.ra, last.sp, last.bp),
-                        last.ra,
-                        &mut out[n - 1..],
-                        want - n + 1,
-                    );
-                    return Walked {
-                        n: n - 1 + more.0,
-                        failed: more.1,
-                        known: None,
-                    };
-                }
-                memo.expect_id(n);
-                return Walked {
-                    n,
-                    failed: memo_failed,
-                    known: None,
-                };
+            if let Some(at) = meeting.meet_at(memo, ra, sp, bp) {
+                return Walk::Met { at, fresh: n };
             }
-            out[n].write(ra);
-            if n == memo::CAP {
-                break; // too deep to remember: the memo keeps the first CAP frames
-            }
-            fresh[n] = here;
+            fresh[n].reset(ra, sp, bp);
             n += 1;
             if n == want {
-                end = End::Limit;
-                break;
+                return Walk::Fresh {
+                    fresh: n,
+                    end: End::Limit,
+                };
             }
-            let Some(address) = FrameAddress::from_return_address(ra) else {
-                break;
-            };
-            let frame = &mut fresh[n - 1];
-            let mut read_stack = |addr: u64| {
-                let v = read_in(stack, addr)?;
-                frame.note_read(addr, v);
-                Ok(v)
-            };
+            match self.step(&mut fresh[n - 1], &mut sp, &mut bp) {
+                Ok(next) => ra = next,
+                Err(end) => return Walk::Fresh { fresh: n, end },
+            }
+        }
+    }
+
+    /// Unwinds on from the memo's outermost kept frame `(ra, sp, bp)` (`Outcome::WalkOn`):
+    /// writes that frame again, now with its step, and at most `more` of its callers into
+    /// `out` (innermost first). Returns how many frames, and how the walk ended.
+    pub fn walk_on(
+        &mut self,
+        (ra, sp, bp): (u64, u64, u64),
+        out: &mut [Frame; memo::CAP],
+        more: usize,
+    ) -> (usize, End) {
+        let (mut ra, mut sp, mut bp) = (ra, sp, bp);
+        let mut n = 0;
+        loop {
+            out[n] = Frame::new(ra, sp, bp);
+            n += 1;
+            if n == more + 1 {
+                return (n, End::Limit);
+            }
+            match self.step(&mut out[n - 1], &mut sp, &mut bp) {
+                Ok(next) => ra = next,
+                Err(end) => return (n, end),
+            }
+        }
+    }
+
+    /// Unwinds `frame` (its return address, with registers `sp`, `bp` at it) to its caller,
+    /// noting the words read and what became of `rbp`: the caller's return address (and
+    /// `sp`, `bp` set to the caller's), or how the walk ends here. By the frame's shape
+    /// (steps.rs), or through framehop for a frame that has none.
+    #[inline(always)]
+    fn step(&mut self, frame: &mut Frame, sp: &mut u64, bp: &mut u64) -> Result<u64, End> {
+        let ra = frame.ra;
+        let Some(address) = FrameAddress::from_return_address(ra) else {
+            return Err(End::Complete);
+        };
+        let shape = self.steps.shape(ra, self.modules, self.cache);
+        let stack = self.stack;
+        let mut read_stack = |addr: u64| {
+            let v = read_in(stack, addr)?;
+            frame.note_read(addr, v);
+            Ok(v)
+        };
+        let r = if shape.is_framehop() {
+            let mut regs = UnwindRegsX86_64::new(ra, *sp, *bp);
             match self.modules.unwinder.unwind_frame(
                 address,
                 &mut regs,
-                self.cache,
+                self.cache.get(),
                 &mut read_stack,
             ) {
-                Ok(Some(next)) => {
-                    fresh[n - 1].note_step(regs.sp(), regs.bp());
-                    ra = next;
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
+                Ok(Some(next)) => Ok((next, regs.sp(), regs.bp())),
+                Ok(None) => Err(End::Complete),
+                Err(_) => Err(End::Failed),
             }
-        }
-        if n == memo::CAP && n < want {
-            // Deeper than the memo holds: remember the first CAP frames, finish plainly from
-            // the frame at `ra` (already written at out[n]).
-            memo.replace(generation, &fresh[..n], End::Limit);
-            let more = self.plain(regs, ra, &mut out[n..], want - n);
-            return Walked {
-                n: n + more.0,
-                failed: more.1,
-                known: None,
-            };
-        }
-        let end = if failed { End::Failed } else { end };
-        memo.replace(generation, &fresh[..n], end);
-        memo.expect_id(n);
-        Walked {
-            n,
-            failed,
-            known: None,
-        }
+        } else {
+            steps::apply(shape, ra, *sp, *bp, &mut read_stack)
+        };
+        let (next, caller_sp, caller_bp) = r?;
+        frame.note_step(caller_sp, caller_bp);
+        *sp = caller_sp;
+        *bp = caller_bp;
+        Ok(next)
     }
 
     /// The memo's answer must be what a full walk gives; if not, say so and abort.
