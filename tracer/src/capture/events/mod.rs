@@ -348,8 +348,12 @@ struct RecentSlot {
 impl RecentTable {
     const LEN: usize = 8192;
 
+    /// The index of an empty slot's entries (no chunk has that many events). Its address
+    /// alone cannot mark it: `u64::MAX` is a valid (if unlikely) pointer to find.
+    const NONE: usize = usize::MAX;
+
     fn new() -> RecentTable {
-        let empty = (u64::MAX, 0);
+        let empty = (u64::MAX, Self::NONE);
         RecentTable {
             slots: vec![
                 RecentSlot {
@@ -371,14 +375,14 @@ impl RecentTable {
     #[inline]
     fn freed(&mut self, ptr: u64) -> Option<usize> {
         let (p, at) = self.slot(ptr).freed;
-        (p == ptr).then_some(at)
+        (p == ptr && at != Self::NONE).then_some(at)
     }
 
     /// Index of the latest allocation at `ptr`, if this table still holds it.
     #[inline]
     fn allocated(&mut self, ptr: u64) -> Option<usize> {
         let (p, at) = self.slot(ptr).allocated;
-        (p == ptr).then_some(at)
+        (p == ptr && at != Self::NONE).then_some(at)
     }
 
     #[inline]
