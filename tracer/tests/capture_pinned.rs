@@ -7,7 +7,9 @@
 //! `TIDEMARK_REENCODE=a.tdm:b.tdm` also re-encodes every `Events` chunk of those captures
 //! (recorded at `TIDEMARK_REENCODE_LEVEL`, default 1) and checks it comes out byte for byte.
 
-use tidemark_tracer::capture::events::{encode_events_at, EventCursor, DEFAULT_COLUMN_LEVEL};
+use tidemark_tracer::capture::events::{
+    encode_events_at, ChunkEncoder, EventCursor, DEFAULT_COLUMN_LEVEL,
+};
 use tidemark_tracer::capture::format::*;
 use tidemark_tracer::capture::{self, RecordOptions};
 
@@ -214,6 +216,8 @@ fn the_encoding_of_fixed_event_streams_is_pinned() {
     let streams = [pooled(120_000, &mut rng), wild(40_000, &mut rng)];
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut total = 0;
+    // One encoder kept from chunk to chunk (as the writer keeps it) writes the same bytes.
+    let mut kept = ChunkEncoder::new();
     for events in &streams {
         // Chunks of many lengths, the models starting afresh in each.
         let mut rest = &events[..];
@@ -225,6 +229,12 @@ fn the_encoding_of_fixed_event_streams_is_pinned() {
                 encode_events_at(5, chunk, level, &mut out);
                 fnv(&mut hash, &out.buf);
                 total += out.buf.len();
+                let mut again = Vec::new();
+                for ev in chunk {
+                    kept.push(ev);
+                }
+                kept.finish(5, level, &mut again);
+                assert!(again == out.buf, "a kept encoder differs");
                 let mut cursor = EventCursor::new(out.buf, None).expect("chunk decodes");
                 for want in chunk {
                     assert_eq!(cursor.next().as_ref(), Ok(&Some(*want)));

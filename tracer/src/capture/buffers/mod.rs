@@ -36,7 +36,7 @@
 //! held across an allocation.
 
 use super::format::{
-    put_varint, Event, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
+    put_varint, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
 };
 use core::cell::Cell;
 use core::ptr::null_mut;
@@ -50,6 +50,7 @@ mod rows;
 mod writer_view;
 
 use rows::{decode_rows, RowState};
+pub use rows::{EventList, RowSink};
 pub use writer_view::{retire, snapshot_slots};
 
 /// Bytes per block, header included.
@@ -78,8 +79,9 @@ pub struct Block {
     pub thread: u32,
     /// Committed bytes after the header.
     len: AtomicU32,
-    /// Writer: bytes consumed so far, and the decode state there (the owner sets the state
-    /// to its own before publishing the block).
+    /// Writer: bytes taken so far, and the decode state at the end of the rows decoded so
+    /// far, which catch up with the taken ones before the tick ends (the owner sets the
+    /// state to its own before publishing the block).
     w_read: u32,
     w_stack: u32,
     w_seq: u64,
@@ -94,31 +96,72 @@ impl Block {
         unsafe { (block as *mut u8).add(BLOCK_DATA) }
     }
 
-    /// Writer side: decodes the rows committed since the last call, appending them to `out`.
-    /// Returns false when nothing new was committed.
+    /// Writer side: the rows committed since the last call (None when there are none).
+    /// They stay in the block, to be decoded with [`RowSpan::decode`] before the block is
+    /// recycled.
     ///
     /// # Safety
     /// Only the writer thread calls this, on a block it holds or that is some slot's current
     /// block (the owner only appends past `len`).
-    pub unsafe fn drain(block: *mut Block, out: &mut Vec<Event>) -> bool {
-        // SAFETY: per the contract, the header's w_* fields are the writer's, and the bytes
-        // below the committed length are immutable.
+    pub unsafe fn take_rows(block: *mut Block) -> Option<RowSpan> {
+        // SAFETY: per the contract, the header's w_* fields are the writer's.
         unsafe {
-            let len = (*block).len.load(Ordering::Acquire) as usize;
-            let read = (*block).w_read as usize;
-            if len <= read {
-                return false;
-            }
-            let rows = core::slice::from_raw_parts(Block::data(block).add(read), len - read);
+            let len = (*block).len.load(Ordering::Acquire);
+            let read = (*block).w_read;
+            (*block).w_read = len.max(read);
+            (len > read).then_some(RowSpan {
+                block,
+                start: read,
+                end: len,
+            })
+        }
+    }
+}
+
+/// Rows of one block the writer has taken ([`Block::take_rows`]) but not decoded yet.
+pub struct RowSpan {
+    block: *mut Block,
+    start: u32,
+    end: u32,
+}
+
+// SAFETY: blocks are process-wide mappings, not tied to a thread; a span only names rows the
+// writer took, and the writer (whichever thread runs it) is their only reader.
+unsafe impl Send for RowSpan {}
+
+impl RowSpan {
+    /// The thread whose rows these are.
+    pub fn thread(&self) -> u32 {
+        // SAFETY: the thread field is written before the block is published, and the block
+        // lives on (see `decode`).
+        unsafe { (*self.block).thread }
+    }
+
+    /// Decodes the rows into `sink`; returns how many there were. The spans of one block
+    /// must be decoded in the order they were taken (each continues the delta state the
+    /// previous one left in the block).
+    ///
+    /// # Safety
+    /// Only the writer thread calls this, before the block is recycled (`retire` or
+    /// `reset_slot`); the span's bytes were committed, so the owner no longer writes them.
+    #[inline]
+    pub unsafe fn decode<S: RowSink>(&self, sink: &mut S) -> usize {
+        // SAFETY: per the contract, the block is alive, its w_* fields are the writer's, and
+        // the bytes between `start` and `end` are immutable.
+        unsafe {
+            let block = self.block;
+            let rows = core::slice::from_raw_parts(
+                Block::data(block).add(self.start as usize),
+                (self.end - self.start) as usize,
+            );
             let mut state = RowState {
                 seq: (*block).w_seq,
                 stack: (*block).w_stack,
             };
-            decode_rows((*block).thread, &mut state, rows, out);
-            (*block).w_read = len as u32;
+            let n = decode_rows(&mut state, rows, sink);
             (*block).w_seq = state.seq;
             (*block).w_stack = state.stack;
-            true
+            n
         }
     }
 }

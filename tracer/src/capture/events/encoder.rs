@@ -1,0 +1,376 @@
+//! Building an `Events` chunk one event at a time (the layout and the models are in the
+//! parent module's docs): [`ChunkEncoder::push`] codes an event into the columns as it
+//! comes, [`ChunkEncoder::finish`] packs them. The writer thread feeds it straight from the
+//! per-thread rows, with no list of events in between, and keeps one encoder for the whole
+//! recording: its tables (~800 KiB) are not cleared for each chunk but know which entries the
+//! current chunk wrote, so a small chunk costs what its events cost.
+//!
+//! [`EventCursor`](super::EventCursor) keeps the same model state while decoding; the two
+//! must make the same model calls in the same order.
+
+use super::super::format::*;
+use super::columns::{push_varint, Packer, Values};
+use super::reuse::{self, block_in, Reuse, WAYS};
+use super::{bucket, AllocRefs, COLUMNS, RECENT, REGION_SHIFT};
+
+/// Codes the events of one thread (in `(seq, order_rank)` order) into an `Events` chunk.
+pub struct ChunkEncoder {
+    // The columns of the chunk being built.
+    tags: Vec<u8>,
+    seqs: Vec<u8>,
+    misc: Vec<u8>,
+    ptrs: Values,
+    region_index: Values,
+    offsets: Values,
+    sizes: Values,
+    regions: Regions,
+    first_seq: u64,
+    prev_seq: u64,
+    prev_stack: u32,
+    // The models.
+    refs: AllocRefs,
+    recent: RecentTable,
+    reuse: Reuse,
+    /// Frees and allocations this encoder has coded, counted from 1 (so that index 0 marks
+    /// an empty table slot), and their counts when the current chunk began.
+    frees: u64,
+    allocs: u64,
+    chunk_frees: u64,
+    chunk_allocs: u64,
+    // Scratch space for `finish`.
+    table: Vec<u8>,
+    packed: Vec<u8>,
+    packer: Packer,
+}
+
+impl Default for ChunkEncoder {
+    fn default() -> Self {
+        ChunkEncoder::new()
+    }
+}
+
+impl ChunkEncoder {
+    pub fn new() -> ChunkEncoder {
+        ChunkEncoder {
+            tags: Vec::new(),
+            seqs: Vec::new(),
+            misc: Vec::new(),
+            ptrs: Values::default(),
+            region_index: Values::default(),
+            offsets: Values::default(),
+            sizes: Values::default(),
+            regions: Regions::new(),
+            first_seq: 0,
+            prev_seq: 0,
+            prev_stack: 0,
+            refs: AllocRefs::new(),
+            recent: RecentTable::new(),
+            reuse: Reuse::new(),
+            frees: 1,
+            allocs: 1,
+            chunk_frees: 1,
+            chunk_allocs: 1,
+            table: Vec::new(),
+            packed: Vec::new(),
+            packer: Packer::default(),
+        }
+    }
+
+    /// Events in the chunk being built.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Codes one event.
+    #[inline]
+    pub fn push(&mut self, event: &Event) {
+        match event.kind {
+            EventKind::Alloc {
+                ptr,
+                size,
+                api,
+                stack,
+            } => self.push_parts(event.seq, EV_ALLOC, api, ptr, size, stack, 0),
+            EventKind::Free { ptr, api } => self.push_parts(event.seq, EV_FREE, api, ptr, 0, 0, 0),
+            EventKind::Realloc {
+                old,
+                new,
+                size,
+                stack,
+            } => self.push_parts(event.seq, EV_REALLOC, 0, new, size, stack, old),
+        }
+    }
+
+    /// Codes one event given by its fields: `kind` is `EV_ALLOC`, `EV_FREE` or
+    /// `EV_REALLOC`; `size` and `stack` count for allocations and reallocs, `old` for
+    /// reallocs.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_parts(
+        &mut self,
+        seq: u64,
+        kind: u8,
+        api: u8,
+        ptr: u64,
+        size: u64,
+        stack: u32,
+        old: u64,
+    ) {
+        let first = self.tags.is_empty();
+        let mut tag = kind | ((api & 3) << TAG_API_SHIFT);
+        if first {
+            self.first_seq = seq;
+        } else {
+            let delta = seq.wrapping_sub(self.prev_seq);
+            if delta == expected_seq_delta(kind) {
+                tag |= TAG_SEQ_NEXT;
+            } else {
+                push_varint(&mut self.seqs, delta);
+            }
+        }
+        self.prev_seq = seq;
+        let slot = self.recent.slot(ptr);
+        if kind == EV_FREE {
+            // A free of one of the last RECENT allocations of the chunk: its distance.
+            let (at, chunk_allocs) = (slot.allocated_at, self.chunk_allocs);
+            let recent = (slot.allocated == ptr && at >= chunk_allocs)
+                .then(|| self.allocs - 1 - at)
+                .filter(|&distance| distance < RECENT as u64);
+            slot.freed = ptr;
+            slot.freed_at = self.frees;
+            self.frees += 1;
+            let class = self.reuse.class(ptr);
+            if let Some(distance) = recent {
+                tag |= TAG_RECENT_FREE;
+                push_varint(&mut self.misc, distance);
+            } else {
+                // Else its region and its place there (see the module docs).
+                self.region_index
+                    .push(self.regions.number(ptr >> REGION_SHIFT));
+                let offset = ptr & ((1 << REGION_SHIFT) - 1);
+                if let Some(code) = block_in(class, ptr) {
+                    tag = (tag & !3) | EV_FREE_BLOCK;
+                    self.offsets.push(code);
+                } else if offset & 15 == 0 {
+                    tag |= TAG_ALIGNED16;
+                    self.offsets.push(offset >> 4);
+                } else {
+                    self.offsets.push(offset);
+                }
+            }
+            self.reuse.freed_in(class, ptr);
+        } else {
+            let b = bucket(size);
+            let found = self.reuse.find(b, ptr);
+            // An allocation that takes a recently freed block: its place in its bucket's
+            // list, else its distance among the chunk's last RECENT frees.
+            let recent = if kind == EV_ALLOC {
+                found
+                    .filter(|_| ptr != reuse::EMPTY)
+                    .map(|i| i as u64)
+                    .or_else(|| {
+                        let (at, chunk_frees) = (slot.freed_at, self.chunk_frees);
+                        (slot.freed == ptr && at >= chunk_frees)
+                            .then(|| self.frees - 1 - at)
+                            .filter(|&distance| distance < RECENT as u64)
+                            .map(|distance| WAYS as u64 + distance)
+                    })
+            } else {
+                None
+            };
+            if let Some(code) = recent {
+                tag |= TAG_RECENT_FREE;
+                push_varint(&mut self.misc, code);
+            } else {
+                let delta = ptr.wrapping_sub(self.refs.get_bucket(b)) as i64;
+                if delta & 15 == 0 {
+                    tag |= TAG_ALIGNED16;
+                    self.ptrs.push(zigzag(delta >> 4));
+                } else {
+                    self.ptrs.push(zigzag(delta));
+                }
+            }
+            if kind == EV_ALLOC {
+                slot.allocated = ptr;
+                slot.allocated_at = self.allocs;
+                self.allocs += 1;
+            }
+            self.reuse.allocated_at(b, found, ptr);
+            self.refs.set_bucket(b, ptr);
+            self.sizes.push(size);
+            if stack == self.prev_stack && !first {
+                tag |= TAG_SAME_STACK;
+            } else {
+                push_varint(
+                    &mut self.misc,
+                    zigzag(stack as i64 - self.prev_stack as i64),
+                );
+                self.prev_stack = stack;
+            }
+            if kind == EV_REALLOC {
+                push_varint(&mut self.misc, zigzag(old.wrapping_sub(ptr) as i64));
+            }
+        }
+        self.tags.push(tag);
+    }
+
+    /// Appends the chunk's payload for `thread` to `out`, its columns compressed at zstd
+    /// `level` (0: stored as is), and starts the next chunk.
+    pub fn finish(&mut self, thread: u32, level: i32, out: &mut Vec<u8>) {
+        self.table.clear();
+        push_varint(&mut self.table, self.regions.list.len() as u64);
+        let mut prev = 0u64;
+        for &r in &self.regions.list {
+            push_varint(&mut self.table, zigzag(r.wrapping_sub(prev) as i64));
+            prev = r;
+        }
+        let (packed, packer) = (&mut self.packed, &mut self.packer);
+        packed.clear();
+        let mut column = |bytes: &[u8]| (bytes.len(), packer.column(packed, bytes, level));
+        let lens: [(usize, usize); COLUMNS] = [
+            column(&self.table),
+            column(&self.tags),
+            column(&self.seqs),
+            packer.planes(packed, &self.ptrs, level),
+            packer.planes(packed, &self.region_index, level),
+            packer.planes(packed, &self.offsets, level),
+            packer.planes(packed, &self.sizes, level),
+            (self.misc.len(), packer.column(packed, &self.misc, level)),
+        ];
+        push_varint(out, thread as u64);
+        push_varint(out, self.first_seq);
+        push_varint(out, self.tags.len() as u64);
+        for (raw, stored) in lens {
+            push_varint(out, raw as u64);
+            push_varint(out, stored as u64);
+        }
+        out.extend_from_slice(packed);
+        self.start_chunk();
+    }
+
+    /// Empties the columns and the models for the next chunk (every chunk decodes on its own).
+    fn start_chunk(&mut self) {
+        self.tags.clear();
+        self.seqs.clear();
+        self.misc.clear();
+        self.ptrs.clear();
+        self.region_index.clear();
+        self.offsets.clear();
+        self.sizes.clear();
+        self.regions.clear();
+        self.first_seq = 0;
+        self.prev_seq = 0;
+        self.prev_stack = 0;
+        self.refs = AllocRefs::new();
+        self.reuse.reset();
+        self.chunk_frees = self.frees;
+        self.chunk_allocs = self.allocs;
+    }
+}
+
+/// Address → the latest free and the latest allocation there, direct-mapped (8192 slots, no
+/// allocation per insert), as indexes among this encoder's frees and allocations: an entry
+/// below the chunk's first index is from an earlier chunk, so the table is never cleared. A
+/// lost entry only costs a full pointer instead of a distance. Both sit in one slot, one
+/// cache line: an event looks up one of them and updates the other at the same address, and
+/// the table (256 KiB) is read at random, so two tables cost two cache misses an event where
+/// one costs one.
+struct RecentTable {
+    slots: Box<[RecentSlot]>,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct RecentSlot {
+    freed: u64,
+    freed_at: u64,
+    allocated: u64,
+    allocated_at: u64,
+}
+
+impl RecentTable {
+    const LEN: usize = 8192;
+
+    fn new() -> RecentTable {
+        RecentTable {
+            slots: vec![RecentSlot::default(); Self::LEN].into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn slot(&mut self, ptr: u64) -> &mut RecentSlot {
+        let i = ((ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (Self::LEN - 1);
+        &mut self.slots[i]
+    }
+}
+
+/// The chunk's 1 MiB regions in order of first use, and region → its number (open
+/// addressing; a region number is below 2^44, so `u64::MAX` marks an empty slot).
+struct Regions {
+    list: Vec<u64>,
+    slots: Vec<(u64, u64)>,
+}
+
+impl Regions {
+    const EMPTY: u64 = u64::MAX;
+
+    fn new() -> Regions {
+        Regions {
+            list: Vec::new(),
+            slots: vec![(Self::EMPTY, 0); 256],
+        }
+    }
+
+    /// The number of `region`, numbering it if new.
+    #[inline]
+    fn number(&mut self, region: u64) -> u64 {
+        let mask = self.slots.len() - 1;
+        let mut i = (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
+        loop {
+            let (r, n) = self.slots[i];
+            if r == region {
+                return n;
+            }
+            if r == Self::EMPTY {
+                return self.insert(i, region);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline(never)]
+    fn insert(&mut self, i: usize, region: u64) -> u64 {
+        let n = self.list.len() as u64;
+        self.list.push(region);
+        self.slots[i] = (region, n);
+        if self.list.len() * 2 > self.slots.len() {
+            self.rehash(self.slots.len() * 2);
+        }
+        n
+    }
+
+    fn rehash(&mut self, len: usize) {
+        self.slots.clear();
+        self.slots.resize(len, (Self::EMPTY, 0));
+        for (n, &region) in self.list.iter().enumerate() {
+            let mut i = (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & (len - 1);
+            while self.slots[i].0 != Self::EMPTY {
+                i = (i + 1) & (len - 1);
+            }
+            self.slots[i] = (region, n as u64);
+        }
+    }
+
+    fn clear(&mut self) {
+        if !self.list.is_empty() {
+            self.list.clear();
+            self.slots.fill((Self::EMPTY, 0));
+        }
+    }
+}
