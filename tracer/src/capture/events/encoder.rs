@@ -9,21 +9,29 @@
 //! must make the same model calls in the same order.
 
 use super::super::format::*;
-use super::columns::{push_varint, Packer, Values};
+use super::columns::{push_varint, Column, Packer, Values, MAX_VARINT};
 use super::reuse::{self, block_in, Reuse, WAYS};
 use super::{bucket, AllocRefs, COLUMNS, RECENT, REGION_SHIFT};
 
+/// Events a column makes room for at a time.
+const ROOM: usize = 4096;
+
+/// The most bytes of `misc` one event adds: a realloc's stack delta and old pointer, or an
+/// allocation's recent code and stack delta.
+const MISC_PER_EVENT: usize = 2 * MAX_VARINT;
+
 /// Codes the events of one thread (in `(seq, order_rank)` order) into an `Events` chunk.
 pub struct ChunkEncoder {
-    // The columns of the chunk being built.
-    tags: Vec<u8>,
-    seqs: Vec<u8>,
-    misc: Vec<u8>,
+    // The columns of the chunk being built, and for how many more events each has room.
+    tags: Column<u8>,
+    seqs: Column<u8>,
+    misc: Column<u8>,
     ptrs: Values,
     region_index: Values,
     offsets: Values,
     sizes: Values,
     regions: Regions,
+    room: usize,
     first_seq: u64,
     prev_seq: u64,
     prev_stack: u32,
@@ -52,14 +60,15 @@ impl Default for ChunkEncoder {
 impl ChunkEncoder {
     pub fn new() -> ChunkEncoder {
         ChunkEncoder {
-            tags: Vec::new(),
-            seqs: Vec::new(),
-            misc: Vec::new(),
+            tags: Column::default(),
+            seqs: Column::default(),
+            misc: Column::default(),
             ptrs: Values::default(),
             region_index: Values::default(),
             offsets: Values::default(),
             sizes: Values::default(),
             regions: Regions::new(),
+            room: 0,
             first_seq: 0,
             prev_seq: 0,
             prev_stack: 0,
@@ -84,7 +93,25 @@ impl ChunkEncoder {
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty()
+        self.tags.len() == 0
+    }
+
+    /// Makes room in every column for [`ROOM`] more events.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self) {
+        self.tags.reserve(ROOM);
+        self.seqs.reserve(ROOM * MAX_VARINT);
+        self.misc.reserve(ROOM * MISC_PER_EVENT);
+        for values in [
+            &mut self.ptrs,
+            &mut self.region_index,
+            &mut self.offsets,
+            &mut self.sizes,
+        ] {
+            values.reserve(ROOM);
+        }
+        self.room = ROOM;
     }
 
     /// Codes one event.
@@ -122,7 +149,13 @@ impl ChunkEncoder {
         stack: u32,
         old: u64,
     ) {
-        let first = self.tags.is_empty();
+        if self.room == 0 {
+            self.make_room();
+        }
+        // Every push below is within the room of this one event: one tag, at most one seqs
+        // varint, MISC_PER_EVENT bytes of misc and one value per `planes` column.
+        self.room -= 1;
+        let first = self.tags.len() == 0;
         let mut tag = kind | ((api & 3) << TAG_API_SHIFT);
         if first {
             self.first_seq = seq;
@@ -131,7 +164,8 @@ impl ChunkEncoder {
             if delta == expected_seq_delta(kind) {
                 tag |= TAG_SEQ_NEXT;
             } else {
-                push_varint(&mut self.seqs, delta);
+                // SAFETY: room for this event (above).
+                unsafe { self.seqs.varint(delta) };
             }
         }
         self.prev_seq = seq;
@@ -148,20 +182,25 @@ impl ChunkEncoder {
             let class = self.reuse.class(ptr);
             if let Some(distance) = recent {
                 tag |= TAG_RECENT_FREE;
-                push_varint(&mut self.misc, distance);
+                // SAFETY: room for this event (above).
+                unsafe { self.misc.varint(distance) };
             } else {
                 // Else its region and its place there (see the module docs).
-                self.region_index
-                    .push(self.regions.number(ptr >> REGION_SHIFT));
+                let region = self.regions.number(ptr >> REGION_SHIFT);
                 let offset = ptr & ((1 << REGION_SHIFT) - 1);
-                if let Some(code) = block_in(class, ptr) {
+                let place = if let Some(code) = block_in(class, ptr) {
                     tag = (tag & !3) | EV_FREE_BLOCK;
-                    self.offsets.push(code);
+                    code
                 } else if offset & 15 == 0 {
                     tag |= TAG_ALIGNED16;
-                    self.offsets.push(offset >> 4);
+                    offset >> 4
                 } else {
-                    self.offsets.push(offset);
+                    offset
+                };
+                // SAFETY: room for this event (above).
+                unsafe {
+                    self.region_index.push(region);
+                    self.offsets.push(place);
                 }
             }
             self.reuse.freed_in(class, ptr);
@@ -186,15 +225,18 @@ impl ChunkEncoder {
             };
             if let Some(code) = recent {
                 tag |= TAG_RECENT_FREE;
-                push_varint(&mut self.misc, code);
+                // SAFETY: room for this event (above).
+                unsafe { self.misc.varint(code) };
             } else {
                 let delta = ptr.wrapping_sub(self.refs.get_bucket(b)) as i64;
-                if delta & 15 == 0 {
+                let v = if delta & 15 == 0 {
                     tag |= TAG_ALIGNED16;
-                    self.ptrs.push(zigzag(delta >> 4));
+                    zigzag(delta >> 4)
                 } else {
-                    self.ptrs.push(zigzag(delta));
-                }
+                    zigzag(delta)
+                };
+                // SAFETY: room for this event (above).
+                unsafe { self.ptrs.push(v) };
             }
             if kind == EV_ALLOC {
                 slot.allocated = ptr;
@@ -203,21 +245,23 @@ impl ChunkEncoder {
             }
             self.reuse.allocated_at(b, found, ptr);
             self.refs.set_bucket(b, ptr);
-            self.sizes.push(size);
+            // SAFETY: room for this event (above).
+            unsafe { self.sizes.push(size) };
             if stack == self.prev_stack && !first {
                 tag |= TAG_SAME_STACK;
             } else {
-                push_varint(
-                    &mut self.misc,
-                    zigzag(stack as i64 - self.prev_stack as i64),
-                );
+                let delta = zigzag(stack as i64 - self.prev_stack as i64);
+                // SAFETY: room for this event (above).
+                unsafe { self.misc.varint(delta) };
                 self.prev_stack = stack;
             }
             if kind == EV_REALLOC {
-                push_varint(&mut self.misc, zigzag(old.wrapping_sub(ptr) as i64));
+                // SAFETY: room for this event (above).
+                unsafe { self.misc.varint(zigzag(old.wrapping_sub(ptr) as i64)) };
             }
         }
-        self.tags.push(tag);
+        // SAFETY: room for this event (above).
+        unsafe { self.tags.push(tag) };
     }
 
     /// Appends the chunk's payload for `thread` to `out`, its columns compressed at zstd
@@ -235,13 +279,16 @@ impl ChunkEncoder {
         let mut column = |bytes: &[u8]| (bytes.len(), packer.column(packed, bytes, level));
         let lens: [(usize, usize); COLUMNS] = [
             column(&self.table),
-            column(&self.tags),
-            column(&self.seqs),
+            column(self.tags.as_slice()),
+            column(self.seqs.as_slice()),
             packer.planes(packed, &self.ptrs, level),
             packer.planes(packed, &self.region_index, level),
             packer.planes(packed, &self.offsets, level),
             packer.planes(packed, &self.sizes, level),
-            (self.misc.len(), packer.column(packed, &self.misc, level)),
+            (
+                self.misc.len(),
+                packer.column(packed, self.misc.as_slice(), level),
+            ),
         ];
         push_varint(out, thread as u64);
         push_varint(out, self.first_seq);
@@ -282,7 +329,7 @@ impl ChunkEncoder {
 /// the table (256 KiB) is read at random, so two tables cost two cache misses an event where
 /// one costs one.
 struct RecentTable {
-    slots: Box<[RecentSlot]>,
+    slots: Box<[RecentSlot; RecentTable::LEN]>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -299,7 +346,10 @@ impl RecentTable {
 
     fn new() -> RecentTable {
         RecentTable {
-            slots: vec![RecentSlot::default(); Self::LEN].into_boxed_slice(),
+            slots: vec![RecentSlot::default(); Self::LEN]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 

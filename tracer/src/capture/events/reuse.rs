@@ -50,7 +50,7 @@ pub(super) type PageClass = Option<(u8, u16)>;
 /// [`WAYS`] entries whose front is at `heads[bucket]`, padded with [`EMPTY`]. A free goes in
 /// front and an allocation usually takes the front, both O(1) in a ring.
 pub(super) struct Reuse {
-    pages: Box<[Page]>,
+    pages: Box<[Page; PAGES]>,
     /// The chunk being coded (0 marks the slots no chunk wrote).
     chunk: u32,
     frees: Box<[[u64; WAYS]; BUCKETS]>,
@@ -66,7 +66,10 @@ fn class_size(bucket: u8) -> Option<u64> {
 impl Reuse {
     pub(super) fn new() -> Reuse {
         Reuse {
-            pages: vec![Page::default(); PAGES].into_boxed_slice(),
+            pages: vec![Page::default(); PAGES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!()),
             chunk: 1,
             frees: Box::new([[EMPTY; WAYS]; BUCKETS]),
             heads: [0; BUCKETS],
@@ -112,15 +115,18 @@ impl Reuse {
     #[inline]
     pub(super) fn freed_in(&mut self, class: PageClass, ptr: u64) {
         if let Some((b, _)) = class {
-            let head = (self.heads[b as usize] as usize + WAYS - 1) % WAYS;
-            self.heads[b as usize] = head as u8;
-            self.frees[b as usize][head] = ptr;
+            // (Buckets are below BUCKETS: the mask only spares the bounds checks.)
+            let b = b as usize & (BUCKETS - 1);
+            let head = (self.heads[b] as usize + WAYS - 1) % WAYS;
+            self.heads[b] = head as u8;
+            self.frees[b][head] = ptr;
         }
     }
 
     /// Where `ptr` first is in the list of `bucket` (an [`EMPTY`] `ptr` finds padding).
     #[inline]
     pub(super) fn find(&self, bucket: usize, ptr: u64) -> Option<usize> {
+        let bucket = bucket & (BUCKETS - 1);
         let (ring, head) = (&self.frees[bucket], self.heads[bucket] as usize);
         (0..WAYS).find(|&k| ring[(head + k) % WAYS] == ptr)
     }
@@ -174,6 +180,7 @@ impl Reuse {
     /// [`Reuse::allocated`] with the bucket and `find(bucket, ptr)` already at hand.
     #[inline]
     pub(super) fn allocated_at(&mut self, b: usize, found: Option<usize>, ptr: u64) {
+        let b = b & (BUCKETS - 1);
         if let Some(i) = found {
             // The `i` entries in front of it move back one place, over it; the front place
             // becomes the padding at the end.
