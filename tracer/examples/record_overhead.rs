@@ -10,6 +10,9 @@
 //! (default 5), and prints the medians, their ratio, and the capture's bytes per alloc+free
 //! pair (the file minus a recording of the population fill alone, over the steps).
 //! `TIDEMARK_ONLY=record` (or `idle`) runs only that variant once (for callgrind).
+//! `TIDEMARK_INTERVAL_MS=N` sets the writer's tick: under callgrind a long one (10000) makes
+//! the writer take every event in one tick, so its chunks (and instruction counts) do not
+//! depend on how the threads were scheduled. `TIDEMARK_KEEP=path` keeps that capture.
 
 use std::time::Instant;
 use tidemark_tracer::capture::{self, RecordOptions};
@@ -45,11 +48,22 @@ fn main() {
         return;
     }
     if std::env::var("TIDEMARK_ONLY").as_deref() == Ok("record") {
-        let guard = capture::record(&path, RecordOptions::default()).unwrap();
+        let options = RecordOptions {
+            sample_interval_ms: std::env::var("TIDEMARK_INTERVAL_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(RecordOptions::default().sample_interval_ms),
+            ..RecordOptions::default()
+        };
+        let keep = std::env::var_os("TIDEMARK_KEEP");
+        let path = keep.clone().map_or(path, std::path::PathBuf::from);
+        let guard = capture::record(&path, options).unwrap();
         std::hint::black_box(churn(live, ops));
         let s = guard.stop().unwrap();
         println!("{} events, {} bytes", s.events, s.bytes_written);
-        std::fs::remove_file(&path).ok();
+        if keep.is_none() {
+            std::fs::remove_file(&path).ok();
+        }
         return;
     }
     // The fill alone, to subtract from the churn capture.
