@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Runs the workload with the hook idle and with a recording on, interleaved, `rounds` times
-//! (default 5), and prints the medians, their ratio, and the capture's bytes per alloc+free
-//! pair (the file minus a recording of the population fill alone, over the steps).
+//! (default 5), and prints the medians, their ratio, the writer thread's CPU time, and the
+//! capture's bytes per alloc+free pair (the file minus a recording of the population fill alone,
+//! over the steps).
 //! `TIDEMARK_ONLY=record` (or `idle`) runs only that variant once (for callgrind).
 //! `TIDEMARK_INTERVAL_MS=N` sets the writer's tick: under callgrind a long one (10000) makes
 //! the writer take every event in one tick, so its chunks (and instruction counts) do not
@@ -60,7 +61,12 @@ fn main() {
         let guard = capture::record(&path, options).unwrap();
         std::hint::black_box(churn(live, ops));
         let s = guard.stop().unwrap();
-        println!("{} events, {} bytes", s.events, s.bytes_written);
+        println!(
+            "{} events, {} bytes, writer CPU {:.3} s",
+            s.events,
+            s.bytes_written,
+            s.writer_cpu_ns as f64 / 1e9
+        );
         if keep.is_none() {
             std::fs::remove_file(&path).ok();
         }
@@ -75,6 +81,7 @@ fn main() {
     std::fs::remove_file(&base_path).ok();
 
     let (mut idle, mut recorded, mut stopping, mut sizes) = (vec![], vec![], vec![], vec![]);
+    let mut writer_cpu = vec![];
     for _ in 0..rounds {
         let t = Instant::now();
         std::hint::black_box(churn(live, ops));
@@ -87,6 +94,7 @@ fn main() {
         let summary = guard.stop().unwrap();
         stopping.push(t.elapsed().as_secs_f64());
         assert_eq!(summary.dropped, 0);
+        writer_cpu.push(summary.writer_cpu_ns as f64 / 1e9);
         let size = std::fs::metadata(&path).unwrap().len();
         sizes.push(size.saturating_sub(base) as f64 / ops as f64);
     }
@@ -97,8 +105,10 @@ fn main() {
     );
     println!(
         "churn {ops} steps, {live} live, medians of {rounds}: idle hook {i:.3} s, \
-         recording {r:.3} s (+{s:.3} s to stop): {:.2}x; capture {:.2} bytes per alloc+free pair",
+         recording {r:.3} s (+{s:.3} s to stop): {:.2}x; writer CPU {:.3} s; \
+         capture {:.2} bytes per alloc+free pair",
         r / i,
+        median(&mut writer_cpu),
         median(&mut sizes)
     );
     std::fs::remove_file(&path).ok();
