@@ -153,13 +153,31 @@ impl ChunkSink<'_> {
     }
 }
 
-impl RowSink for ChunkSink<'_> {
+impl ChunkSink<'_> {
+    /// Cuts a chunk when it is full.
     #[inline(always)]
-    fn event(&mut self, seq: u64, kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
-        self.chunk.push_parts(seq, kind, api, ptr, size, stack, old);
+    fn coded(&mut self) {
         if self.chunk.len() == MAX_EVENTS_PER_CHUNK {
             self.put();
         }
+    }
+}
+
+impl RowSink for ChunkSink<'_> {
+    #[inline(always)]
+    fn free(&mut self, seq: u64, api: u8, ptr: u64) {
+        self.chunk.push_free(seq, api, ptr);
+        self.coded();
+    }
+    #[inline(always)]
+    fn alloc(&mut self, seq: u64, api: u8, ptr: u64, size: u64, stack: u32) {
+        self.chunk.push_alloc(seq, api, ptr, size, stack);
+        self.coded();
+    }
+    #[inline(always)]
+    fn realloc(&mut self, seq: u64, new: u64, size: u64, stack: u32, old: u64) {
+        self.chunk.push_realloc(seq, new, size, stack, old);
+        self.coded();
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::{ROW_PTR64, ROW_SIZE16};
 use crate::capture::format::{
-    Event, EventKind, EV_ALLOC, EV_FREE, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
+    Event, EventKind, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
 };
 
 /// The delta state of the row encoding.
@@ -20,11 +20,9 @@ pub(super) struct RowState {
 
 /// Where decoded rows go, one call per event.
 pub trait RowSink {
-    /// One event: `kind` is `EV_ALLOC`, `EV_FREE` or `EV_REALLOC`; `size` and `stack` count
-    /// for allocations and reallocs (`size` is 0 for a free, `stack` the thread's last), `old`
-    /// for reallocs (else 0), `api` for allocations and frees (else 0).
-    #[allow(clippy::too_many_arguments)]
-    fn event(&mut self, seq: u64, kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64);
+    fn free(&mut self, seq: u64, api: u8, ptr: u64);
+    fn alloc(&mut self, seq: u64, api: u8, ptr: u64, size: u64, stack: u32);
+    fn realloc(&mut self, seq: u64, new: u64, size: u64, stack: u32, old: u64);
 }
 
 /// Collects the rows as [`Event`]s of one thread.
@@ -33,29 +31,41 @@ pub struct EventList<'a> {
     pub events: &'a mut Vec<Event>,
 }
 
-impl RowSink for EventList<'_> {
+impl EventList<'_> {
     #[inline]
-    fn event(&mut self, seq: u64, kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
-        let kind = match kind {
-            EV_ALLOC => EventKind::Alloc {
-                ptr,
-                size,
-                api,
-                stack,
-            },
-            EV_FREE => EventKind::Free { ptr, api },
-            _ => EventKind::Realloc {
-                old,
-                new: ptr,
-                size,
-                stack,
-            },
-        };
+    fn push(&mut self, seq: u64, kind: EventKind) {
         self.events.push(Event {
             seq,
             thread: self.thread,
             kind,
         });
+    }
+}
+
+impl RowSink for EventList<'_> {
+    #[inline]
+    fn free(&mut self, seq: u64, api: u8, ptr: u64) {
+        self.push(seq, EventKind::Free { ptr, api });
+    }
+    #[inline]
+    fn alloc(&mut self, seq: u64, api: u8, ptr: u64, size: u64, stack: u32) {
+        let kind = EventKind::Alloc {
+            ptr,
+            size,
+            api,
+            stack,
+        };
+        self.push(seq, kind);
+    }
+    #[inline]
+    fn realloc(&mut self, seq: u64, new: u64, size: u64, stack: u32, old: u64) {
+        let kind = EventKind::Realloc {
+            old,
+            new,
+            size,
+            stack,
+        };
+        self.push(seq, kind);
     }
 }
 
@@ -108,25 +118,27 @@ pub(super) fn decode_rows<S: RowSink>(st: &mut RowState, rows: &[u8], sink: &mut
         let pn = if tag & ROW_PTR64 != 0 { 8 } else { 6 };
         let ptr = read_le(rows, at, pn);
         at += pn;
-        debug_assert!(kind != 3, "rows hold kinds 0-2");
-        let mut api = (tag >> TAG_API_SHIFT) & 3;
-        let (mut size, mut old) = (0, 0);
-        if kind != EV_FREE {
+        let api = (tag >> TAG_API_SHIFT) & 3;
+        if kind == EV_FREE {
+            sink.free(seq, api, ptr);
+        } else {
             let sn = if tag & ROW_SIZE16 != 0 { 2 } else { 8 };
-            size = read_le(rows, at, sn);
+            let size = read_le(rows, at, sn);
             at += sn;
             if tag & TAG_SAME_STACK == 0 {
                 stack = read_le(rows, at, 4) as u32;
                 at += 4;
             }
-            if kind != EV_ALLOC {
-                // A realloc event has no api (the row keeps the caller's).
-                api = 0;
-                old = read_le(rows, at, 8);
+            if kind == EV_ALLOC {
+                sink.alloc(seq, api, ptr, size, stack);
+            } else {
+                // (A realloc event has no api: the row's is the caller's.)
+                debug_assert!(kind == EV_REALLOC, "rows hold kinds 0-2");
+                let old = read_le(rows, at, 8);
                 at += 8;
+                sink.realloc(seq, ptr, size, stack, old);
             }
         }
-        sink.event(seq, kind, api, ptr, size, stack, old);
         count += 1;
     }
     st.seq = seq;

@@ -5,7 +5,7 @@
 use super::super::format::put_varint;
 
 /// A column being built whose spare room the encoder checks once per event (see
-/// `ChunkEncoder::push_parts`), not once per push: a checked push was about a sixth of the
+/// `ChunkEncoder::start_event`), not once per push: a checked push was about a sixth of the
 /// writer's instructions.
 #[derive(Default)]
 pub(super) struct Column<T> {

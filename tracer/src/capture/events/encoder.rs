@@ -123,41 +123,91 @@ impl ChunkEncoder {
                 size,
                 api,
                 stack,
-            } => self.push_parts(event.seq, EV_ALLOC, api, ptr, size, stack, 0),
-            EventKind::Free { ptr, api } => self.push_parts(event.seq, EV_FREE, api, ptr, 0, 0, 0),
+            } => self.push_alloc(event.seq, api, ptr, size, stack),
+            EventKind::Free { ptr, api } => self.push_free(event.seq, api, ptr),
             EventKind::Realloc {
                 old,
                 new,
                 size,
                 stack,
-            } => self.push_parts(event.seq, EV_REALLOC, 0, new, size, stack, old),
+            } => self.push_realloc(event.seq, new, size, stack, old),
         }
     }
 
-    /// Codes one event given by its fields: `kind` is `EV_ALLOC`, `EV_FREE` or
-    /// `EV_REALLOC`; `size` and `stack` count for allocations and reallocs, `old` for
-    /// reallocs.
+    /// Codes a free of `ptr`.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn push_parts(
-        &mut self,
-        seq: u64,
-        kind: u8,
-        api: u8,
-        ptr: u64,
-        size: u64,
-        stack: u32,
-        old: u64,
-    ) {
+    pub fn push_free(&mut self, seq: u64, api: u8, ptr: u64) {
+        let mut tag = self.start_event(seq, EV_FREE, api);
+        let slot = self.recent.slot(ptr);
+        // A free of one of the last RECENT allocations of the chunk: its distance.
+        let (at, chunk_allocs) = (slot.allocated_at, self.chunk_allocs);
+        let recent = (slot.allocated == ptr && at >= chunk_allocs)
+            .then(|| self.allocs - 1 - at)
+            .filter(|&distance| distance < RECENT as u64);
+        slot.freed = ptr;
+        slot.freed_at = self.frees;
+        self.frees += 1;
+        let class = self.reuse.class(ptr);
+        if let Some(distance) = recent {
+            tag |= TAG_RECENT_FREE;
+            // SAFETY: room for this event (`start_event`).
+            unsafe { self.misc.varint(distance) };
+        } else {
+            // Else its region and its place there (see the module docs).
+            let region = self.regions.number(ptr >> REGION_SHIFT);
+            let offset = ptr & ((1 << REGION_SHIFT) - 1);
+            let place = if let Some(code) = block_in(class, ptr) {
+                tag = (tag & !3) | EV_FREE_BLOCK;
+                code
+            } else if offset & 15 == 0 {
+                tag |= TAG_ALIGNED16;
+                offset >> 4
+            } else {
+                offset
+            };
+            // SAFETY: room for this event (`start_event`).
+            unsafe {
+                self.region_index.push(region);
+                self.offsets.push(place);
+            }
+        }
+        self.reuse.freed_in(class, ptr);
+        // SAFETY: room for this event (`start_event`).
+        unsafe { self.tags.push(tag) };
+    }
+
+    /// Codes an allocation of `size` bytes at `ptr` from `stack`.
+    #[inline(always)]
+    pub fn push_alloc(&mut self, seq: u64, api: u8, ptr: u64, size: u64, stack: u32) {
+        let tag = self.start_event(seq, EV_ALLOC, api);
+        let tag = self.allocation(tag, true, ptr, size, stack);
+        // SAFETY: room for this event (`start_event`).
+        unsafe { self.tags.push(tag) };
+    }
+
+    /// Codes a realloc of `old` to `size` bytes at `new` from `stack`.
+    #[inline(always)]
+    pub fn push_realloc(&mut self, seq: u64, new: u64, size: u64, stack: u32, old: u64) {
+        let tag = self.start_event(seq, EV_REALLOC, 0);
+        let tag = self.allocation(tag, false, new, size, stack);
+        // SAFETY: room for this event (`start_event`).
+        unsafe {
+            self.misc.varint(zigzag(old.wrapping_sub(new) as i64));
+            self.tags.push(tag);
+        }
+    }
+
+    /// Begins an event: makes sure every column has room for it (one tag, at most one seqs
+    /// varint, MISC_PER_EVENT bytes of misc and one value per `planes` column), codes its
+    /// key and returns its tag so far.
+    #[inline(always)]
+    fn start_event(&mut self, seq: u64, kind: u8, api: u8) -> u8 {
         if self.room == 0 {
             self.make_room();
         }
-        // Every push below is within the room of this one event: one tag, at most one seqs
-        // varint, MISC_PER_EVENT bytes of misc and one value per `planes` column.
         self.room -= 1;
-        let first = self.tags.len() == 0;
         let mut tag = kind | ((api & 3) << TAG_API_SHIFT);
-        if first {
+        if self.tags.len() == 0 {
             self.first_seq = seq;
         } else {
             let delta = seq.wrapping_sub(self.prev_seq);
@@ -169,99 +219,66 @@ impl ChunkEncoder {
             }
         }
         self.prev_seq = seq;
+        tag
+    }
+
+    /// The pointer, size and stack of an allocation or realloc (`alloc`: an allocation,
+    /// which may take a recently freed block and is remembered for frees).
+    #[inline(always)]
+    fn allocation(&mut self, mut tag: u8, alloc: bool, ptr: u64, size: u64, stack: u32) -> u8 {
+        let first = self.tags.len() == 0;
+        let b = bucket(size);
+        let found = self.reuse.find(b, ptr);
         let slot = self.recent.slot(ptr);
-        if kind == EV_FREE {
-            // A free of one of the last RECENT allocations of the chunk: its distance.
-            let (at, chunk_allocs) = (slot.allocated_at, self.chunk_allocs);
-            let recent = (slot.allocated == ptr && at >= chunk_allocs)
-                .then(|| self.allocs - 1 - at)
-                .filter(|&distance| distance < RECENT as u64);
-            slot.freed = ptr;
-            slot.freed_at = self.frees;
-            self.frees += 1;
-            let class = self.reuse.class(ptr);
-            if let Some(distance) = recent {
-                tag |= TAG_RECENT_FREE;
-                // SAFETY: room for this event (above).
-                unsafe { self.misc.varint(distance) };
-            } else {
-                // Else its region and its place there (see the module docs).
-                let region = self.regions.number(ptr >> REGION_SHIFT);
-                let offset = ptr & ((1 << REGION_SHIFT) - 1);
-                let place = if let Some(code) = block_in(class, ptr) {
-                    tag = (tag & !3) | EV_FREE_BLOCK;
-                    code
-                } else if offset & 15 == 0 {
-                    tag |= TAG_ALIGNED16;
-                    offset >> 4
-                } else {
-                    offset
-                };
-                // SAFETY: room for this event (above).
-                unsafe {
-                    self.region_index.push(region);
-                    self.offsets.push(place);
-                }
-            }
-            self.reuse.freed_in(class, ptr);
+        // An allocation that takes a recently freed block: its place in its bucket's list,
+        // else its distance among the chunk's last RECENT frees.
+        let recent = if alloc {
+            found
+                .filter(|_| ptr != reuse::EMPTY)
+                .map(|i| i as u64)
+                .or_else(|| {
+                    let (at, chunk_frees) = (slot.freed_at, self.chunk_frees);
+                    (slot.freed == ptr && at >= chunk_frees)
+                        .then(|| self.frees - 1 - at)
+                        .filter(|&distance| distance < RECENT as u64)
+                        .map(|distance| WAYS as u64 + distance)
+                })
         } else {
-            let b = bucket(size);
-            let found = self.reuse.find(b, ptr);
-            // An allocation that takes a recently freed block: its place in its bucket's
-            // list, else its distance among the chunk's last RECENT frees.
-            let recent = if kind == EV_ALLOC {
-                found
-                    .filter(|_| ptr != reuse::EMPTY)
-                    .map(|i| i as u64)
-                    .or_else(|| {
-                        let (at, chunk_frees) = (slot.freed_at, self.chunk_frees);
-                        (slot.freed == ptr && at >= chunk_frees)
-                            .then(|| self.frees - 1 - at)
-                            .filter(|&distance| distance < RECENT as u64)
-                            .map(|distance| WAYS as u64 + distance)
-                    })
+            None
+        };
+        if let Some(code) = recent {
+            tag |= TAG_RECENT_FREE;
+            // SAFETY: room for this event (`start_event`).
+            unsafe { self.misc.varint(code) };
+        } else {
+            let delta = ptr.wrapping_sub(self.refs.get_bucket(b)) as i64;
+            let v = if delta & 15 == 0 {
+                tag |= TAG_ALIGNED16;
+                zigzag(delta >> 4)
             } else {
-                None
+                zigzag(delta)
             };
-            if let Some(code) = recent {
-                tag |= TAG_RECENT_FREE;
-                // SAFETY: room for this event (above).
-                unsafe { self.misc.varint(code) };
-            } else {
-                let delta = ptr.wrapping_sub(self.refs.get_bucket(b)) as i64;
-                let v = if delta & 15 == 0 {
-                    tag |= TAG_ALIGNED16;
-                    zigzag(delta >> 4)
-                } else {
-                    zigzag(delta)
-                };
-                // SAFETY: room for this event (above).
-                unsafe { self.ptrs.push(v) };
-            }
-            if kind == EV_ALLOC {
-                slot.allocated = ptr;
-                slot.allocated_at = self.allocs;
-                self.allocs += 1;
-            }
-            self.reuse.allocated_at(b, found, ptr);
-            self.refs.set_bucket(b, ptr);
-            // SAFETY: room for this event (above).
-            unsafe { self.sizes.push(size) };
-            if stack == self.prev_stack && !first {
-                tag |= TAG_SAME_STACK;
-            } else {
-                let delta = zigzag(stack as i64 - self.prev_stack as i64);
-                // SAFETY: room for this event (above).
-                unsafe { self.misc.varint(delta) };
-                self.prev_stack = stack;
-            }
-            if kind == EV_REALLOC {
-                // SAFETY: room for this event (above).
-                unsafe { self.misc.varint(zigzag(old.wrapping_sub(ptr) as i64)) };
-            }
+            // SAFETY: room for this event (`start_event`).
+            unsafe { self.ptrs.push(v) };
         }
-        // SAFETY: room for this event (above).
-        unsafe { self.tags.push(tag) };
+        if alloc {
+            slot.allocated = ptr;
+            slot.allocated_at = self.allocs;
+            self.allocs += 1;
+        }
+        self.reuse.allocated_at(b, found, ptr);
+        self.refs.set_bucket(b, ptr);
+        // SAFETY: room for this event (`start_event`).
+        unsafe { self.sizes.push(size) };
+        if stack == self.prev_stack && !first {
+            tag |= TAG_SAME_STACK;
+        } else {
+            let delta = zigzag(stack as i64 - self.prev_stack as i64);
+            // SAFETY: room for this event (`start_event`).
+            unsafe { self.misc.varint(delta) };
+            self.prev_stack = stack;
+        }
+        tag
     }
 
     /// Appends the chunk's payload for `thread` to `out`, its columns compressed at zstd
