@@ -159,7 +159,8 @@ impl Packer {
         plane.resize(n, 0);
         for p in 0..planes {
             let shift = 8 * p as u32;
-            // A plain map over two slices: the compiler vectorizes it.
+            // (A pass per plane, unrolled by the compiler: ~4 instructions a byte. One pass
+            // writing every plane saved under 1% of the writer's instructions.)
             for (byte, v) in plane.iter_mut().zip(values.column.as_slice()) {
                 *byte = (v >> shift) as u8;
             }
