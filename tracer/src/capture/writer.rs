@@ -2,6 +2,10 @@
 //! appends stack nodes, modules, thread names and a memory sample every tick, and writes the
 //! end marker when recording stops.
 //!
+//! The rows are decoded straight into one [`ChunkEncoder`] kept for the whole recording (no
+//! list of events in between, no tables cleared or allocated per chunk): the writer competes
+//! with the program for the cores, so its cost per event is the cost of recording.
+//!
 //! Each tick's output goes to the file with a single `write`, so a killed process leaves only
 //! whole ticks behind, except at most one partial chunk at the end (which the reader skips).
 
