@@ -7,9 +7,13 @@
 //! ```
 //!
 //! Runs the workload with the hook idle and with a recording on, interleaved, `rounds` times
-//! (default 5), and prints the medians, their ratio, and the capture's bytes per alloc+free
-//! pair (the file minus a recording of the population fill alone, over the steps).
+//! (default 5), and prints the medians, their ratio, the writer thread's CPU time, and the
+//! capture's bytes per alloc+free pair (the file minus a recording of the population fill alone,
+//! over the steps).
 //! `TIDEMARK_ONLY=record` (or `idle`) runs only that variant once (for callgrind).
+//! `TIDEMARK_INTERVAL_MS=N` sets the writer's tick: under callgrind a long one (10000) makes
+//! the writer take every event in one tick, so its chunks (and instruction counts) do not
+//! depend on how the threads were scheduled. `TIDEMARK_KEEP=path` keeps that capture.
 
 use std::time::Instant;
 use tidemark_tracer::capture::{self, RecordOptions};
@@ -45,11 +49,27 @@ fn main() {
         return;
     }
     if std::env::var("TIDEMARK_ONLY").as_deref() == Ok("record") {
-        let guard = capture::record(&path, RecordOptions::default()).unwrap();
+        let options = RecordOptions {
+            sample_interval_ms: std::env::var("TIDEMARK_INTERVAL_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(RecordOptions::default().sample_interval_ms),
+            ..RecordOptions::default()
+        };
+        let keep = std::env::var_os("TIDEMARK_KEEP");
+        let path = keep.clone().map_or(path, std::path::PathBuf::from);
+        let guard = capture::record(&path, options).unwrap();
         std::hint::black_box(churn(live, ops));
         let s = guard.stop().unwrap();
-        println!("{} events, {} bytes", s.events, s.bytes_written);
-        std::fs::remove_file(&path).ok();
+        println!(
+            "{} events, {} bytes, writer CPU {:.3} s",
+            s.events,
+            s.bytes_written,
+            s.writer_cpu_ns as f64 / 1e9
+        );
+        if keep.is_none() {
+            std::fs::remove_file(&path).ok();
+        }
         return;
     }
     // The fill alone, to subtract from the churn capture.
@@ -61,6 +81,7 @@ fn main() {
     std::fs::remove_file(&base_path).ok();
 
     let (mut idle, mut recorded, mut stopping, mut sizes) = (vec![], vec![], vec![], vec![]);
+    let mut writer_cpu = vec![];
     for _ in 0..rounds {
         let t = Instant::now();
         std::hint::black_box(churn(live, ops));
@@ -73,6 +94,7 @@ fn main() {
         let summary = guard.stop().unwrap();
         stopping.push(t.elapsed().as_secs_f64());
         assert_eq!(summary.dropped, 0);
+        writer_cpu.push(summary.writer_cpu_ns as f64 / 1e9);
         let size = std::fs::metadata(&path).unwrap().len();
         sizes.push(size.saturating_sub(base) as f64 / ops as f64);
     }
@@ -83,8 +105,10 @@ fn main() {
     );
     println!(
         "churn {ops} steps, {live} live, medians of {rounds}: idle hook {i:.3} s, \
-         recording {r:.3} s (+{s:.3} s to stop): {:.2}x; capture {:.2} bytes per alloc+free pair",
+         recording {r:.3} s (+{s:.3} s to stop): {:.2}x; writer CPU {:.3} s; \
+         capture {:.2} bytes per alloc+free pair",
         r / i,
+        median(&mut writer_cpu),
         median(&mut sizes)
     );
     std::fs::remove_file(&path).ok();

@@ -143,3 +143,44 @@ fn arbitrary_pointers_round_trip() {
     }
     round_trip(&events);
 }
+
+#[test]
+fn the_highest_address_is_not_mistaken_for_an_empty_slot() {
+    // The encoder's table of recent addresses once marked empty slots with address
+    // u64::MAX alone, so a free of that address looked like a free of the first allocation.
+    let events = [
+        event(
+            0,
+            EventKind::Alloc {
+                ptr: 0x1000,
+                size: 16,
+                api: 0,
+                stack: 1,
+            },
+        ),
+        event(
+            1,
+            EventKind::Free {
+                ptr: u64::MAX,
+                api: 0,
+            },
+        ),
+        event(
+            1,
+            EventKind::Alloc {
+                ptr: u64::MAX,
+                size: 16,
+                api: 0,
+                stack: 1,
+            },
+        ),
+        event(
+            2,
+            EventKind::Free {
+                ptr: u64::MAX,
+                api: 0,
+            },
+        ),
+    ];
+    round_trip(&events);
+}

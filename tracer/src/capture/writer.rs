@@ -2,11 +2,15 @@
 //! appends stack nodes, modules, thread names and a memory sample every tick, and writes the
 //! end marker when recording stops.
 //!
+//! The rows are decoded straight into one [`ChunkEncoder`] kept for the whole recording (no
+//! list of events in between, no tables cleared or allocated per chunk): the writer competes
+//! with the program for the cores, so its cost per event is the cost of recording.
+//!
 //! Each tick's output goes to the file with a single `write`, so a killed process leaves only
 //! whole ticks behind, except at most one partial chunk at the end (which the reader skips).
 
-use super::buffers::{self, Block};
-use super::events::encode_events_at;
+use super::buffers::{self, Block, EventList, RowSink, RowSpan};
+use super::events::ChunkEncoder;
 use super::format::*;
 use crate::report::replay::{Replay, ReplayOptions};
 use std::collections::HashSet;
@@ -104,6 +108,9 @@ pub struct RecordSummary {
     pub dropped: u64,
     pub bytes_written: u64,
     pub duration_ns: u64,
+    /// CPU time the writer thread used (decoding, coding, compressing, writing): what
+    /// recording costs besides the allocating threads' own share.
+    pub writer_cpu_ns: u64,
 }
 
 pub(crate) struct Writer {
@@ -118,20 +125,64 @@ pub(crate) struct Writer {
     page_size: u64,
     bytes_written: u64,
     events: u64,
-    /// This tick's events per thread index.
-    batches: Vec<(u32, Vec<Event>)>,
+    /// This tick's rows per thread index, in the order taken.
+    batches: Vec<(u32, Vec<RowSpan>)>,
+    /// The event encoder (its tables are kept from chunk to chunk) and a payload buffer.
+    chunk: ChunkEncoder,
+    payload: Vec<u8>,
 }
 
 /// The most events one `Events` chunk holds (about 2-4 MiB of columns).
 const MAX_EVENTS_PER_CHUNK: usize = 1 << 18;
 
-/// Appends one thread's events (`part`, not empty) to `out` as an `Events` chunk.
-fn put_events(out: &mut Vec<u8>, part: &[Event], level: i32) {
-    let mut e = Encoder {
-        buf: Vec::with_capacity(part.len() * 4 + 64),
-    };
-    encode_events_at(part[0].thread, part, level, &mut e);
-    put_chunk(out, ChunkKind::Events, &e.buf, 0);
+/// Codes one thread's rows of a tick into `Events` chunks as they are decoded, cutting a
+/// chunk every [`MAX_EVENTS_PER_CHUNK`] events.
+struct ChunkSink<'a> {
+    thread: u32,
+    chunk: &'a mut ChunkEncoder,
+    payload: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
+    level: i32,
+}
+
+impl ChunkSink<'_> {
+    /// Appends the events coded so far (if any) to `out` as an `Events` chunk.
+    fn put(&mut self) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        self.payload.clear();
+        self.chunk.finish(self.thread, self.level, self.payload);
+        put_chunk(self.out, ChunkKind::Events, self.payload, 0);
+    }
+}
+
+impl ChunkSink<'_> {
+    /// Cuts a chunk when it is full.
+    #[inline(always)]
+    fn coded(&mut self) {
+        if self.chunk.len() == MAX_EVENTS_PER_CHUNK {
+            self.put();
+        }
+    }
+}
+
+impl RowSink for ChunkSink<'_> {
+    #[inline(always)]
+    fn free(&mut self, seq: u64, api: u8, ptr: u64) {
+        self.chunk.push_free(seq, api, ptr);
+        self.coded();
+    }
+    #[inline(always)]
+    fn alloc(&mut self, seq: u64, api: u8, ptr: u64, size: u64, stack: u32) {
+        self.chunk.push_alloc(seq, api, ptr, size, stack);
+        self.coded();
+    }
+    #[inline(always)]
+    fn realloc(&mut self, seq: u64, new: u64, size: u64, stack: u32, old: u64) {
+        self.chunk.push_realloc(seq, new, size, stack, old);
+        self.coded();
+    }
 }
 
 impl Writer {
@@ -183,6 +234,8 @@ impl Writer {
             bytes_written,
             events: 0,
             batches: Vec::new(),
+            chunk: ChunkEncoder::new(),
+            payload: Vec::new(),
         })
     }
 
@@ -201,57 +254,57 @@ impl Writer {
             * self.page_size
     }
 
-    /// Collects the rows `block` committed since the last look into its thread's batch.
+    /// Notes the rows `block` committed since the last look in its thread's batch.
     fn drain(&mut self, block: *mut Block) {
-        // SAFETY: only the writer reads block headers' thread field after publication.
-        let thread = unsafe { (*block).thread };
-        let at = match self.batches.iter().position(|(t, _)| *t == thread) {
-            Some(at) => at,
-            None => {
-                self.batches.push((thread, Vec::new()));
-                self.batches.len() - 1
-            }
-        };
-        let batch = &mut self.batches[at].1;
-        let before = batch.len();
         // SAFETY: the writer is the only reader of blocks; `block` is on the FULL list we
         // took or is some slot's current block, and is freed only after this tick.
-        unsafe { Block::drain(block, batch) };
-        self.events += (batch.len() - before) as u64;
-        // A full chunk's worth is encoded at once, so a thread's batch never holds much more
-        // than one chunk: a writer that fell behind used to gather a million events (~50 MiB)
-        // in it, page-faulted in afresh every tick and unmapped again (a sixth of a traced C
-        // churn run's CPU). The chunks are the ones the end of the tick would have cut.
-        if self.replay.is_none() && batch.len() >= MAX_EVENTS_PER_CHUNK {
-            let full = batch.len() / MAX_EVENTS_PER_CHUNK * MAX_EVENTS_PER_CHUNK;
-            for part in batch[..full].chunks(MAX_EVENTS_PER_CHUNK) {
-                put_events(&mut self.out, part, self.options.compression_level);
-            }
-            batch.drain(..full);
+        let Some(span) = (unsafe { Block::take_rows(block) }) else {
+            return;
+        };
+        let thread = span.thread();
+        match self.batches.iter_mut().find(|(t, _)| *t == thread) {
+            Some((_, spans)) => spans.push(span),
+            None => self.batches.push((thread, vec![span])),
         }
     }
 
     /// Writes each thread's events of this tick as one `Events` chunk (a few for a very busy
-    /// thread): bigger chunks let the column model and the entropy coder see more.
+    /// thread): bigger chunks let the column model and the entropy coder see more. The rows
+    /// are decoded and coded in one pass, by one encoder.
     fn flush_batches(&mut self) {
-        for (_, batch) in &mut self.batches {
-            if batch.is_empty() {
-                continue;
-            }
+        for (thread, spans) in &mut self.batches {
+            let mut events = 0;
             match &mut self.replay {
-                Some((_, pending)) => pending.extend_from_slice(batch),
-                None => {
-                    for part in batch.chunks(MAX_EVENTS_PER_CHUNK) {
-                        put_events(&mut self.out, part, self.options.compression_level);
+                Some((_, pending)) => {
+                    let mut sink = EventList {
+                        thread: *thread,
+                        events: pending,
+                    };
+                    for span in spans.iter() {
+                        // SAFETY: the writer thread, before `retire` recycles the blocks;
+                        // the spans are in the order taken.
+                        events += unsafe { span.decode(&mut sink) };
                     }
                 }
+                None => {
+                    let mut sink = ChunkSink {
+                        thread: *thread,
+                        chunk: &mut self.chunk,
+                        payload: &mut self.payload,
+                        out: &mut self.out,
+                        level: self.options.compression_level,
+                    };
+                    for span in spans.iter() {
+                        // SAFETY: as above.
+                        events += unsafe { span.decode(&mut sink) };
+                    }
+                    sink.put();
+                }
             }
-            batch.clear();
+            self.events += events as u64;
+            spans.clear();
         }
-        // Keep the buffers of busy threads for the next tick, not those of every thread
-        // that ever ran.
-        self.batches
-            .retain(|(_, b)| b.capacity() <= 4 * MAX_EVENTS_PER_CHUNK);
+        // Keep the lists of the threads seen lately, not of every thread that ever ran.
         self.batches.truncate(64);
     }
 
@@ -288,8 +341,9 @@ impl Writer {
                 self.drain(s.block);
             }
         }
-        buffers::retire(&slots, &full);
+        // The rows are decoded here, before their blocks are recycled.
         self.flush_batches();
+        buffers::retire(&slots, &full);
         let level = self.options.compression_level;
         let count = crate::stack::stack_node_count();
         if count > self.stack_nodes_written {
@@ -395,8 +449,22 @@ impl Writer {
             dropped: buffers::DROPPED.load(Ordering::Relaxed),
             bytes_written: self.bytes_written,
             duration_ns: self.start.elapsed().as_nanos() as u64,
+            writer_cpu_ns: thread_cpu_ns(),
         }
     }
+}
+
+/// CPU time of the calling thread (0 if the clock is unavailable).
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Runs the writer loop until `stop` is set, then writes the last tick.

@@ -36,7 +36,7 @@
 //! held across an allocation.
 
 use super::format::{
-    put_varint, Event, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
+    put_varint, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
 };
 use core::cell::Cell;
 use core::ptr::null_mut;
@@ -49,8 +49,8 @@ use tidemark_alloc::sync::SpinLock;
 mod rows;
 mod writer_view;
 
-use rows::{decode_rows, RowState};
-pub use writer_view::{retire, snapshot_slots};
+pub use rows::{EventList, RowSink};
+pub use writer_view::{retire, snapshot_slots, RowSpan};
 
 /// Bytes per block, header included.
 pub const BLOCK_BYTES: usize = 64 << 10;
@@ -78,8 +78,9 @@ pub struct Block {
     pub thread: u32,
     /// Committed bytes after the header.
     len: AtomicU32,
-    /// Writer: bytes consumed so far, and the decode state there (the owner sets the state
-    /// to its own before publishing the block).
+    /// Writer: bytes taken so far, and the decode state at the end of the rows decoded so
+    /// far, which catch up with the taken ones before the tick ends (the owner sets the
+    /// state to its own before publishing the block).
     w_read: u32,
     w_stack: u32,
     w_seq: u64,
@@ -92,34 +93,6 @@ impl Block {
     fn data(block: *mut Block) -> *mut u8 {
         // SAFETY: the data area follows the header inside the BLOCK_BYTES mapping.
         unsafe { (block as *mut u8).add(BLOCK_DATA) }
-    }
-
-    /// Writer side: decodes the rows committed since the last call, appending them to `out`.
-    /// Returns false when nothing new was committed.
-    ///
-    /// # Safety
-    /// Only the writer thread calls this, on a block it holds or that is some slot's current
-    /// block (the owner only appends past `len`).
-    pub unsafe fn drain(block: *mut Block, out: &mut Vec<Event>) -> bool {
-        // SAFETY: per the contract, the header's w_* fields are the writer's, and the bytes
-        // below the committed length are immutable.
-        unsafe {
-            let len = (*block).len.load(Ordering::Acquire) as usize;
-            let read = (*block).w_read as usize;
-            if len <= read {
-                return false;
-            }
-            let rows = core::slice::from_raw_parts(Block::data(block).add(read), len - read);
-            let mut state = RowState {
-                seq: (*block).w_seq,
-                stack: (*block).w_stack,
-            };
-            decode_rows((*block).thread, &mut state, rows, out);
-            (*block).w_read = len as u32;
-            (*block).w_seq = state.seq;
-            (*block).w_stack = state.stack;
-            true
-        }
     }
 }
 

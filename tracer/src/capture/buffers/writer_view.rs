@@ -1,9 +1,82 @@
 //! The capture writer's side of the thread slots: at each tick it waits for the appends in
-//! flight, notes each slot's current block and identity, and afterwards recycles the slots of
-//! exited threads and the blocks it drained.
+//! flight, notes each slot's current block and identity, takes the rows committed since
+//! (decoding them later in the tick), and afterwards recycles the slots of exited threads
+//! and the blocks it drained.
 
+use super::rows::{decode_rows, RowSink, RowState};
 use super::{fence_all_threads, free_block, reset_slot, Block, ThreadBuf, THREADS};
 use core::sync::atomic::Ordering;
+
+impl Block {
+    /// Writer side: the rows committed since the last call (None when there are none).
+    /// They stay in the block, to be decoded with [`RowSpan::decode`] before the block is
+    /// recycled.
+    ///
+    /// # Safety
+    /// Only the writer thread calls this, on a block it holds or that is some slot's current
+    /// block (the owner only appends past `len`).
+    pub unsafe fn take_rows(block: *mut Block) -> Option<RowSpan> {
+        // SAFETY: per the contract, the header's w_* fields are the writer's.
+        unsafe {
+            let len = (*block).len.load(Ordering::Acquire);
+            let read = (*block).w_read;
+            (*block).w_read = len.max(read);
+            (len > read).then_some(RowSpan {
+                block,
+                start: read,
+                end: len,
+            })
+        }
+    }
+}
+
+/// Rows of one block the writer has taken ([`Block::take_rows`]) but not decoded yet.
+pub struct RowSpan {
+    block: *mut Block,
+    start: u32,
+    end: u32,
+}
+
+// SAFETY: blocks are process-wide mappings, not tied to a thread; a span only names rows the
+// writer took, and the writer (whichever thread runs it) is their only reader.
+unsafe impl Send for RowSpan {}
+
+impl RowSpan {
+    /// The thread whose rows these are.
+    pub fn thread(&self) -> u32 {
+        // SAFETY: the thread field is written before the block is published, and the block
+        // lives on (see `decode`).
+        unsafe { (*self.block).thread }
+    }
+
+    /// Decodes the rows into `sink`; returns how many there were. The spans of one block
+    /// must be decoded in the order they were taken (each continues the delta state the
+    /// previous one left in the block).
+    ///
+    /// # Safety
+    /// Only the writer thread calls this, before the block is recycled (`retire` or
+    /// `reset_slot`); the span's bytes were committed, so the owner no longer writes them.
+    #[inline]
+    pub unsafe fn decode<S: RowSink>(&self, sink: &mut S) -> usize {
+        // SAFETY: per the contract, the block is alive, its w_* fields are the writer's, and
+        // the bytes between `start` and `end` are immutable.
+        unsafe {
+            let block = self.block;
+            let rows = core::slice::from_raw_parts(
+                Block::data(block).add(self.start as usize),
+                (self.end - self.start) as usize,
+            );
+            let mut state = RowState {
+                seq: (*block).w_seq,
+                stack: (*block).w_stack,
+            };
+            let n = decode_rows(&mut state, rows, sink);
+            (*block).w_seq = state.seq;
+            (*block).w_stack = state.stack;
+            n
+        }
+    }
+}
 
 /// A thread slot as seen by the writer.
 pub struct SlotInfo {

@@ -21,7 +21,7 @@ fn stack_add(stack: u32, v: u64) -> DecodeResult<u32> {
     u32::try_from((stack as i64).wrapping_add(unzigzag(v))).map_err(|_| "stack id out of range")
 }
 
-/// Appends the column stored in `d` (see [`pack_column`]) to `raw`; `len` bounds it.
+/// Appends the column stored in `d` (see `columns`) to `raw`; `len` bounds it.
 fn unpack_column(d: &mut Decoder, len: u64, raw: &mut Vec<u8>, z: &mut Zstd) -> DecodeResult<()> {
     let end = raw.len() as u64 + len;
     let n = d.count(2)?;

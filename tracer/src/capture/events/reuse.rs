@@ -28,22 +28,33 @@ pub(super) const WAYS: usize = 8;
 const PAGES: usize = 32768;
 
 /// An address no block has: marks an empty place in a list.
-const EMPTY: u64 = u64::MAX;
+pub(super) const EMPTY: u64 = u64::MAX;
 
-/// What the model knows of a page: which one it is (the slot is shared), the bucket of its
-/// latest allocation (+ 1; 0 for an empty slot), and that allocation's offset in the page
-/// modulo the bucket's class size (pymalloc's pools put their blocks at a fixed offset from
-/// the pool header, so every block of a page has the same one).
+/// What the model knows of a page: which one it is (the slot is shared), the chunk that
+/// wrote the slot (slots of earlier chunks count as empty, so a new chunk needs no clearing
+/// of the table), the bucket of its latest allocation, and that allocation's offset in the
+/// page modulo the bucket's class size (pymalloc's pools put their blocks at a fixed offset
+/// from the pool header, so every block of a page has the same one).
 #[derive(Clone, Copy, Default)]
 struct Page {
     page: u64,
-    bucket: u8,
+    chunk: u32,
     phase: u16,
+    bucket: u8,
 }
 
+/// What [`Reuse::class`] knows of the page of an address: its bucket and phase.
+pub(super) type PageClass = Option<(u8, u16)>;
+
+/// Per bucket, the latest freed addresses not allocated again, most recent first: a ring of
+/// [`WAYS`] entries whose front is at `heads[bucket]`, padded with [`EMPTY`]. A free goes in
+/// front and an allocation usually takes the front, both O(1) in a ring.
 pub(super) struct Reuse {
-    pages: Box<[Page]>,
+    pages: Box<[Page; PAGES]>,
+    /// The chunk being coded (0 marks the slots no chunk wrote).
+    chunk: u32,
     frees: Box<[[u64; WAYS]; BUCKETS]>,
+    heads: [u8; BUCKETS],
 }
 
 /// The class size blocks of `bucket` are laid out by, for the buckets of 16-byte classes.
@@ -55,9 +66,25 @@ fn class_size(bucket: u8) -> Option<u64> {
 impl Reuse {
     pub(super) fn new() -> Reuse {
         Reuse {
-            pages: vec![Page::default(); PAGES].into_boxed_slice(),
+            pages: vec![Page::default(); PAGES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!()),
+            chunk: 1,
             frees: Box::new([[EMPTY; WAYS]; BUCKETS]),
+            heads: [0; BUCKETS],
         }
+    }
+
+    /// Forgets everything, for the next chunk: O(buckets), not O(pages).
+    pub(super) fn reset(&mut self) {
+        if self.chunk == u32::MAX {
+            self.pages.fill(Page::default());
+            self.chunk = 0;
+        }
+        self.chunk += 1;
+        *self.frees = [[EMPTY; WAYS]; BUCKETS];
+        self.heads = [0; BUCKETS];
     }
 
     #[inline]
@@ -68,56 +95,73 @@ impl Reuse {
         (page, &mut self.pages[i])
     }
 
-    /// The bucket of the page `ptr` lies in, if known.
+    /// The bucket and phase of the page `ptr` lies in, if known.
     #[inline]
-    fn bucket_of(&mut self, ptr: u64) -> Option<(u8, u16)> {
+    pub(super) fn class(&mut self, ptr: u64) -> PageClass {
+        let chunk = self.chunk;
         let (page, p) = self.page(ptr);
-        (p.page == page && p.bucket != 0).then(|| (p.bucket - 1, p.phase))
+        (p.page == page && p.chunk == chunk).then_some((p.bucket, p.phase))
     }
 
     /// Files a free of `ptr` at the front of its page's bucket list (nowhere if the page's
     /// bucket is unknown).
     #[inline]
     pub(super) fn freed(&mut self, ptr: u64) {
-        if let Some((b, _)) = self.bucket_of(ptr) {
-            let list = &mut self.frees[b as usize];
-            list.copy_within(0..WAYS - 1, 1);
-            list[0] = ptr;
+        let class = self.class(ptr);
+        self.freed_in(class, ptr);
+    }
+
+    /// [`Reuse::freed`] with the page's class already looked up.
+    #[inline]
+    pub(super) fn freed_in(&mut self, class: PageClass, ptr: u64) {
+        if let Some((b, _)) = class {
+            // (Buckets are below BUCKETS: the mask only spares the bounds checks.)
+            let b = b as usize & (BUCKETS - 1);
+            let head = (self.heads[b] as usize + WAYS - 1) % WAYS;
+            self.heads[b] = head as u8;
+            self.frees[b][head] = ptr;
         }
     }
 
-    /// Where `ptr` is in the list of the bucket of `size`, if it is there.
+    /// Where `ptr` first is in the list of `bucket` (an [`EMPTY`] `ptr` finds padding).
     #[inline]
+    pub(super) fn find(&self, bucket: usize, ptr: u64) -> Option<usize> {
+        let bucket = bucket & (BUCKETS - 1);
+        let (ring, head) = (&self.frees[bucket], self.heads[bucket] as usize);
+        (0..WAYS).find(|&k| ring[(head + k) % WAYS] == ptr)
+    }
+
+    /// Where `ptr` is in the list of the bucket of `size`, if it is there.
+    #[cfg(test)]
     pub(super) fn position(&self, size: u64, ptr: u64) -> Option<usize> {
         if ptr == EMPTY {
             return None;
         }
-        self.frees[bucket(size)].iter().position(|&a| a == ptr)
+        self.find(bucket(size), ptr)
     }
 
     /// The address at `position` in the list of the bucket of `size`.
     #[inline]
     pub(super) fn at(&self, size: u64, position: usize) -> Option<u64> {
-        let ptr = *self.frees[bucket(size)].get(position)?;
-        (ptr != EMPTY).then_some(ptr)
+        let b = bucket(size);
+        let ptr = self.frees[b][(self.heads[b] as usize + position.min(WAYS)) % WAYS];
+        (position < WAYS && ptr != EMPTY).then_some(ptr)
     }
 
     /// A freed block's place inside its 1 MiB region as `block index << 6 | page in region`,
     /// when its page's class size and phase are known and `ptr` sits on a block boundary:
     /// about 12 bits where the offset takes 16. See [`Reuse::unblock`].
-    #[inline]
+    #[cfg(test)]
     pub(super) fn block(&mut self, ptr: u64) -> Option<u64> {
-        let (b, phase) = self.bucket_of(ptr)?;
-        let size = class_size(b)?;
-        let offset = (ptr & PAGE_MASK).checked_sub(phase as u64)?;
-        (offset % size == 0).then(|| (offset / size) << PAGES_PER_REGION_BITS | page_in_region(ptr))
+        let class = self.class(ptr);
+        block_in(class, ptr)
     }
 
     /// The address [`Reuse::block`] gave `code` for, in the region starting at `region`.
     #[inline]
     pub(super) fn unblock(&mut self, region: u64, code: u64) -> Option<u64> {
         let page = region + ((code & (PAGES_PER_REGION - 1)) << PAGE_SHIFT);
-        let (b, phase) = self.bucket_of(page)?;
+        let (b, phase) = self.class(page)?;
         let offset = (code >> PAGES_PER_REGION_BITS)
             .checked_mul(class_size(b)?)?
             .checked_add(phase as u64)?;
@@ -129,19 +173,43 @@ impl Reuse {
     #[inline]
     pub(super) fn allocated(&mut self, size: u64, ptr: u64) {
         let b = bucket(size);
-        let list = &mut self.frees[b];
-        if let Some(i) = list.iter().position(|&a| a == ptr) {
-            list.copy_within(i + 1.., i);
-            list[WAYS - 1] = EMPTY;
+        let found = self.find(b, ptr);
+        self.allocated_at(b, found, ptr);
+    }
+
+    /// [`Reuse::allocated`] with the bucket and `find(bucket, ptr)` already at hand.
+    #[inline]
+    pub(super) fn allocated_at(&mut self, b: usize, found: Option<usize>, ptr: u64) {
+        let b = b & (BUCKETS - 1);
+        if let Some(i) = found {
+            // The `i` entries in front of it move back one place, over it; the front place
+            // becomes the padding at the end.
+            let (ring, head) = (&mut self.frees[b], self.heads[b] as usize);
+            for k in (0..i).rev() {
+                ring[(head + k + 1) % WAYS] = ring[(head + k) % WAYS];
+            }
+            ring[head] = EMPTY;
+            self.heads[b] = ((head + 1) % WAYS) as u8;
         }
         let phase = class_size(b as u8).map_or(0, |c| (ptr & PAGE_MASK) % c) as u16;
+        let chunk = self.chunk;
         let (page, p) = self.page(ptr);
         *p = Page {
             page,
-            bucket: b as u8 + 1,
+            chunk,
             phase,
+            bucket: b as u8,
         };
     }
+}
+
+/// [`Reuse::block`] with the page's class already looked up.
+#[inline]
+pub(super) fn block_in(class: PageClass, ptr: u64) -> Option<u64> {
+    let (b, phase) = class?;
+    let size = class_size(b)?;
+    let offset = (ptr & PAGE_MASK).checked_sub(phase as u64)?;
+    (offset % size == 0).then(|| (offset / size) << PAGES_PER_REGION_BITS | page_in_region(ptr))
 }
 
 const PAGE_MASK: u64 = (1 << PAGE_SHIFT) - 1;
@@ -185,5 +253,14 @@ mod tests {
         }
         assert_eq!(r.position(48, page + 32), None);
         assert_eq!(r.at(48, 0), Some(page + 1024 + 16 * (WAYS as u64 + 1)));
+        // Taken from the middle, the rest close up; a new chunk forgets pages and lists.
+        r.allocated(48, page + 1024 + 16 * 5);
+        assert_eq!(r.at(48, 4), Some(page + 1024 + 16 * 4));
+        assert_eq!(r.at(48, 6), Some(page + 1024 + 16 * 2));
+        assert_eq!(r.at(48, 7), None);
+        assert_eq!(r.block(page + 48), Some(1 << 6 | 7));
+        r.reset();
+        assert_eq!(r.at(48, 0), None);
+        assert_eq!(r.block(page + 48), None);
     }
 }
