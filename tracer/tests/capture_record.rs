@@ -45,8 +45,17 @@ fn stack(site: u64) -> u32 {
     tidemark_tracer::stack::intern(&[site, MAIN])
 }
 
+/// One recording per process at a time (`record` refuses a second): the tests that record in
+/// this process hold this while they do, since the harness runs tests on parallel threads.
+static ONE_RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_recording() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RECORDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the known workload under recording and returns the capture path.
 fn record_known(dir: &std::path::Path, aggregate: bool) -> std::path::PathBuf {
+    let _one = one_recording();
     let path = dir.join(if aggregate {
         "known-agg.tdm"
     } else {
@@ -407,6 +416,7 @@ fn a_forked_child_forgets_the_parents_recording() {
 fn a_realloc_is_ordered_before_the_reuse_of_its_old_address() {
     let dir = tempdir();
     let path = dir.join("realloc-order.tdm");
+    let _one = one_recording();
     let guard = capture::record(&path, RecordOptions::default()).unwrap();
     let (a, b) = (stack(SITE_A), stack(SITE_B));
     let (old, new) = (0x7500_0000usize, 0x7600_0000usize);
