@@ -33,7 +33,7 @@
 //! records, threads whose block could not be mapped, and the DWARF unwinder take the plain path
 //! (`unwind::capture_counted` + `stack::intern`).
 
-use crate::stack::{self, StackId};
+use crate::stack::{self, ChildCache, StackId};
 use crate::sysmem::{map_zeroed, unmap};
 use crate::unwind;
 use core::cell::Cell;
@@ -81,14 +81,6 @@ impl Rec {
     }
 }
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct ChildEntry {
-    ip: u64,
-    parent: StackId,
-    child: StackId, // 0 = empty
-}
-
 /// A recent walk and its stack: when the capture starts at the same frame and every record
 /// still holds what that walk read, the stack is that walk's again (the argument at the top).
 ///
@@ -125,7 +117,7 @@ struct Memo {
     /// Records read from the top in this walk, most recent first (scratch).
     fresh: [Rec; FRESH_MAX],
     ips: [u64; CAP],
-    children: [ChildEntry; CHILD_CACHE],
+    children: ChildCache<CHILD_CACHE>,
     recent: [Recent; RECENT],
     /// The `recent` entry the next walk replaces (round robin).
     recent_next: usize,
@@ -499,26 +491,9 @@ fn reuse(
     let base = (m.recs[0].ip() == 0) as usize;
     for o in common + 1..=new_end {
         let ip = m.recs[base + o].ip() as u64;
-        node = child(m, node, ip)?;
+        node = m.children.child(node, ip)?;
     }
     Some(node)
-}
-
-/// The trie child of `parent` for `ip`, through the per-thread cache.
-#[inline]
-fn child(m: &mut Memo, parent: StackId, ip: u64) -> Option<StackId> {
-    let h = (ip ^ ((parent as u64) << 32 | parent as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let e = &mut m.children[(h >> 40) as usize & (CHILD_CACHE - 1)];
-    if e.child != 0 && e.ip == ip && e.parent == parent {
-        return Some(e.child);
-    }
-    let c = stack::child_of(parent, ip)?;
-    *e = ChildEntry {
-        ip,
-        parent,
-        child: c,
-    };
-    Some(c)
 }
 
 #[cfg(test)]

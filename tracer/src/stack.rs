@@ -283,11 +283,60 @@ pub fn intern(ips: &[u64]) -> StackId {
 }
 
 /// The child of node `parent` for return address `ip` (made if missing): one step down the
-/// trie, for callers that know a stack's prefix already (memo.rs, the preload's DWARF memo).
+/// trie, for callers that know a stack's prefix already (through [`ChildCache`]).
 /// None when out of memory.
-pub fn child_of(parent: StackId, ip: u64) -> Option<StackId> {
+fn child_of(parent: StackId, ip: u64) -> Option<StackId> {
     crate::fork::ensure_handlers();
     INTERNER.with(|map| map.child(parent, ip))
+}
+
+/// A per-thread `(parent, ip) → child` cache in front of [`child_of`], which takes the
+/// interner's lock: a memo naming a stack by trie steps takes the same few steps again and
+/// again. `N` entries (a power of two), direct-mapped; all-zero bytes are an empty cache.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ChildCache<const N: usize> {
+    entries: [ChildEntry; N],
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct ChildEntry {
+    ip: u64,
+    parent: StackId,
+    child: StackId, // 0 = empty
+}
+
+impl<const N: usize> ChildCache<N> {
+    pub const fn new() -> Self {
+        assert!(N.is_power_of_two());
+        ChildCache {
+            entries: [ChildEntry {
+                ip: 0,
+                parent: 0,
+                child: 0,
+            }; N],
+        }
+    }
+
+    /// `child_of(parent, ip)`, from the cache when it holds that step.
+    #[inline]
+    pub fn child(&mut self, parent: StackId, ip: u64) -> Option<StackId> {
+        let h = (ip ^ ((parent as u64) << 32 | parent as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let e = &mut self.entries[(h >> 40) as usize & (N - 1)];
+        if e.child != 0 && e.ip == ip && e.parent == parent {
+            return Some(e.child);
+        }
+        let child = child_of(parent, ip)?;
+        *e = ChildEntry { ip, parent, child };
+        Some(child)
+    }
+}
+
+impl<const N: usize> Default for ChildCache<N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Holds the interner lock across `fork` (see fork.rs).

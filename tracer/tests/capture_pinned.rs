@@ -16,6 +16,8 @@ use tidemark_tracer::capture::{self, RecordOptions};
 #[path = "shared/rng.rs"]
 mod rng;
 use rng::Rng;
+#[path = "shared/streams.rs"]
+mod streams;
 
 /// The `Events` chunk payloads of a capture file, in file order.
 fn events_payloads(file: &[u8]) -> Vec<Vec<u8>> {
@@ -161,48 +163,6 @@ fn pooled(steps: usize, rng: &mut Rng) -> Vec<Event> {
     events
 }
 
-/// Pointers anywhere, unaligned, at the extremes, and repeated.
-fn wild(n: usize, rng: &mut Rng) -> Vec<Event> {
-    let mut events = Vec::new();
-    let mut recent: Vec<u64> = Vec::new();
-    let mut seq = 0u64;
-    for _ in 0..n {
-        let ptr = match rng.below(8) {
-            0 => rng.next(),
-            1 => u64::MAX - rng.below(3) as u64,
-            2 => rng.below(64) as u64,
-            3 if !recent.is_empty() => recent[rng.below(recent.len())],
-            _ => 0x5500_0000_0000 + rng.below(4 << 14) as u64,
-        };
-        seq += rng.below(3) as u64;
-        let big = rng.below(4) == 0;
-        let kind = match rng.below(5) {
-            0 | 1 => EventKind::Alloc {
-                ptr,
-                size: rng.below(if big { 1 << 40 } else { 600 }) as u64,
-                api: rng.below(4) as u8,
-                stack: rng.below(5) as u32,
-            },
-            2 | 3 => EventKind::Free {
-                ptr,
-                api: rng.below(4) as u8,
-            },
-            _ => EventKind::Realloc {
-                old: recent.last().copied().unwrap_or(0),
-                new: ptr,
-                size: rng.below(1000) as u64,
-                stack: rng.below(5) as u32,
-            },
-        };
-        recent.push(ptr);
-        if recent.len() > 64 {
-            recent.remove(0);
-        }
-        events.push(ev(seq, kind));
-    }
-    events
-}
-
 /// FNV-1a: a fingerprint of the encoder's output.
 fn fnv(hash: &mut u64, bytes: &[u8]) {
     for &b in bytes {
@@ -213,7 +173,10 @@ fn fnv(hash: &mut u64, bytes: &[u8]) {
 #[test]
 fn the_encoding_of_fixed_event_streams_is_pinned() {
     let mut rng = Rng(0x7e57_ab1e);
-    let streams = [pooled(120_000, &mut rng), wild(40_000, &mut rng)];
+    let streams = [
+        pooled(120_000, &mut rng),
+        streams::wild(40_000, &mut rng, 5),
+    ];
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut total = 0;
     // One encoder kept from chunk to chunk (as the writer keeps it) writes the same bytes.

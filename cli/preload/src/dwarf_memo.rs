@@ -31,7 +31,7 @@
 //! The memo belongs to one module set: a rebuild (after a `dlopen`) may change rules, so a
 //! memo made under another set is dropped.
 
-use tidemark_tracer::stack::{self, StackId};
+use tidemark_tracer::stack::{self, ChildCache, StackId};
 
 /// Frames remembered: at most `unwind::MAX_FRAMES`, the most a capture keeps.
 pub const CAP: usize = 256;
@@ -135,14 +135,6 @@ struct Kept {
     bp_matters: bool,
 }
 
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct ChildEntry {
-    ip: u64,
-    parent: StackId,
-    child: StackId, // 0 = empty
-}
-
 /// A word no stack read can match: a frame that read more words than it can remember notes
 /// `(POISON address, 1)`, so every check of it fails and the memo is never reused through it.
 static POISON: u64 = 0;
@@ -168,7 +160,7 @@ pub struct Memo {
     nodes: [StackId; CAP],
     nodes_lo: usize,
     nodes_hi: usize,
-    children: [ChildEntry; CHILDREN],
+    children: ChildCache<CHILDREN>,
 }
 
 /// The memo's walk as recent_stacks.rs keeps it: its first frame's state, its frames, and
@@ -481,7 +473,7 @@ impl Memo {
     fn name_from(&mut self, from: usize, mut node: StackId) -> Outcome {
         self.nodes_hi = from;
         for k in from..self.len {
-            match self.child(node, self.kept[k].ra) {
+            match self.children.child(node, self.kept[k].ra) {
                 Some(c) => node = c,
                 None => return Outcome::Intern,
             }
@@ -502,23 +494,6 @@ impl Memo {
         } else {
             self.forget_nodes();
         }
-    }
-
-    /// The trie child of `parent` for `ip`, through the per-thread cache.
-    #[inline]
-    fn child(&mut self, parent: StackId, ip: u64) -> Option<StackId> {
-        let h = (ip ^ ((parent as u64) << 32 | parent as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let e = &mut self.children[(h >> 40) as usize & (CHILDREN - 1)];
-        if e.child != 0 && e.ip == ip && e.parent == parent {
-            return Some(e.child);
-        }
-        let c = stack::child_of(parent, ip)?;
-        *e = ChildEntry {
-            ip,
-            parent,
-            child: c,
-        };
-        Some(c)
     }
 }
 
