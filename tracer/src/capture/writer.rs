@@ -469,7 +469,7 @@ fn thread_cpu_ns() -> u64 {
 
 /// Runs the writer loop until `stop` is set, then writes the last tick.
 pub(crate) fn run(writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSummary> {
-    buffers::SUPPRESS.with(|s| s.set(true));
+    buffers::suppress_this_thread();
     block_signals();
     // The writer's own allocations (compression, file buffers) are neither traced nor recorded.
     crate::hook::with_reentrancy_guard(|| run_loop(writer, stop))

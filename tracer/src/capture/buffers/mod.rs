@@ -154,13 +154,48 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// True while events are accepted.
 pub static ACCEPTING: AtomicBool = AtomicBool::new(false);
 
-thread_local! {
-    static MY_BUF: Cell<*mut ThreadBuf> = const { Cell::new(null_mut()) };
-    /// Set on the writer thread (and while the owner thread exits): its events are not recorded.
-    pub static SUPPRESS: Cell<bool> = const { Cell::new(false) };
+/// The calling thread's recording state, in one thread-local: in the preload (a cdylib) every
+/// thread-local access is a call to `__tls_get_addr`, and an event reads both fields.
+/// Const-initialized and without a destructor, so it stays usable while the thread exits.
+struct Mine {
+    /// The thread's slot: null before its first event, `released()` after its exit.
+    buf: Cell<*mut ThreadBuf>,
+    /// Set on the writer thread: its events are not recorded.
+    suppress: Cell<bool>,
 }
 
-/// Marker (never a real slot) stored in MY_BUF once the thread's slot was released at thread exit.
+thread_local! {
+    static MINE: Mine = const {
+        Mine {
+            buf: Cell::new(null_mut()),
+            suppress: Cell::new(false),
+        }
+    };
+}
+
+/// Stops recording the calling thread's events (the writer thread calls it for itself).
+pub fn suppress_this_thread() {
+    MINE.with(|m| m.suppress.set(true));
+}
+
+/// The calling thread's slot for an event: None when its events are not recorded (the
+/// writer thread, or thread-locals already gone); null when it has no slot.
+#[inline]
+fn event_buf() -> Option<*mut ThreadBuf> {
+    let mine = MINE
+        .try_with(|m| (!m.suppress.get()).then(|| m.buf.get()))
+        .ok()
+        .flatten()?;
+    Some(if mine.is_null() {
+        first_buf()
+    } else if mine == released() {
+        null_mut()
+    } else {
+        mine
+    })
+}
+
+/// Marker (never a real slot) left in `Mine::buf` once the thread's slot was released at exit.
 fn released() -> *mut ThreadBuf {
     core::ptr::dangling_mut()
 }
@@ -174,7 +209,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if buf.is_null() {
         return;
     }
-    let _ = MY_BUF.try_with(|b| b.set(released()));
+    let _ = MINE.try_with(|m| m.buf.set(released()));
     // SAFETY: slots are never unmapped.
     unsafe { (*buf).dead.store(true, Ordering::Release) };
 }
@@ -255,20 +290,11 @@ pub fn take_full() -> *mut Block {
     head
 }
 
-/// The calling thread's slot, claiming or creating one on first use.
-#[inline]
-fn my_buf() -> *mut ThreadBuf {
-    let mine = MY_BUF.with(|b| b.get());
-    if !mine.is_null() {
-        return if mine == released() { null_mut() } else { mine };
-    }
-    first_buf()
-}
-
+/// Claims or creates the calling thread's slot, at its first event.
 #[cold]
 fn first_buf() -> *mut ThreadBuf {
     let buf = claim_slot();
-    MY_BUF.with(|b| b.set(buf));
+    MINE.with(|m| m.buf.set(buf));
     if !buf.is_null() {
         // SAFETY: `thread_exit` takes this thread's claimed slot.
         unsafe { EXIT.set(buf as *const libc::c_void) };
@@ -380,7 +406,7 @@ pub fn reset_after_fork() {
     }
     PENDING.store(0, Ordering::Relaxed);
     NEXT_THREAD_INDEX.store(0, Ordering::Relaxed);
-    let mine = MY_BUF.try_with(|b| b.get()).unwrap_or(null_mut());
+    let mine = MINE.try_with(|m| m.buf.get()).unwrap_or(null_mut());
     let mut cur = THREADS.load(Ordering::Acquire);
     while !cur.is_null() {
         // SAFETY: registry entries are never freed; their owners (other than this thread)
@@ -403,13 +429,12 @@ pub fn reset_after_fork() {
 /// takes no lock and does at most one atomic read-modify-write (frees and reallocs).
 #[inline]
 pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
-    if SUPPRESS.try_with(|s| s.get()).unwrap_or(true) {
+    let Some(buf) = event_buf() else {
         return;
-    }
+    };
     if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
         wait_for_writer();
     }
-    let buf = my_buf();
     if buf.is_null() {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
@@ -553,13 +578,10 @@ pub struct ReallocTicket {
 
 /// Starts a realloc event; None when nothing is recorded from this thread now.
 pub fn begin_realloc() -> Option<ReallocTicket> {
-    if SUPPRESS.try_with(|s| s.get()).unwrap_or(true) {
-        return None;
-    }
+    let buf = event_buf()?;
     if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
         wait_for_writer();
     }
-    let buf = my_buf();
     if buf.is_null() {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return None;
