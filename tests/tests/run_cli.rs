@@ -57,6 +57,45 @@ fn records_and_says_what_next() {
     assert!(dir.join("named.tdm").is_file());
 }
 
+/// The allocation count of `tidemark run`'s summary line.
+fn summary_allocations(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("tidemark: recorded "))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    // tidemark: recorded FILE in TIME: 1,234 allocations, peak ...
+    let count = line.split(": ").nth(2).and_then(|s| s.split(' ').next());
+    let count = count.unwrap_or_else(|| panic!("no count in {line}"));
+    count.replace(',', "").parse().unwrap()
+}
+
+#[test]
+fn the_summary_is_of_this_run_even_over_an_old_capture() {
+    // The summary is read while the program runs, from a file that a previous run left at
+    // the same path: it must wait for this run's capture, not summarize the old one.
+    let dir = scratch_dir("cli-summary");
+    let exe = compile_c("run_sites.c", &dir, &["-fomit-frame-pointer"]);
+    let exe = exe.to_str().unwrap();
+    let mut counts = Vec::new();
+    for n in ["400", "50", "50"] {
+        let out = run_in(&dir, &["-o", "same.tdm", "--", exe, n]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        counts.push(summary_allocations(&text(&out.stderr)));
+    }
+    // Each round allocates a kept block and a temporary one.
+    assert_eq!(counts[0] - counts[1], 2 * 350, "{counts:?}");
+    assert_eq!(counts[1], counts[2], "{counts:?}");
+    // And the same as reading the finished file.
+    let out = Command::new(tidemark())
+        .args(["stats", "--json", "same.tdm"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stats = text(&out.stdout);
+    let total = format!("\"total_allocations\": {},", counts[2]);
+    assert!(stats.contains(&total), "{total} not in {stats}");
+}
+
 #[test]
 fn exit_codes_and_signals_pass_through() {
     let dir = scratch_dir("cli-codes");

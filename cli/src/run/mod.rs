@@ -22,11 +22,14 @@
 
 pub mod elf;
 pub mod find;
+mod follow;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use tidemark_tracer::capture::format::CaptureError;
+use tidemark_tracer::report;
 
 /// Which allocator serves the program.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +261,10 @@ fn run(args: &RunArgs) -> Result<i32, String> {
     // ignored signal would stay ignored in the program.
     let ignored = ignore_interrupts();
     let pid = child.id();
+    let follower = match (&plan.capture, args.quiet) {
+        (Some(pattern), false) => follow::Follower::start(expand(pattern, pid), pid),
+        _ => None,
+    };
     let status = child
         .wait()
         .map_err(|e| format!("waiting for {}: {e}", plan.program.display()))?;
@@ -279,28 +286,33 @@ fn run(args: &RunArgs) -> Result<i32, String> {
     };
     if let (Some(pattern), false) = (&plan.capture, args.quiet) {
         let children = args.follow_fork.then_some(started_at);
-        summarize(&expand(pattern, pid), pattern, children, elapsed);
+        let analysis = follower.and_then(follow::Follower::finish);
+        summarize(&expand(pattern, pid), pattern, children, elapsed, analysis);
     }
     Ok(code)
 }
 
 /// Prints what was recorded and the next command; with `children` (follow-fork: when the run
-/// started), the captures the traced children wrote.
+/// started), the captures the traced children wrote. `analysis` is the capture's, when it was
+/// read while the program ran (see `follow`); else the file is read here.
 fn summarize(
     capture: &Path,
     pattern: &Path,
     children: Option<std::time::SystemTime>,
     elapsed: std::time::Duration,
+    analysis: Option<Result<report::Analysis, CaptureError>>,
 ) {
-    use tidemark_tracer::report::{self, text};
-    if !capture.exists() {
+    use tidemark_tracer::report::text;
+    if analysis.is_none() && !capture.exists() {
         eprintln!(
             "tidemark: no capture was written at {} (the program did not start, or is not dynamically linked)",
             capture.display()
         );
         return;
     }
-    match report::analyze(capture, &report::AnalyzeOptions::default()) {
+    let analysis =
+        analysis.unwrap_or_else(|| report::analyze(capture, &report::AnalyzeOptions::default()));
+    match analysis {
         Ok(a) => {
             eprintln!(
                 "tidemark: recorded {} in {}: {} allocations, peak {}, leaked {}{}",

@@ -1,5 +1,6 @@
 //! One pass over a capture: everything the reports need, in bounded memory.
 
+use super::read_ahead::{self, Batches};
 use super::replay::{Replay, ReplayOptions, Site, TimelinePoint, Totals};
 use crate::capture::format::{CaptureError, EndRecord, Meta, ModuleRecord, ThreadRecord};
 use crate::capture::{Batch, CaptureReader, Item};
@@ -50,17 +51,32 @@ pub fn analyze(path: impl AsRef<Path>, options: &AnalyzeOptions) -> Result<Analy
     analyze_reader(reader, options)
 }
 
-/// Aggregates an open capture.
-pub fn analyze_reader<R: Read>(
-    mut reader: CaptureReader<R>,
+/// Aggregates an open capture. The file is read on a second thread while this one replays
+/// it (see `read_ahead`).
+pub fn analyze_reader<R: Read + Send>(
+    reader: CaptureReader<R>,
+    options: &AnalyzeOptions,
+) -> Result<Analysis, CaptureError> {
+    let path = reader.path().to_string();
+    let meta = reader.meta().clone();
+    read_ahead::with_batches(reader, |batches| {
+        analyze_batches(batches, path, meta, options)
+    })
+}
+
+/// The replay half of `analyze_reader`.
+fn analyze_batches(
+    reader: &mut dyn Batches,
+    path: String,
+    meta: Meta,
     options: &AnalyzeOptions,
 ) -> Result<Analysis, CaptureError> {
     let mut replay = Replay::new(ReplayOptions {
         window_ns: options.window_ns,
     });
     let mut a = Analysis {
-        path: reader.path().to_string(),
-        meta: reader.meta().clone(),
+        path,
+        meta,
         stack_nodes: vec![(0, 0)],
         window_ns: options.window_ns,
         ..Analysis::default()
@@ -68,11 +84,13 @@ pub fn analyze_reader<R: Read>(
     let mut aggregate = None;
     let mut last_progress = 0u64;
     let mut samples_with_heap = Vec::new();
-    let mut events = Vec::with_capacity(BATCH);
-    while let Some(batch) = reader.next_batch(&mut events, BATCH)? {
+    let mut events = Vec::new();
+    while let Some(batch) = reader.next_batch(&mut events)? {
         let item = match batch {
             Batch::Events => {
-                replay.events(&events);
+                for run in events.chunks(BATCH) {
+                    replay.events(run);
+                }
                 continue;
             }
             Batch::Item(item) => item,
@@ -129,7 +147,7 @@ pub fn analyze_reader<R: Read>(
             }
         }
     }
-    a.truncated = reader.truncated().map(str::to_string);
+    a.truncated = reader.truncated();
     replay.finish();
     if let Some(agg) = aggregate {
         a.sites = agg

@@ -17,6 +17,7 @@ pub mod flamegraph;
 mod folded;
 mod live;
 mod prune;
+mod read_ahead;
 pub mod replay;
 pub mod stats;
 pub mod summary;

@@ -1,0 +1,121 @@
+//! Reading the capture while the program still writes it, so that the summary `tidemark run`
+//! prints at the end is ready when the program exits.
+//!
+//! Reading a capture takes about a tenth of a microsecond per event (a 10M-allocation C
+//! program: 0.8 s, longer than the traced run's 0.76 s). Read after the exit, that time
+//! would be added to every `tidemark run`; read alongside, it mostly hides in the time the
+//! program runs (the writer thread leaves most of a second core idle). The reader follows the
+//! file as `tail -f` does: at the end of the data it waits for more until the program has
+//! exited, then reads what is left and ends.
+//!
+//! The reader runs at idle priority, so it takes only what the program leaves of the cores.
+//!
+//! The capture's name is known before it exists, and a file of an earlier run may still sit
+//! there: the reader takes the file only once its metadata names the program's pid (the
+//! library truncates the file when it opens it, and a pid is not reused that soon).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tidemark_tracer::capture::{format::CaptureError, CaptureReader};
+use tidemark_tracer::report::{self, Analysis};
+
+/// How long the reader sleeps at the end of the data (the writer flushes every 10 ms).
+const POLL: Duration = Duration::from_millis(5);
+
+/// A summary being computed while the program runs.
+pub struct Follower {
+    exited: Arc<AtomicBool>,
+    thread: JoinHandle<Option<Result<Analysis, CaptureError>>>,
+}
+
+impl Follower {
+    /// Starts following `path`, the capture the program with `pid` writes. None when no
+    /// thread could be started (the summary is then read after the exit).
+    pub fn start(path: PathBuf, pid: u32) -> Option<Follower> {
+        let exited = Arc::new(AtomicBool::new(false));
+        let flag = exited.clone();
+        let thread = std::thread::Builder::new()
+            .name("tidemark-follow".into())
+            .spawn(move || follow(path, pid, flag))
+            .ok()?;
+        Some(Follower { exited, thread })
+    }
+
+    /// Tells the reader that the program has exited and waits for the analysis: None when the
+    /// program wrote no capture of its own at the path (or the reader could not run), and the
+    /// caller reads the file itself.
+    pub fn finish(self) -> Option<Result<Analysis, CaptureError>> {
+        self.exited.store(true, Ordering::Release);
+        self.thread.join().ok().flatten()
+    }
+}
+
+fn follow(
+    path: PathBuf,
+    pid: u32,
+    exited: Arc<AtomicBool>,
+) -> Option<Result<Analysis, CaptureError>> {
+    run_when_idle();
+    loop {
+        // Read before testing: after the exit, one more look at the file sees all it holds.
+        let done = exited.load(Ordering::Acquire);
+        if let Ok(file) = File::open(&path) {
+            let src = Tail {
+                file,
+                exited: exited.clone(),
+            };
+            let name = path.display().to_string();
+            match CaptureReader::new(BufReader::with_capacity(1 << 16, src), name) {
+                Ok(r) if r.meta().pid == pid => {
+                    return Some(report::analysis::analyze_reader(
+                        r,
+                        &report::AnalyzeOptions::default(),
+                    ))
+                }
+                // Another run's capture, or not a capture: read after the exit, as before.
+                _ if done => return None,
+                _ => {}
+            }
+        } else if done {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Moves this thread (and the threads it starts) to `SCHED_IDLE`: it runs only on a core the
+/// program, its writer and everything else leave idle, so following never slows the program
+/// down; once the program has exited, nothing else wants the cores and it runs at full speed.
+/// Where the policy is refused, the thread simply competes as usual.
+fn run_when_idle() {
+    // SAFETY: sched_param is plain data; pid 0 is the calling thread, and the call only changes
+    // its scheduling.
+    unsafe {
+        let param: libc::sched_param = std::mem::zeroed();
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
+/// The capture file as a stream that ends only when the program has exited.
+struct Tail {
+    file: File,
+    exited: Arc<AtomicBool>,
+}
+
+impl Read for Tail {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let done = self.exited.load(Ordering::Acquire);
+            let n = self.file.read(buf)?;
+            if n > 0 || done || buf.is_empty() {
+                return Ok(n);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
