@@ -253,6 +253,7 @@ impl EventCursor {
 
     /// The next event, `Ok(None)` after the last (and then every column must be used up).
     #[allow(clippy::should_implement_trait)]
+    #[inline(always)]
     pub fn next(&mut self) -> DecodeResult<Option<Event>> {
         let raw = &self.raw;
         if self.remaining == 0 {
