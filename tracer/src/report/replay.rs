@@ -87,6 +87,9 @@ pub struct ReplayOptions {
 pub struct Replay {
     live: LiveTable,
     site_index: IntMap<u64, u32>,
+    /// The last `(thread << 32 | stack, site)` looked up: runs of allocations from one call
+    /// site skip the map.
+    last_site: (u64, u32),
     pub sites: Vec<Site>,
     pub heap: u64,
     pub peak_bytes: u64,
@@ -126,6 +129,7 @@ impl Replay {
         Replay {
             live: LiveTable::new(),
             site_index: IntMap::default(),
+            last_site: (u64::MAX, 0),
             sites: Vec::new(),
             heap: 0,
             peak_bytes: 0,
@@ -144,8 +148,17 @@ impl Replay {
         }
     }
 
+    #[inline]
     fn site(&mut self, stack: u32, thread: u32, seq: u64) -> u32 {
         let key = ((thread as u64) << 32) | stack as u64;
+        if self.last_site.0 != key {
+            self.last_site = (key, self.site_slow(key, seq));
+        }
+        self.last_site.1
+    }
+
+    fn site_slow(&mut self, key: u64, seq: u64) -> u32 {
+        let (thread, stack) = ((key >> 32) as u32, key as u32);
         let sites = &mut self.sites;
         *self.site_index.entry(key).or_insert_with(|| {
             sites.push(Site {
