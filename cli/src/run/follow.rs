@@ -64,7 +64,10 @@ fn follow(
     loop {
         // Read before testing: after the exit, one more look at the file sees all it holds.
         let done = exited.load(Ordering::Acquire);
-        if let Ok(file) = File::open(&path) {
+        // Only a regular file can be followed (opening a FIFO would wait for a writer and
+        // take its data; /dev/null never grows): anything else is read after the exit.
+        let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        if let Some(file) = regular.then(|| File::open(&path).ok()).flatten() {
             let src = Tail {
                 file,
                 exited: exited.clone(),
