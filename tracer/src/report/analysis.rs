@@ -41,10 +41,6 @@ pub struct AnalyzeOptions<'a> {
     pub progress: Option<&'a dyn Fn(u64)>,
 }
 
-/// Events handed to the replay at a time: enough for its prefetching to run ahead, few
-/// enough (12 KiB) to stay in the L1 cache.
-const BATCH: usize = 256;
-
 /// Reads `path` and aggregates it.
 pub fn analyze(path: impl AsRef<Path>, options: &AnalyzeOptions) -> Result<Analysis, CaptureError> {
     let reader = CaptureReader::open(path)?;
@@ -88,9 +84,7 @@ fn analyze_batches(
     while let Some(batch) = reader.next_batch(&mut events)? {
         let item = match batch {
             Batch::Events => {
-                for run in events.chunks(BATCH) {
-                    replay.events(run);
-                }
+                replay.events(&events);
                 continue;
             }
             Batch::Item(item) => item,
