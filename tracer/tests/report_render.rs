@@ -304,6 +304,20 @@ fn diff_of_two_captures() {
     let new = analysis(4000);
     let old = report::diff::Profile::from_analysis(&old, &mut symbols(), Moment::Peak);
     let new = report::diff::Profile::from_analysis(&new, &mut symbols(), Moment::Peak);
+    let line = |s: &str, bytes, blocks| (s.to_string(), bytes, blocks);
+    assert_eq!(
+        new.lines(),
+        [
+            line(
+                "main at src/lib.rs:1;<script>alert(1)</script> at src/lib.rs:3",
+                50,
+                1
+            ),
+            line("main at src/lib.rs:1;cache at src/lib.rs:4", 4000, 1),
+            line("main at src/lib.rs:1;parse at src/lib.rs:2", 300, 3),
+        ]
+    );
+    assert_eq!(new.total_bytes(), 4350);
     let changes = report::diff::compare(&old, &new);
     assert_eq!(changes[0].site, "cache at src/lib.rs:4");
     assert_eq!(

@@ -4,7 +4,7 @@
 //! flamegraph (red = grew, blue = shrank; widths are the new profile).
 
 use super::analysis::Analysis;
-use super::folded::{merged_stacks, FoldedTexts};
+use super::folded::{merged_stacks, FoldedTexts, MergedStacks};
 use super::prune::{drawn_lines, DrawStack};
 use super::symbols::{label, Symbols};
 use super::{text, Moment};
@@ -13,11 +13,16 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 /// One side of a diff: bytes and blocks per folded stack (outermost frame first).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Stacks are kept as ids of their frames' folded texts: a CPython capture has tens of
+/// thousands of live stacks of a hundred frames, and their lines took 80 MB per side where
+/// the ids take a tenth of that.
+#[derive(Default)]
 pub struct Profile {
     pub name: String,
-    /// folded stack → (bytes, blocks)
-    pub stacks: HashMap<String, (u64, u64)>,
+    texts: FoldedTexts,
+    /// folded stack (text ids, outermost frame first) → (bytes, blocks)
+    stacks: MergedStacks,
 }
 
 impl Profile {
@@ -25,38 +30,57 @@ impl Profile {
     /// [`super::flamegraph::folded_stacks`]), with their blocks.
     pub fn from_analysis(a: &Analysis, syms: &mut Symbols, moment: Moment) -> Profile {
         let mut texts = FoldedTexts::default();
-        let stacks = merged_stacks(a, syms, &mut texts, moment, false, None)
-            .into_iter()
-            .map(|(stack, value)| (texts.join(&stack), value))
-            .collect();
+        let stacks = merged_stacks(a, syms, &mut texts, moment, false, None);
         Profile {
             name: a.path.clone(),
+            texts,
             stacks,
         }
     }
 
     /// A tracer snapshot (`Snapshot::dump` / `tidemark_tracer::take_snapshot`).
     pub fn from_snapshot(name: &str, snapshot: &crate::Snapshot) -> Profile {
-        let mut stacks: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut p = Profile {
+            name: name.to_string(),
+            ..Profile::default()
+        };
         for t in snapshot.traces() {
-            let mut labels: Vec<String> = t
+            let mut stack: Vec<u32> = t
                 .traceback
                 .frames()
                 .iter()
-                .map(super::symbols::folded_label)
+                .map(|f| p.texts.intern(&super::symbols::folded_label(f)))
                 .collect();
-            if labels.is_empty() {
-                labels.push("[unknown]".into());
+            if stack.is_empty() {
+                stack.push(p.texts.intern("[unknown]"));
             }
-            labels.reverse();
-            let e = stacks.entry(labels.join(";")).or_default();
+            stack.reverse();
+            let e = p.stacks.entry(stack).or_default();
             e.0 += t.size as u64;
             e.1 += 1;
         }
-        Profile {
-            name: name.to_string(),
-            stacks,
-        }
+        p
+    }
+
+    /// Bytes and blocks per folded stack line (`outer;...;inner`), sorted by line.
+    pub fn lines(&self) -> Vec<(String, u64, u64)> {
+        let mut v: Vec<_> = self
+            .stacks
+            .iter()
+            .map(|(stack, &(bytes, blocks))| (self.texts.join(stack), bytes, blocks))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Bytes of all stacks.
+    pub fn total_bytes(&self) -> u64 {
+        self.stacks.values().map(|v| v.0).sum()
+    }
+
+    /// The allocation site of `stack`: its most recent frame.
+    fn site(&self, stack: &[u32]) -> &str {
+        stack.last().map_or("", |&t| self.texts.text(t))
     }
 }
 
@@ -73,24 +97,23 @@ pub struct Change {
 /// Per allocation site (most recent frame), sorted like tracemalloc's compare_to:
 /// biggest |size_diff| first, then size, |count_diff|, count, site.
 pub fn compare(old: &Profile, new: &Profile) -> Vec<Change> {
-    let site = |stack: &str| stack.rsplit(';').next().unwrap_or("").to_string();
-    let mut by: HashMap<String, Change> = HashMap::new();
+    let mut by: HashMap<&str, Change> = HashMap::new();
     for (stack, &(b, c)) in &new.stacks {
-        let e = by.entry(site(stack)).or_default();
+        let e = by.entry(new.site(stack)).or_default();
         e.size += b;
         e.count += c;
         e.size_diff += b as i64;
         e.count_diff += c as i64;
     }
     for (stack, &(b, c)) in &old.stacks {
-        let e = by.entry(site(stack)).or_default();
+        let e = by.entry(old.site(stack)).or_default();
         e.size_diff -= b as i64;
         e.count_diff -= c as i64;
     }
     let mut v: Vec<Change> = by
         .into_iter()
         .map(|(k, mut c)| {
-            c.site = k;
+            c.site = k.to_string();
             c
         })
         .collect();
@@ -148,27 +171,30 @@ pub fn differential_svg(old: &Profile, new: &Profile) -> io::Result<Vec<u8>> {
     if !new.stacks.values().any(|&(bytes, _)| bytes > 0) {
         return super::flamegraph::svg(&[], "differential flamegraph", "");
     }
+    // Both sides' stacks in one table of texts, so that equal lines have equal ids.
     let mut texts = FoldedTexts::default();
-    let mut stacks = Vec::new();
-    for (stack, &(bytes, _)) in &new.stacks {
-        let before = old.stacks.get(stack).map_or(0, |v| v.0);
-        if bytes > 0 || before > 0 {
-            stacks.push(DrawStack {
-                stack: texts.intern_line(stack),
-                bytes,
-                before: Some(before),
-            });
+    let mut both: HashMap<Vec<u32>, (u64, u64)> = HashMap::new();
+    for (side, p) in [(0, old), (1, new)] {
+        let ids = p.texts.translate(&mut texts);
+        for (stack, &(bytes, _)) in &p.stacks {
+            let joint = stack.iter().map(|&t| ids[t as usize]).collect();
+            let e = both.entry(joint).or_default();
+            if side == 0 {
+                e.0 += bytes;
+            } else {
+                e.1 += bytes;
+            }
         }
     }
-    for (stack, &(before, _)) in &old.stacks {
-        if before > 0 && !new.stacks.contains_key(stack) {
-            stacks.push(DrawStack {
-                stack: texts.intern_line(stack),
-                bytes: 0,
-                before: Some(before),
-            });
-        }
-    }
+    let stacks = both
+        .into_iter()
+        .filter(|&(_, (before, bytes))| before > 0 || bytes > 0)
+        .map(|(stack, (before, bytes))| DrawStack {
+            stack,
+            bytes,
+            before: Some(before),
+        })
+        .collect();
     let mut opt = inferno::flamegraph::Options::default();
     opt.title = "differential flamegraph (red grew, blue shrank)".into();
     opt.count_name = "bytes".into();
@@ -189,16 +215,15 @@ pub fn write_html(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let changes = compare(old, new);
-    let total = |p: &Profile| p.stacks.values().map(|v| v.0).sum::<u64>();
     writeln!(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tidemark diff</title>")?;
     writeln!(out, "<style>body{{font-family:system-ui,sans-serif;margin:16px}}td{{padding:2px 8px}}td.n{{text-align:right}}iframe{{border:0;width:1220px;height:700px}}</style></head><body>")?;
     writeln!(
         out,
         "<h1>tidemark diff</h1><p>old: {} ({})<br>new: {} ({})</p>",
         text::html(&old.name),
-        text::bytes(total(old)),
+        text::bytes(old.total_bytes()),
         text::html(&new.name),
-        text::bytes(total(new))
+        text::bytes(new.total_bytes())
     )?;
     writeln!(
         out,

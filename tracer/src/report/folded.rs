@@ -123,6 +123,12 @@ impl FoldedTexts {
         stack.split(';').map(|t| self.intern(t)).collect()
     }
 
+    /// Interns every text of `self` in `into`; the result maps an id of `self` to the
+    /// same text's id there.
+    pub(super) fn translate(&self, into: &mut FoldedTexts) -> Vec<u32> {
+        self.texts.iter().map(|t| into.intern(t)).collect()
+    }
+
     /// The text of id `id`.
     pub(super) fn text(&self, id: u32) -> &str {
         &self.texts[id as usize]
