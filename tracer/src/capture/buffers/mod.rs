@@ -427,7 +427,7 @@ pub fn reset_after_fork() {
 
 /// Records one event from the calling thread. Never allocates through the global allocator,
 /// takes no lock and does at most one atomic read-modify-write (frees and reallocs).
-#[inline]
+#[inline(always)]
 pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
     let Some(buf) = event_buf() else {
         return;
@@ -628,9 +628,11 @@ pub fn finish_realloc(
     b.busy.store(0, Ordering::Release);
 }
 
+#[inline]
 pub fn record_alloc(ptr: usize, size: usize, api: u8, stack: u32) {
     record(EV_ALLOC, api, ptr as u64, size as u64, stack, 0);
 }
+#[inline]
 pub fn record_free(ptr: usize, api: u8) {
     record(EV_FREE, api, ptr as u64, 0, 0, 0);
 }
