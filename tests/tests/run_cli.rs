@@ -85,15 +85,25 @@ fn the_summary_is_of_this_run_even_over_an_old_capture() {
     // Each round allocates a kept block and a temporary one.
     assert_eq!(counts[0] - counts[1], 2 * 350, "{counts:?}");
     assert_eq!(counts[1], counts[2], "{counts:?}");
-    // And the same as reading the finished file.
-    let out = Command::new(tidemark())
-        .args(["stats", "--json", "same.tdm"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let stats = text(&out.stdout);
-    let total = format!("\"total_allocations\": {},", counts[2]);
-    assert!(stats.contains(&total), "{total} not in {stats}");
+    // And the same as reading the finished file, also for a program killed mid-run (the
+    // reader must not wait for an end marker that never comes).
+    let out = run_in(&dir, &["-o", "killed.tdm", "--", exe, "50", "0", "KILL"]);
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+    counts.push(summary_allocations(&text(&out.stderr)));
+    for (file, count) in [("same.tdm", counts[2]), ("killed.tdm", counts[3])] {
+        let out = Command::new(tidemark())
+            .args(["stats", "--json", file])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stats = text(&out.stdout);
+        let total = format!("\"total_allocations\": {count},");
+        assert!(stats.contains(&total), "{file}: {total} not in {stats}");
+    }
+    assert_eq!(
+        counts[3], counts[1],
+        "the killed run allocated as the others"
+    );
 }
 
 #[test]
