@@ -321,9 +321,12 @@ fn summarize(
                 text::count(a.totals.allocs),
                 text::bytes(a.peak_bytes),
                 text::bytes(a.leaked_bytes),
-                match &a.truncated {
-                    Some(why) => format!(" (ends early: {why})"),
-                    None => String::new(),
+                match (&a.truncated, &a.end) {
+                    (Some(why), _) => format!(" (ends early: {why})"),
+                    // SIGKILL, or a recording cut off another way: the events still in the
+                    // program's buffers at that moment are not in the file.
+                    (None, None) => " (no end marker: the last events may be missing)".into(),
+                    (None, Some(_)) => String::new(),
                 }
             );
         }
