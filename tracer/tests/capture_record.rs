@@ -222,6 +222,11 @@ fn known_allocations_end_to_end() {
     let agg_path = record_known(&dir, true);
     let g = report::analyze(&agg_path, &AnalyzeOptions::default()).unwrap();
     assert_eq!(g.peak_bytes, 30_480);
+    // Both modes date the peak at the first sample after phase 1 (a tick, ~10 ms in), well
+    // before phase 2.
+    for (mode, t) in [("events", a.peak_time_ns), ("aggregate", g.peak_time_ns)] {
+        assert!((1..120_000_000).contains(&t), "{mode}: peak at {t} ns");
+    }
     assert_eq!(g.leaked_bytes, 15_000);
     assert_eq!(by_site(&g, Moment::Peak), peak);
     assert_eq!(by_site(&g, Moment::End), leaks);

@@ -385,6 +385,10 @@ impl Writer {
             rss: self.rss(),
             heap,
         };
+        if let Some((replay, _)) = &mut self.replay {
+            // Dates a peak the events above reached (else aggregate captures said "at 0 ms").
+            replay.clock(time_ns);
+        }
         let mut e = Encoder::default();
         encode_samples(&[sample], &mut e);
         put_chunk(&mut self.out, ChunkKind::Samples, &e.buf, level);

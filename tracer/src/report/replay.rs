@@ -312,14 +312,21 @@ impl Replay {
         }
     }
 
-    /// Applies a memory sample: moves the clock and records a timeline point.
-    pub fn sample(&mut self, s: &Sample) {
-        self.now_ns = s.time_ns;
+    /// Moves the clock to `time_ns` (a sample's time): a peak reached since the previous
+    /// sample is dated here. [`Replay::sample`] does this and keeps a timeline point; the
+    /// capture writer's aggregate mode calls it alone (its timeline is in the file).
+    pub fn clock(&mut self, time_ns: u64) {
+        self.now_ns = time_ns;
         if self.peak_unsettled {
             // The peak happened after the previous sample and no later than this one.
-            self.peak_time_ns = s.time_ns;
+            self.peak_time_ns = time_ns;
             self.peak_unsettled = false;
         }
+    }
+
+    /// Applies a memory sample: moves the clock and records a timeline point.
+    pub fn sample(&mut self, s: &Sample) {
+        self.clock(s.time_ns);
         if let Some((from, to)) = self.window {
             if !self.eligible && s.time_ns >= from && s.time_ns < to && self.peak_mark == 0 {
                 // The window opens: the state right now is its first candidate peak.
