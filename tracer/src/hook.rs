@@ -90,7 +90,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if active() {
             // SAFETY: forwarded contract.
-            return unsafe { alloc_slow(&self.inner, layout, false) };
+            return unsafe { alloc_slow(layout.size(), layout.align(), &self.inner, false) };
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.alloc(layout) }
@@ -100,7 +100,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if active() {
             // SAFETY: forwarded contract.
-            return unsafe { alloc_slow(&self.inner, layout, true) };
+            return unsafe { alloc_slow(layout.size(), layout.align(), &self.inner, true) };
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.alloc_zeroed(layout) }
@@ -110,7 +110,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if active() {
             // SAFETY: forwarded contract.
-            return unsafe { dealloc_slow(&self.inner, ptr, layout) };
+            return unsafe { dealloc_slow(ptr, layout.size(), layout.align(), &self.inner) };
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -120,7 +120,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if active() {
             // SAFETY: forwarded contract.
-            return unsafe { realloc_slow(&self.inner, ptr, layout, new_size) };
+            return unsafe {
+                realloc_slow(ptr, layout.size(), layout.align(), new_size, &self.inner)
+            };
         }
         // SAFETY: forwarded contract.
         unsafe { self.inner.realloc(ptr, layout, new_size) }
@@ -128,9 +130,20 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
 }
 
 /// `alloc` / `alloc_zeroed` with the hook's work after it.
+///
+/// The slow paths take the layout as `size, align` and the allocator last: that is the order
+/// `__rust_alloc` and friends receive their arguments in, so the fast path in front of the
+/// branch needs no register moves to keep them ready for the call.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -> *mut u8 {
+unsafe fn alloc_slow<A: GlobalAlloc>(
+    size: usize,
+    align: usize,
+    inner: &A,
+    zeroed: bool,
+) -> *mut u8 {
+    // SAFETY: size and align come from a valid Layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     // SAFETY: forwarded contract.
     let p = unsafe {
         if zeroed {
@@ -149,7 +162,9 @@ unsafe fn alloc_slow<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) ->
 /// reused).
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
+unsafe fn dealloc_slow<A: GlobalAlloc>(ptr: *mut u8, size: usize, align: usize, inner: &A) {
+    // SAFETY: size and align come from a valid Layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     before_free(ptr, layout.size());
     // SAFETY: forwarded contract.
     unsafe { inner.dealloc(ptr, layout) }
@@ -158,9 +173,36 @@ unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) 
 /// Is there anything for the hook to do? One relaxed load: tracing, recording (announced by
 /// the capture writer through `set_recording`), `measure` and the one-time environment check
 /// all live in `MODE`.
+///
+/// On x86-64 the load is written out, because this function is inlined into the user's crate
+/// (the `Traced` methods are generic), where `MODE` is another crate's static: rustc reaches
+/// such statics through the GOT with a relocation the linker may not relax, so a plain
+/// `MODE.load` costs a load of `MODE`'s address first and then a load of `MODE`. `MODE` is
+/// always linked into the same object as its user (an rlib's static, hidden in a cdylib), so a
+/// direct RIP-relative load is valid. With it (and the slow paths' argument order) the check
+/// is `mov`, `test`, `jne`: callgrind on the benchmark's churn, `Traced` with tracing off over
+/// plain `Pymalloc`, went from 1.067 to 1.051 in instructions (strings: 1.009 to 1.007).
 #[inline(always)]
 fn active() -> bool {
-    MODE.load(Ordering::Relaxed) != 0
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mode: u32;
+        // SAFETY: an aligned 4-byte load of an `AtomicU32`, which on x86-64 is exactly what
+        // `load(Relaxed)` compiles to; it writes nothing and touches no stack.
+        unsafe {
+            core::arch::asm!(
+                "mov {mode:e}, dword ptr [rip + {m}]",
+                mode = out(reg) mode,
+                m = sym MODE,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+        mode != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        MODE.load(Ordering::Relaxed) != 0
+    }
 }
 
 /// Marks the thread as inside the hook; None if it already was (re-entry).
@@ -309,11 +351,14 @@ fn before_free(ptr: *mut u8, size: usize) {
 #[cold]
 #[inline(never)]
 unsafe fn realloc_slow<A: GlobalAlloc>(
-    inner: &A,
     ptr: *mut u8,
-    layout: Layout,
+    size: usize,
+    align: usize,
     new_size: usize,
+    inner: &A,
 ) -> *mut u8 {
+    // SAFETY: size and align come from a valid Layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     let Some(flags) = enter() else {
         // SAFETY: forwarded contract.
         return unsafe { inner.realloc(ptr, layout, new_size) };
