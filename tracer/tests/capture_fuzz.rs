@@ -154,14 +154,16 @@ fn clear_errors_for_common_cases() {
     v[8] = 9;
     assert_eq!(
         err(&v),
-        "fuzz.tdm: unsupported capture format version 9 (this build reads 3; read it with the \
-         tidemark that recorded it, or record it again) (at byte 8)"
+        "fuzz.tdm: unsupported capture format version 9 (this build reads 3 to 4; read it with \
+         the tidemark that recorded it, or record it again) (at byte 8)"
     );
     // Version 2 files (allocations' pointers as distances among all recent frees) exist on
     // disk; they are refused too.
     v[8] = 2;
     assert!(
-        err(&v).starts_with("fuzz.tdm: unsupported capture format version 2 (this build reads 3;"),
+        err(&v).starts_with(
+            "fuzz.tdm: unsupported capture format version 2 (this build reads 3 to 4;"
+        ),
         "{}",
         err(&v)
     );

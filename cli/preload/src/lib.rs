@@ -27,6 +27,8 @@
 //!        |        foreign pointers (glibc's, from before the library took over) go to glibc
 //!   lifecycle.rs  constructor, fork (the child forgets the parent's recording; with
 //!                 follow-fork it records its own), exec (environment stripped), exit
+//!   exec.rs       the exec family: the capture is written out before the new program
+//!                 replaces this one (execl* in c/exec_variadic.c)
 //!   signals.rs    fatal signals flush the capture first; `sigaction`/`signal` interposed
 //!                 so the program sees SIG_DFL where the flush handler stands
 //! ```
@@ -40,6 +42,8 @@
 
 mod backend;
 mod dwarf_memo;
+#[cfg(not(test))]
+mod exec;
 #[cfg(not(test))]
 mod exports;
 mod lifecycle;

@@ -351,6 +351,12 @@ pub fn forget_after_fork() {
     quietly(capture::forget_after_fork);
 }
 
+/// Writes the capture out up to now, with an `Exec` record naming `program`, before an exec
+/// replaces the process (see `exec.rs`).
+pub fn checkpoint_before_exec(program: &[u8]) {
+    quietly(|| capture::checkpoint_before_exec(program));
+}
+
 /// Stops the recording and flushes the file (at exit).
 pub fn stop() {
     set_on(false);

@@ -321,12 +321,13 @@ fn summarize(
                 text::count(a.totals.allocs),
                 text::bytes(a.peak_bytes),
                 text::bytes(a.leaked_bytes),
-                match (&a.truncated, &a.end) {
-                    (Some(why), _) => format!(" (ends early: {why})"),
+                match (&a.truncated, &a.end, &a.exec) {
+                    (Some(why), _, _) => format!(" (ends early: {why})"),
+                    (None, None, Some(exec)) => format!(" (ends at its exec of {})", exec.program),
                     // SIGKILL, or a recording cut off another way: the events still in the
                     // program's buffers at that moment are not in the file.
-                    (None, None) => " (no end marker: the last events may be missing)".into(),
-                    (None, Some(_)) => String::new(),
+                    (None, None, None) => " (no end marker: the last events may be missing)".into(),
+                    (None, Some(_), _) => String::new(),
                 }
             );
         }

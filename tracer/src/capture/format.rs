@@ -23,7 +23,8 @@
 //! cost more than the rest of the event; the key usually costs one tag bit.
 //!
 //! Version history: 1 had a unique sequence number per event (one atomic increment each);
-//! 2 has the shared-key clock above and a new pointer model in `Events` chunks.
+//! 2 has the shared-key clock above and a new pointer model in `Events` chunks; 4 adds the
+//! `Exec` chunk (readers of 4 also read 3, which is 4 without it).
 //!
 //! Events are encoded twice: compactly in rows on the allocation path (`buffers`), and in
 //! columns in the file (see [`super::events`]), which the writer thread converts to.
@@ -32,8 +33,10 @@ use std::fmt;
 
 /// First 8 bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"TDMKCAP\0";
-/// Format version written by this build; readers accept exactly this one.
-pub const VERSION: u16 = 3;
+/// Format version written by this build.
+pub const VERSION: u16 = 4;
+/// Oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u16 = 3;
 /// Header flag: the file holds aggregated data (no per-event records).
 pub const FLAG_AGGREGATE: u16 = 1;
 /// Header size in bytes.
@@ -98,6 +101,9 @@ pub enum ChunkKind {
     Aggregate = 7,
     /// Clean end of the recording.
     End = 8,
+    /// The process called `exec`: what this image did is all above it. The last chunk of
+    /// the file when the exec succeeded; events after it mean it failed and the run went on.
+    Exec = 9,
 }
 
 impl ChunkKind {
@@ -111,6 +117,7 @@ impl ChunkKind {
             6 => ChunkKind::Threads,
             7 => ChunkKind::Aggregate,
             8 => ChunkKind::End,
+            9 => ChunkKind::Exec,
             _ => return None,
         })
     }
@@ -217,6 +224,16 @@ pub struct EndRecord {
     pub events: u64,
     /// Events dropped because the writer could not keep up or memory ran out.
     pub dropped: u64,
+}
+
+/// The process called `exec` (the `Exec` chunk).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub time_ns: u64,
+    /// The ordering key at that moment: every event of this image is below it.
+    pub seq: u64,
+    /// The program it asked to run (as passed to `exec`, lossily UTF-8).
+    pub program: String,
 }
 
 /// A problem reading a capture: which file, where, and what.
@@ -582,6 +599,20 @@ pub fn decode_end(d: &mut Decoder) -> DecodeResult<EndRecord> {
         time_ns: d.varint()?,
         events: d.varint()?,
         dropped: d.varint()?,
+    })
+}
+
+pub fn encode_exec(exec: &ExecRecord, e: &mut Encoder) {
+    e.varint(exec.time_ns);
+    e.varint(exec.seq);
+    e.str(&exec.program);
+}
+
+pub fn decode_exec(d: &mut Decoder) -> DecodeResult<ExecRecord> {
+    Ok(ExecRecord {
+        time_ns: d.varint()?,
+        seq: d.varint()?,
+        program: d.string()?,
     })
 }
 

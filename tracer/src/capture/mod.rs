@@ -56,9 +56,10 @@ pub use writer::{RecordOptions, RecordSummary};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tidemark_alloc::sync::SpinLock;
 
 /// True while a capture file is being recorded (one relaxed atomic load).
@@ -217,6 +218,62 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
     Some(result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", active.path.display()))))
 }
 
+/// `exec` requests to the writer thread: the program path, the number of the last request,
+/// and the number of the last one written.
+static EXEC_PROGRAM: SpinLock<Vec<u8>> = SpinLock::new(Vec::new());
+static EXEC_ASKED: AtomicU64 = AtomicU64::new(0);
+static EXEC_DONE: AtomicU64 = AtomicU64::new(0);
+/// How long `checkpoint_before_exec` waits for the writer before letting the exec go on.
+const EXEC_WAIT: Duration = Duration::from_secs(5);
+
+/// For a wrapper of `exec`: writes everything recorded so far, then an `Exec` record naming
+/// `program`, and returns once that is in the file (true), so that the recording of this
+/// process image is complete when the exec replaces it. The recording goes on: if the exec
+/// fails, the events that follow land after the `Exec` record and readers treat the run as
+/// not ended there. False (at once) when this process records nothing, and after
+/// `EXEC_WAIT` if the writer did not answer.
+///
+/// Events other threads make between this call and the exec itself are lost with them: the
+/// exec ends those threads wherever they are.
+pub fn checkpoint_before_exec(program: &[u8]) -> bool {
+    let me = std::process::id();
+    let Some(writer) = ACTIVE.with(|a| {
+        a.as_ref()
+            .filter(|rec| rec.pid == me && !rec.handle.is_finished())
+            .map(|rec| rec.handle.thread().clone())
+    }) else {
+        return false;
+    };
+    let ticket = EXEC_PROGRAM.with(|p| {
+        p.clear();
+        p.extend_from_slice(program);
+        EXEC_ASKED.fetch_add(1, Ordering::SeqCst) + 1
+    });
+    writer.unpark();
+    let deadline = std::time::Instant::now() + EXEC_WAIT;
+    while EXEC_DONE.load(Ordering::Acquire) < ticket {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    true
+}
+
+/// The writer's side: the pending exec request (its number and program), if any.
+fn exec_request() -> Option<(u64, String)> {
+    EXEC_PROGRAM.with(|p| {
+        let asked = EXEC_ASKED.load(Ordering::SeqCst);
+        (asked > EXEC_DONE.load(Ordering::SeqCst))
+            .then(|| (asked, String::from_utf8_lossy(p).into_owned()))
+    })
+}
+
+/// The writer's side: request `ticket` (and every one before it) is in the file.
+fn exec_done(ticket: u64) {
+    EXEC_DONE.fetch_max(ticket, Ordering::Release);
+}
+
 /// Once per process (a forked child inherits both registrations and the flag): the exit
 /// handler that flushes, and the fork handler that makes a child forget the parent's
 /// recording. Never called from a fork handler (glibc holds its fork-handler lock then, and
@@ -250,6 +307,10 @@ pub fn forget_after_fork() {
     // (it is in a fork handler): a holder at the time of the fork has vanished with its
     // thread, and the value it guarded is replaced below.
     unsafe { ACTIVE.force_unlock() };
+    // SAFETY: as for ACTIVE: a holder at the fork has vanished, and the program path it was
+    // writing is only read under the lock by a writer this child does not have yet.
+    unsafe { EXEC_PROGRAM.force_unlock() };
+    EXEC_DONE.store(EXEC_ASKED.load(Ordering::SeqCst), Ordering::SeqCst);
     if let Some(active) = ACTIVE.with(Option::take) {
         for fd in active.fds.into_iter().filter(|&fd| fd >= 0) {
             // SAFETY: these descriptors are the parent's writer's (inherited copies); nothing

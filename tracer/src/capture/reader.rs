@@ -25,11 +25,16 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
     Event(Event),
-    Stacks { first: u32, nodes: Vec<(u64, u32)> },
+    Stacks {
+        first: u32,
+        nodes: Vec<(u64, u32)>,
+    },
     Modules(Vec<ModuleRecord>),
     Sample(Sample),
     Threads(Vec<ThreadRecord>),
     Aggregate(AggregateRecord),
+    /// The process called `exec` here (see [`ChunkKind::Exec`]).
+    Exec(ExecRecord),
     End(EndRecord),
 }
 
@@ -121,12 +126,13 @@ impl<R: Read> CaptureReader<R> {
             return Err(err(n as u64, "truncated header".into()));
         }
         let version = u16::from_le_bytes([header[8], header[9]]);
-        if version != VERSION {
+        if !(OLDEST_READABLE_VERSION..=VERSION).contains(&version) {
             return Err(err(
                 8,
                 format!(
-                    "unsupported capture format version {version} (this build reads {VERSION}; \
-                     read it with the tidemark that recorded it, or record it again)"
+                    "unsupported capture format version {version} (this build reads \
+                     {OLDEST_READABLE_VERSION} to {VERSION}; read it with the tidemark that \
+                     recorded it, or record it again)"
                 ),
             ));
         }
@@ -473,6 +479,10 @@ impl<R: Read> CaptureReader<R> {
                 ChunkKind::Aggregate => {
                     let a = decode_aggregate(&mut d).map_err(&bad)?;
                     self.ready.push_back((u64::MAX, Item::Aggregate(a)));
+                }
+                ChunkKind::Exec => {
+                    let e = decode_exec(&mut d).map_err(&bad)?;
+                    self.ready.push_back((e.seq, Item::Exec(e)));
                 }
                 ChunkKind::End => {
                     let e = decode_end(&mut d).map_err(&bad)?;

@@ -1,6 +1,7 @@
 //! The background writer thread: drains the per-thread blocks, compresses them into chunks,
 //! appends stack nodes, modules, thread names and a memory sample every tick, and writes the
-//! end marker when recording stops.
+//! end marker when recording stops (or an `Exec` record when the process is about to `exec`,
+//! see [`super::checkpoint_before_exec`]).
 //!
 //! The rows are decoded straight into one [`ChunkEncoder`] kept for the whole recording (no
 //! list of events in between, no tables cleared or allocated per chunk): the writer competes
@@ -309,7 +310,10 @@ impl Writer {
     }
 
     /// One tick: everything keyed below `barrier` reaches the output.
-    pub(crate) fn tick(&mut self, last: bool) -> io::Result<()> {
+    pub(crate) fn tick(&mut self, kind: Tick) -> io::Result<()> {
+        // The last tick of this process image (an exec nearly always succeeds): every event
+        // drained comes before what it writes.
+        let last = kind != Tick::Every;
         let barrier = buffers::SEQ.load(Ordering::SeqCst);
         let mut new_threads = Vec::new();
         // After this, every event keyed below `barrier` is committed to a block that is a
@@ -376,7 +380,7 @@ impl Writer {
         let time_ns = self.start.elapsed().as_nanos() as u64;
         let sample = Sample {
             time_ns,
-            // The last sample comes after every event.
+            // The last sample (and the exec record) comes after every event.
             seq: if last {
                 buffers::SEQ.load(Ordering::SeqCst) + 1
             } else {
@@ -393,11 +397,12 @@ impl Writer {
         encode_samples(&[sample], &mut e);
         put_chunk(&mut self.out, ChunkKind::Samples, &e.buf, level);
         if last {
+            // What a reader needs if nothing follows: the modules loaded since the start (to
+            // symbolize) and, in aggregate mode, the totals so far.
             let mut e = Encoder::default();
             encode_modules(&module_records(), &mut e);
             put_chunk(&mut self.out, ChunkKind::Modules, &e.buf, level);
-            if let Some((replay, _)) = &mut self.replay {
-                replay.finish();
+            if let Some((replay, _)) = &self.replay {
                 let record = AggregateRecord {
                     peak_bytes: replay.peak_bytes,
                     peak_time_ns: replay.peak_time_ns,
@@ -405,8 +410,7 @@ impl Writer {
                     total_bytes: replay.totals.alloc_bytes,
                     total_frees: replay.totals.frees,
                     entries: replay
-                        .sites
-                        .iter()
+                        .settled_sites()
                         .map(|s| AggregateEntry {
                             stack: s.stack,
                             thread: s.thread,
@@ -423,14 +427,29 @@ impl Writer {
                 encode_aggregate(&record, &mut e);
                 put_chunk(&mut self.out, ChunkKind::Aggregate, &e.buf, level);
             }
-            let end = EndRecord {
-                time_ns,
-                events: self.events,
-                dropped: buffers::DROPPED.load(Ordering::Relaxed),
-            };
-            let mut e = Encoder::default();
-            encode_end(&end, &mut e);
-            put_chunk(&mut self.out, ChunkKind::End, &e.buf, level);
+        }
+        match kind {
+            Tick::Every => {}
+            Tick::Exec(program) => {
+                let exec = ExecRecord {
+                    time_ns,
+                    seq: sample.seq,
+                    program,
+                };
+                let mut e = Encoder::default();
+                encode_exec(&exec, &mut e);
+                put_chunk(&mut self.out, ChunkKind::Exec, &e.buf, level);
+            }
+            Tick::Last => {
+                let end = EndRecord {
+                    time_ns,
+                    events: self.events,
+                    dropped: buffers::DROPPED.load(Ordering::Relaxed),
+                };
+                let mut e = Encoder::default();
+                encode_end(&end, &mut e);
+                put_chunk(&mut self.out, ChunkKind::End, &e.buf, level);
+            }
         }
         self.file.write_all(&self.out)?;
         self.bytes_written += self.out.len() as u64;
@@ -471,6 +490,19 @@ fn thread_cpu_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// What a tick writes besides the events and a sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// Nothing more: the tick every sample interval.
+    Every,
+    /// The process is about to `exec` this program: like `Last` (every event drained is
+    /// written and, in aggregate mode, replayed), with an `Exec` record for the end marker.
+    /// The recording goes on: the exec may fail.
+    Exec(String),
+    /// Recording stops: modules, the aggregate, the end marker.
+    Last,
+}
+
 /// Runs the writer loop until `stop` is set, then writes the last tick.
 pub(crate) fn run(writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSummary> {
     buffers::suppress_this_thread();
@@ -484,6 +516,14 @@ fn run_loop(mut writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSumma
     let mut next = Instant::now() + interval;
     let mut result = Ok(());
     while !stop.load(Ordering::Acquire) {
+        if let Some((ticket, program)) = super::exec_request() {
+            let done = writer.tick(Tick::Exec(program));
+            super::exec_done(ticket);
+            if let Err(e) = done {
+                result = Err(e);
+                break;
+            }
+        }
         let now = Instant::now();
         if now < next {
             std::thread::park_timeout(next - now);
@@ -493,14 +533,14 @@ fn run_loop(mut writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSumma
         if next < now {
             next = now + interval;
         }
-        if let Err(e) = writer.tick(false) {
+        if let Err(e) = writer.tick(Tick::Every) {
             result = Err(e);
             break;
         }
     }
     buffers::ACCEPTING.store(false, Ordering::SeqCst);
     result?;
-    writer.tick(true)?;
+    writer.tick(Tick::Last)?;
     writer.file.flush()?;
     Ok(writer.summary())
 }

@@ -2,7 +2,9 @@
 
 use super::read_ahead::{self, Batches};
 use super::replay::{Replay, ReplayOptions, Site, TimelinePoint, Totals};
-use crate::capture::format::{CaptureError, EndRecord, Meta, ModuleRecord, ThreadRecord};
+use crate::capture::format::{
+    CaptureError, EndRecord, ExecRecord, Meta, ModuleRecord, ThreadRecord,
+};
 use crate::capture::{Batch, CaptureReader, Item};
 use std::io::Read;
 use std::path::Path;
@@ -29,6 +31,9 @@ pub struct Analysis {
     /// Why the data ends early (killed run), if it does.
     pub truncated: Option<String>,
     pub end: Option<EndRecord>,
+    /// The recording ended because the process called `exec` (set when the file's last
+    /// events come before an `Exec` record: a failed exec is followed by more events).
+    pub exec: Option<ExecRecord>,
     pub window_ns: Option<(u64, u64)>,
 }
 
@@ -85,12 +90,21 @@ fn analyze_batches(
         let item = match batch {
             Batch::Events => {
                 replay.events(&events);
+                // Events after an exec: it failed and the program went on.
+                a.exec = None;
                 continue;
             }
             Batch::Item(item) => item,
         };
         match item {
-            Item::Event(e) => replay.event(&e),
+            Item::Event(e) => {
+                replay.event(&e);
+                a.exec = None;
+            }
+            Item::Exec(e) => {
+                a.duration_ns = a.duration_ns.max(e.time_ns);
+                a.exec = Some(e);
+            }
             Item::Sample(s) => {
                 a.duration_ns = a.duration_ns.max(s.time_ns);
                 if a.meta.aggregate {

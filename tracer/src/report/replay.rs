@@ -349,18 +349,34 @@ impl Replay {
     pub fn finish(&mut self) {
         let mark = self.peak_mark;
         for s in &mut self.sites {
-            if s.mod_seq < mark {
-                s.peak_bytes = s.cur_bytes;
-                s.peak_count = s.cur_count;
-            }
+            settle(s, mark);
         }
         // Sites that never changed after... are settled; further events must not re-sync.
         self.peak_mark = 0;
     }
 
+    /// The sites as [`Replay::finish`] would leave them, without finishing: the replay can
+    /// go on (the capture writer's snapshot for an aggregate capture at `exec`).
+    pub fn settled_sites(&self) -> impl Iterator<Item = Site> + '_ {
+        self.sites.iter().map(|s| {
+            let mut s = *s;
+            settle(&mut s, self.peak_mark);
+            s
+        })
+    }
+
     /// Bytes and blocks live now.
     pub fn live(&self) -> (u64, usize) {
         (self.heap, self.live.len())
+    }
+}
+
+/// A site whose last change came before the peak (`mark`) held at the peak what it holds now.
+#[inline]
+fn settle(s: &mut Site, mark: u64) {
+    if s.mod_seq < mark {
+        s.peak_bytes = s.cur_bytes;
+        s.peak_count = s.cur_count;
     }
 }
 

@@ -121,6 +121,13 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     }
     if let Some(why) = &a.truncated {
         let _ = writeln!(o, "⚠  Capture incomplete: {why}");
+    } else if let (None, Some(exec)) = (&a.end, &a.exec) {
+        let _ = writeln!(
+            o,
+            "🔚 Recording ends where the program exec'd {} (at {})",
+            exec.program,
+            text::duration(exec.time_ns)
+        );
     } else if a.end.is_none() {
         let _ = writeln!(
             o,
@@ -204,7 +211,8 @@ pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
         "unmatched_frees": t.unmatched_frees,
         "threads": a.threads.len().max(t.threads_seen as usize),
         "truncated": a.truncated,
-        "complete": a.end.is_some(),
+        "complete": a.end.is_some() || a.exec.is_some(),
+        "ended_by_exec": a.exec.as_ref().map(|e| &e.program),
         "size_histogram": histogram(a).into_iter().map(|(lo, hi, c, b)| json!({"min": lo, "max": hi, "count": c, "bytes": b})).collect::<Vec<_>>(),
         "api": t.api_counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| json!({"api": API_NAMES[i], "count": c})).collect::<Vec<_>>(),
         "top_by_bytes": list(top_by(sites.clone(), opts.top, false)),

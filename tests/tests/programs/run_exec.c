@@ -1,0 +1,68 @@
+/* exec by a recorded program. A second thread allocates and frees THREAD blocks and is
+ * joined; main allocates BEFORE blocks at its own site and keeps them (live when the image is
+ * replaced), then runs /bin/true through the exec function named by argv[1]. With "fail" it
+ * first execs a program that does not exist, then allocates AFTER blocks and exits 7. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BEFORE 300
+#define AFTER 7
+#define THREAD 5000
+
+static void *keep[BEFORE + AFTER];
+
+__attribute__((noinline)) void *before_exec(size_t n) {
+    return malloc(n); /* SITE before */
+}
+__attribute__((noinline)) void *after_failure(size_t n) {
+    return malloc(n); /* SITE after */
+}
+__attribute__((noinline)) void *in_thread(size_t n) {
+    return malloc(n); /* SITE thread */
+}
+
+static void *worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < THREAD; i++)
+        free(in_thread(444));
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *how = argc > 1 ? argv[1] : "execv";
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_join(t, NULL);
+    for (int i = 0; i < BEFORE; i++)
+        keep[i] = before_exec(333);
+    char *args[] = {"true", NULL};
+    char *env[] = {NULL};
+    if (strcmp(how, "execl") == 0)
+        execl("/bin/true", "true", (char *)NULL);
+    else if (strcmp(how, "execlp") == 0)
+        execlp("true", "true", (char *)NULL);
+    else if (strcmp(how, "execle") == 0)
+        execle("/bin/true", "true", (char *)NULL, env);
+    else if (strcmp(how, "execv") == 0)
+        execv("/bin/true", args);
+    else if (strcmp(how, "execvp") == 0)
+        execvp("true", args);
+    else if (strcmp(how, "execvpe") == 0)
+        execvpe("true", args, env);
+    else if (strcmp(how, "execve") == 0)
+        execve("/bin/true", args, env);
+    else if (strcmp(how, "fail") == 0) {
+        if (execv("/nonexistent/tidemark-test", args) != -1 || errno != ENOENT)
+            return 99;
+        for (int i = 0; i < AFTER; i++)
+            keep[BEFORE + i] = after_failure(777);
+        return 7;
+    }
+    fprintf(stderr, "%s failed: %s\n", how, strerror(errno));
+    return 98;
+}

@@ -1,0 +1,110 @@
+//! `tidemark run` of a program that replaces itself with `exec`: the capture holds every
+//! allocation made before the exec, whichever function of the family the program called, and
+//! says that the recording ends there. A failed exec changes nothing: the recording goes on.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use tidemark_tests::{compile_c, scratch_dir, site, text, tidemark_cli, Capture};
+
+const PROGRAM: &str = "run_exec.c";
+
+fn tidemark_run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(tidemark_cli())
+        .arg("run")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("tidemark runs")
+}
+
+#[test]
+fn every_exec_function_leaves_a_complete_capture() {
+    let dir = scratch_dir("run-exec");
+    // No frame pointers, as distributions build C: the stacks need the DWARF unwinder.
+    let exe = compile_c(PROGRAM, &dir, &["-pthread", "-fomit-frame-pointer"]);
+    let exe = exe.to_str().expect("a UTF-8 path");
+    let before = site(PROGRAM, "before_exec", "before");
+    let thread = site(PROGRAM, "in_thread", "thread");
+    for (how, program) in [
+        ("execl", "/bin/true"),
+        ("execlp", "true"),
+        ("execle", "/bin/true"),
+        ("execv", "/bin/true"),
+        ("execvp", "true"),
+        ("execvpe", "true"),
+        ("execve", "/bin/true"),
+    ] {
+        let capture = format!("{how}.tdm");
+        let out = tidemark_run(&dir, &["-o", &capture, "--", exe, how]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{how}: {err}");
+        assert!(
+            err.contains(&format!("(ends at its exec of {program})\n")),
+            "{how}: {err}"
+        );
+        let c = Capture::read(&dir.join(&capture));
+        let all = c.describe();
+        assert_eq!(c.exec.as_deref(), Some(program), "{how}");
+        assert_eq!(
+            c.totals_at(&before),
+            (300, 300 * 333, 300 * 333),
+            "{how}: {all}"
+        );
+        assert_eq!(c.totals_at(&thread), (5000, 5000 * 444, 0), "{how}: {all}");
+    }
+    let stats = Command::new(tidemark_cli())
+        .args(["stats", "execv.tdm"])
+        .current_dir(&dir)
+        .output()
+        .expect("tidemark stats runs");
+    let report = text(&stats.stdout);
+    assert!(
+        report.contains("🔚 Recording ends where the program exec'd /bin/true (at "),
+        "{report}"
+    );
+    assert!(!report.contains("no end marker"), "{report}");
+}
+
+#[test]
+fn a_failed_exec_goes_on_recording() {
+    let dir = scratch_dir("run-exec-fail");
+    let exe = compile_c(PROGRAM, &dir, &["-pthread"]);
+    let exe = exe.to_str().expect("a UTF-8 path");
+    let out = tidemark_run(&dir, &["-o", "fail.tdm", "--", exe, "fail"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(!err.contains("ends at its exec"), "{err}");
+    let c = Capture::read(&dir.join("fail.tdm"));
+    let all = c.describe();
+    assert!(c.complete, "the end marker follows: {all}");
+    assert_eq!(c.exec, None);
+    assert_eq!(
+        c.totals_at(&site(PROGRAM, "before_exec", "before")),
+        (300, 300 * 333, 300 * 333),
+        "{all}"
+    );
+    assert_eq!(
+        c.totals_at(&site(PROGRAM, "after_failure", "after")),
+        (7, 7 * 777, 7 * 777),
+        "{all}"
+    );
+}
+
+#[test]
+fn an_aggregate_capture_holds_its_totals_at_the_exec() {
+    let dir = scratch_dir("run-exec-aggregate");
+    let exe = compile_c(PROGRAM, &dir, &["-pthread"]);
+    let exe = exe.to_str().expect("a UTF-8 path");
+    let out = tidemark_run(&dir, &["--aggregate", "-o", "agg.tdm", "--", exe, "execv"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("(ends at its exec of /bin/true)\n"), "{err}");
+    let c = Capture::read(&dir.join("agg.tdm"));
+    let all = c.describe();
+    assert_eq!(c.exec.as_deref(), Some("/bin/true"));
+    assert_eq!(
+        c.totals_at(&site(PROGRAM, "before_exec", "before")),
+        (300, 300 * 333, 300 * 333),
+        "{all}"
+    );
+}
