@@ -26,7 +26,7 @@
 //! chunk*: kind:u8 codec:u8 raw_len:u32 stored_len:u32 crc32:u32 bytes   (zstd per chunk)
 //!   Meta (first) · Modules · Stacks (new trie nodes) · Threads · Events (one thread's
 //!   events of one tick, columnar, zstd per column) · Samples (time, seq barrier, RSS,
-//!   heap) · Aggregate · End
+//!   heap) · Aggregate · Exec (the process exec'd: see [`checkpoint_before_exec`]) · End
 //! ```
 //!
 //! A SIGKILLed run leaves whole chunks up to its last writer tick (every 10 ms); the reader
