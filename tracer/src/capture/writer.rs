@@ -503,6 +503,9 @@ pub(crate) enum Tick {
     Last,
 }
 
+/// How long the writer waits after an exec checkpoint before its next tick.
+const EXEC_PAUSE: Duration = Duration::from_millis(100);
+
 /// Runs the writer loop until `stop` is set, then writes the last tick.
 pub(crate) fn run(writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSummary> {
     buffers::suppress_this_thread();
@@ -523,6 +526,10 @@ fn run_loop(mut writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSumma
                 result = Err(e);
                 break;
             }
+            // No tick while the exec happens: one cut by it would leave a partial chunk
+            // after the Exec record, and the reader would call the file truncated. (If the
+            // exec failed, the events wait a little longer in their blocks.)
+            next = Instant::now() + EXEC_PAUSE;
         }
         let now = Instant::now();
         if now < next {
