@@ -113,6 +113,16 @@ pub fn site(source: &str, function: &str, marker: &str) -> String {
     format!("{function}:{}", line + 1)
 }
 
+/// `tidemark run ARGS` in `dir`, its output captured.
+pub fn tidemark_run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(tidemark_cli())
+        .arg("run")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("tidemark runs")
+}
+
 /// The `tidemark` binary: `target/<profile>/tidemark` (built on first use, beside the preload
 /// library, so `tidemark run` finds the library without any path set), or `TIDEMARK_TEST_CLI`
 /// when set.

@@ -5,24 +5,14 @@
 //! The binary is `target/<profile>/tidemark` (built on first use, beside the preload library,
 //! so `tidemark run` finds the library without any path set), or `TIDEMARK_TEST_CLI` when set.
 
-use std::path::Path;
-use std::process::{Command, Output};
-use tidemark_tests::{compile_c, scratch_dir, text, tidemark_cli as tidemark};
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(tidemark())
-        .arg("run")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("tidemark runs")
-}
+use std::process::Command;
+use tidemark_tests::{compile_c, scratch_dir, text, tidemark_cli as tidemark, tidemark_run};
 
 #[test]
 fn records_and_says_what_next() {
     let dir = scratch_dir("cli-record");
     let exe = compile_c("run_sites.c", &dir, &["-fomit-frame-pointer"]);
-    let out = run_in(&dir, &["--", exe.to_str().unwrap(), "50", "3"]);
+    let out = tidemark_run(&dir, &["--", exe.to_str().unwrap(), "50", "3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -43,7 +33,7 @@ fn records_and_says_what_next() {
         "{name}"
     );
 
-    let out = run_in(
+    let out = tidemark_run(
         &dir,
         &[
             "-o",
@@ -78,7 +68,7 @@ fn the_summary_is_of_this_run_even_over_an_old_capture() {
     let exe = exe.to_str().unwrap();
     let mut counts = Vec::new();
     for n in ["400", "50", "50"] {
-        let out = run_in(&dir, &["-o", "same.tdm", "--", exe, n]);
+        let out = tidemark_run(&dir, &["-o", "same.tdm", "--", exe, n]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         counts.push(summary_allocations(&text(&out.stderr)));
     }
@@ -87,7 +77,7 @@ fn the_summary_is_of_this_run_even_over_an_old_capture() {
     assert_eq!(counts[1], counts[2], "{counts:?}");
     // And the same as reading the finished file, also for a program killed mid-run (the
     // reader must not wait for an end marker that never comes).
-    let out = run_in(&dir, &["-o", "killed.tdm", "--", exe, "50", "0", "KILL"]);
+    let out = tidemark_run(&dir, &["-o", "killed.tdm", "--", exe, "50", "0", "KILL"]);
     assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     // (A kill that lands inside the writer's write of a chunk leaves it cut: "ends early".)
@@ -117,7 +107,7 @@ fn the_summary_is_of_this_run_even_over_an_old_capture() {
 fn exit_codes_and_signals_pass_through() {
     let dir = scratch_dir("cli-codes");
     for (script, code) in [("exit 0", 0), ("exit 42", 42), ("kill -KILL $$", 128 + 9)] {
-        let out = run_in(
+        let out = tidemark_run(
             &dir,
             &["-q", "--allocator", "pymalloc", "--", "sh", "-c", script],
         );
@@ -129,7 +119,7 @@ fn exit_codes_and_signals_pass_through() {
         );
     }
     let exe = compile_c("run_corrupt.c", &dir, &[]);
-    let out = run_in(&dir, &["--debug", "--", exe.to_str().unwrap(), "double"]);
+    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap(), "double"]);
     assert_eq!(out.status.code(), Some(128 + 6), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
@@ -142,7 +132,7 @@ fn exit_codes_and_signals_pass_through() {
 #[test]
 fn errors_are_one_line_with_status_2() {
     let dir = scratch_dir("cli-errors");
-    let out = run_in(&dir, &["--", "no-such-program-tidemark"]);
+    let out = tidemark_run(&dir, &["--", "no-such-program-tidemark"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
@@ -150,7 +140,7 @@ fn errors_are_one_line_with_status_2() {
     );
 
     // An option tidemark does not know, before the program: named, not taken for the program.
-    let out = run_in(&dir, &["--no-such-option", "true"]);
+    let out = tidemark_run(&dir, &["--no-such-option", "true"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
@@ -159,7 +149,7 @@ fn errors_are_one_line_with_status_2() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 
-    let out = run_in(&dir, &["-o", "/proc/no/such/x.tdm", "--", "true"]);
+    let out = tidemark_run(&dir, &["-o", "/proc/no/such/x.tdm", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
@@ -178,7 +168,7 @@ fn errors_are_one_line_with_status_2() {
         .status()
         .is_ok_and(|s| s.success());
     if built {
-        let out = run_in(&dir, &["--", exe.to_str().unwrap()]);
+        let out = tidemark_run(&dir, &["--", exe.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2));
         let err = text(&out.stderr);
         assert!(

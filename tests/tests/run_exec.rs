@@ -2,20 +2,10 @@
 //! allocation made before the exec, whichever function of the family the program called, and
 //! says that the recording ends there. A failed exec changes nothing: the recording goes on.
 
-use std::path::Path;
-use std::process::{Command, Output};
-use tidemark_tests::{compile_c, scratch_dir, site, text, tidemark_cli, Capture};
+use std::process::Command;
+use tidemark_tests::{compile_c, scratch_dir, site, text, tidemark_cli, tidemark_run, Capture};
 
 const PROGRAM: &str = "run_exec.c";
-
-fn tidemark_run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(tidemark_cli())
-        .arg("run")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("tidemark runs")
-}
 
 #[test]
 fn every_exec_function_leaves_a_complete_capture() {

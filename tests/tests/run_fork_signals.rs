@@ -9,11 +9,11 @@
 //!   still raises KeyboardInterrupt.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use tidemark_tests::{
     captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
-    tidemark_cli, Capture,
+    tidemark_run, Capture,
 };
 
 /// C flags of code as distributions build it: no frame pointers (stacks need DWARF).
@@ -24,16 +24,6 @@ const NO_FP: [&str; 3] = [
 ];
 
 const FORK_PROGRAM: &str = "run_fork_record.c";
-
-/// `tidemark run ARGS` in `dir`.
-fn tidemark_run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(tidemark_cli())
-        .arg("run")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("tidemark runs")
-}
 
 /// The child's pid, which the fork program reports on stderr.
 fn child_pid(stderr: &str) -> u32 {
