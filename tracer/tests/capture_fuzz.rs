@@ -93,6 +93,12 @@ fn valid_capture() -> Vec<u8> {
         rss: 1 << 20,
         heap: 0,
     });
+    // An exec that failed: the events after it say the run went on.
+    b.exec(&ExecRecord {
+        time_ns: 15_000_000,
+        seq: 102,
+        program: "/bin/missing".into(),
+    });
     b.events(0, &[alloc(102, 0x20000, 4096, 3), free(103, 0x20000)]);
     b.sample(Sample {
         time_ns: 20_000_000,
@@ -132,6 +138,27 @@ fn valid_capture_reads() {
     assert_eq!(a.peak_bytes, 4096 + 77);
     assert_eq!(a.timeline.len(), 2);
     assert!(a.end.is_some());
+    assert_eq!(a.exec, None, "events came after the exec record");
+}
+
+/// A capture whose last record is an exec (the program replaced itself) ended there: no end
+/// marker, nothing missing.
+#[test]
+fn a_capture_ending_at_an_exec_says_so() {
+    let mut b = CaptureBuilder::new(&meta());
+    b.stacks(1, &[(0x1000, 0)]);
+    b.events(0, &[alloc(0, 0x10000, 48, 1), alloc(0, 0x10040, 16, 1)]);
+    let exec = ExecRecord {
+        time_ns: 3_000_000,
+        seq: 1,
+        program: "/usr/bin/env".into(),
+    };
+    b.exec(&exec);
+    let a = read_all(b.bytes()).unwrap();
+    assert_eq!(a.exec, Some(exec));
+    assert_eq!((a.end, a.truncated), (None, None));
+    assert_eq!((a.totals.allocs, a.leaked_bytes), (2, 64));
+    assert_eq!(a.duration_ns, 3_000_000);
 }
 
 #[test]

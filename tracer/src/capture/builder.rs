@@ -68,6 +68,13 @@ impl CaptureBuilder {
         self.chunk(ChunkKind::Aggregate, &e.buf)
     }
 
+    /// The process called `exec`; every event numbered below `exec.seq` must already be added.
+    pub fn exec(&mut self, exec: &ExecRecord) -> &mut Self {
+        let mut e = Encoder::default();
+        encode_exec(exec, &mut e);
+        self.chunk(ChunkKind::Exec, &e.buf)
+    }
+
     pub fn end(&mut self, end: EndRecord) -> &mut Self {
         let mut e = Encoder::default();
         encode_end(&end, &mut e);
