@@ -29,7 +29,10 @@ fn every_exec_function_leaves_a_complete_capture() {
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{how}: {err}");
         assert!(
-            err.contains(&format!("(ends at its exec of {program})\n")),
+            err.contains(&format!(
+                "(ends at its exec of {program})\ntidemark: the program it exec'd was not \
+                 recorded (--follow-fork records it too)\n"
+            )),
             "{how}: {err}"
         );
         let c = Capture::read(&dir.join(&capture));

@@ -314,6 +314,7 @@ fn summarize(
         analysis.unwrap_or_else(|| report::analyze(capture, &report::AnalyzeOptions::default()));
     match analysis {
         Ok(a) => {
+            let exec_not_followed = a.end.is_none() && a.exec.is_some() && children.is_none();
             eprintln!(
                 "tidemark: recorded {} in {}: {} allocations, peak {}, leaked {}{}",
                 capture.display(),
@@ -330,6 +331,11 @@ fn summarize(
                     (None, Some(_), _) => String::new(),
                 }
             );
+            if exec_not_followed {
+                eprintln!(
+                    "tidemark: the program it exec'd was not recorded (--follow-fork records it too)"
+                );
+            }
         }
         Err(e) => eprintln!("tidemark: recorded {} ({e})", capture.display()),
     }
