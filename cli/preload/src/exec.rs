@@ -40,16 +40,50 @@ unsafe fn c_bytes<'a>(p: *const c_char) -> &'a [u8] {
     unsafe { CStr::from_ptr(p) }.to_bytes()
 }
 
-/// glibc's definition of `name` (the next one after this library), looked up once.
-fn next(cache: &AtomicUsize, name: &CStr) -> usize {
-    let f = cache.load(Ordering::Relaxed);
-    if f != 0 {
-        return f;
+/// glibc's functions behind the wrappers, by index into `NAMES` and `REAL`.
+#[derive(Clone, Copy)]
+enum Real {
+    Execve,
+    Execv,
+    Execvp,
+    Execvpe,
+    Execveat,
+    Fexecve,
+}
+const NAMES: [&CStr; 6] = [
+    c"execve",
+    c"execv",
+    c"execvp",
+    c"execvpe",
+    c"execveat",
+    c"fexecve",
+];
+static REAL: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+
+/// Looks glibc's functions up, from the library's constructor. A wrapper may run in the child
+/// of a `vfork`, which shares its parent's memory while the parent's other threads run on: it
+/// must not call into the dynamic loader there (`dlsym` takes the loader's lock and may
+/// allocate), so the wrappers only read what this stored.
+pub fn resolve() {
+    for (name, real) in NAMES.iter().zip(&REAL) {
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name has no other preconditions.
+        real.store(
+            unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize,
+            Ordering::Relaxed,
+        );
     }
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name has no other preconditions.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-    cache.store(f, Ordering::Relaxed);
-    f
+}
+
+/// glibc's function `f`, or 0 if there is none.
+fn real(f: Real) -> usize {
+    match REAL[f as usize].load(Ordering::Relaxed) {
+        // Another library's constructor exec'd before ours ran: look it up now.
+        0 => {
+            resolve();
+            REAL[f as usize].load(Ordering::Relaxed)
+        }
+        f => f,
+    }
 }
 
 /// Fails as an exec of a missing function would (no libc `exec*` behind this library).
@@ -59,11 +93,10 @@ fn no_function() -> c_int {
     -1
 }
 
-/// glibc's function `$name` with the C signature `$ty`, or None.
-macro_rules! next_fn {
-    ($name:literal, $ty:ty) => {{
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        match next(&NEXT, $name) {
+/// glibc's function `$real` with the C signature `$ty`, or None.
+macro_rules! real_fn {
+    ($real:expr, $ty:ty) => {{
+        match real($real) {
             0 => None,
             // SAFETY: `f` is glibc's function of this name, whose C signature `$ty` repeats.
             f => Some(unsafe { core::mem::transmute::<usize, $ty>(f) }),
@@ -75,8 +108,8 @@ macro_rules! next_fn {
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
     // SAFETY: exec's contract: `path` is a NUL-terminated string.
     before_exec(unsafe { c_bytes(path) });
-    match next_fn!(
-        c"execve",
+    match real_fn!(
+        Real::Execve,
         unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int
     ) {
         // SAFETY: the caller's arguments, passed on unchanged.
@@ -89,7 +122,10 @@ pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> 
 pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
     // SAFETY: as in `execve`.
     before_exec(unsafe { c_bytes(path) });
-    match next_fn!(c"execv", unsafe extern "C" fn(*const c_char, Argv) -> c_int) {
+    match real_fn!(
+        Real::Execv,
+        unsafe extern "C" fn(*const c_char, Argv) -> c_int
+    ) {
         // SAFETY: as in `execve`.
         Some(f) => unsafe { f(path, argv) },
         None => no_function(),
@@ -100,8 +136,8 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
     // SAFETY: as in `execve`.
     before_exec(unsafe { c_bytes(file) });
-    match next_fn!(
-        c"execvp",
+    match real_fn!(
+        Real::Execvp,
         unsafe extern "C" fn(*const c_char, Argv) -> c_int
     ) {
         // SAFETY: as in `execve`.
@@ -114,8 +150,8 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
     // SAFETY: as in `execve`.
     before_exec(unsafe { c_bytes(file) });
-    match next_fn!(
-        c"execvpe",
+    match real_fn!(
+        Real::Execvpe,
         unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int
     ) {
         // SAFETY: as in `execve`.
@@ -135,7 +171,7 @@ pub unsafe extern "C" fn execveat(
     // SAFETY: as in `execve`.
     before_exec(unsafe { c_bytes(path) });
     type Execveat = unsafe extern "C" fn(c_int, *const c_char, Argv, Argv, c_int) -> c_int;
-    match next_fn!(c"execveat", Execveat) {
+    match real_fn!(Real::Execveat, Execveat) {
         // SAFETY: as in `execve`.
         Some(f) => unsafe { f(dirfd, path, argv, envp, flags) },
         None => no_function(),
@@ -153,7 +189,10 @@ pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
             c_bytes(*argv)
         }
     });
-    match next_fn!(c"fexecve", unsafe extern "C" fn(c_int, Argv, Argv) -> c_int) {
+    match real_fn!(
+        Real::Fexecve,
+        unsafe extern "C" fn(c_int, Argv, Argv) -> c_int
+    ) {
         // SAFETY: as in `execve`.
         Some(f) => unsafe { f(fd, argv, envp) },
         None => no_function(),

@@ -44,6 +44,8 @@ fn pid() -> i32 {
 }
 
 extern "C" fn init() {
+    #[cfg(not(test))]
+    crate::exec::resolve();
     let backend = role::backend();
     let _ = unwind::method();
     STATS.store(role::print_stats(), Ordering::Relaxed);
