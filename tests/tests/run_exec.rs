@@ -1,6 +1,7 @@
 //! `tidemark run` of a program that replaces itself with `exec`: the capture holds every
 //! allocation made before the exec, whichever function of the family the program called, and
-//! says that the recording ends there. A failed exec changes nothing: the recording goes on.
+//! says that the recording ends there. A failed exec, or the exec of a `vfork` child, changes
+//! nothing: the recording goes on.
 
 use std::process::Command;
 use tidemark_tests::{compile_c, scratch_dir, site, text, tidemark_cli, tidemark_run, Capture};
@@ -58,28 +59,37 @@ fn every_exec_function_leaves_a_complete_capture() {
     assert!(!report.contains("no end marker"), "{report}");
 }
 
+/// A failed exec, and the exec of a `vfork` child (which shares the recording process's
+/// memory, pid aside): the recording goes on as if nothing happened.
 #[test]
-fn a_failed_exec_goes_on_recording() {
+fn the_recording_goes_on_after_a_failed_exec_or_a_vfork_childs_exec() {
     let dir = scratch_dir("run-exec-fail");
     let exe = compile_c(PROGRAM, &dir, &["-pthread"]);
     let exe = exe.to_str().expect("a UTF-8 path");
-    let out = tidemark_run(&dir, &["-o", "fail.tdm", "--", exe, "fail"]);
+    for how in ["fail", "vfork"] {
+        goes_on_recording(&dir, exe, how);
+    }
+}
+
+fn goes_on_recording(dir: &std::path::Path, exe: &str, how: &str) {
+    let capture = format!("{how}.tdm");
+    let out = tidemark_run(dir, &["-o", &capture, "--", exe, how]);
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{err}");
-    assert!(!err.contains("ends at its exec"), "{err}");
-    let c = Capture::read(&dir.join("fail.tdm"));
+    assert_eq!(out.status.code(), Some(7), "{how}: {err}");
+    assert!(!err.contains("ends at its exec"), "{how}: {err}");
+    let c = Capture::read(&dir.join(&capture));
     let all = c.describe();
-    assert!(c.complete, "the end marker follows: {all}");
-    assert_eq!(c.exec, None);
+    assert!(c.complete, "{how}: the end marker follows: {all}");
+    assert_eq!(c.exec, None, "{how}");
     assert_eq!(
         c.totals_at(&site(PROGRAM, "before_exec", "before")),
         (300, 300 * 333, 300 * 333),
-        "{all}"
+        "{how}: {all}"
     );
     assert_eq!(
         c.totals_at(&site(PROGRAM, "after_failure", "after")),
         (7, 7 * 777, 7 * 777),
-        "{all}"
+        "{how}: {all}"
     );
 }
 

@@ -1,13 +1,16 @@
 /* exec by a recorded program. A second thread allocates and frees THREAD blocks and is
  * joined; main allocates BEFORE blocks at its own site and keeps them (live when the image is
  * replaced), then runs /bin/true through the exec function named by argv[1]. With "fail" it
- * first execs a program that does not exist, then allocates AFTER blocks and exits 7. */
+ * first execs a program that does not exist, then allocates AFTER blocks and exits 7; with
+ * "vfork" a vfork child execs /bin/true (the child shares this process's memory: its exec
+ * must not touch the recording), then this process allocates AFTER blocks and exits 7. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define BEFORE 300
@@ -56,9 +59,21 @@ int main(int argc, char **argv) {
         execvpe("true", args, env);
     else if (strcmp(how, "execve") == 0)
         execve("/bin/true", args, env);
-    else if (strcmp(how, "fail") == 0) {
-        if (execv("/nonexistent/tidemark-test", args) != -1 || errno != ENOENT)
-            return 99;
+    else if (strcmp(how, "fail") == 0 || strcmp(how, "vfork") == 0) {
+        if (how[0] == 'f') {
+            if (execv("/nonexistent/tidemark-test", args) != -1 || errno != ENOENT)
+                return 99;
+        } else {
+            pid_t pid = vfork();
+            if (pid == 0) {
+                execv("/bin/true", args);
+                _exit(97);
+            }
+            int status;
+            if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+                WEXITSTATUS(status) != 0)
+                return 96;
+        }
         for (int i = 0; i < AFTER; i++)
             keep[BEFORE + i] = after_failure(777);
         return 7;
