@@ -41,6 +41,11 @@
 //! file is the parent's; the child's exit handlers find nothing to flush. The child may then
 //! start a recording of its own into another file (the preload library does with
 //! `--follow-fork`).
+//!
+//! `exec` ends the writer thread with the rest of the process: call
+//! [`checkpoint_before_exec`] first (before `std::os::unix::process::CommandExt::exec`, say)
+//! and the file holds every event up to it and ends with a record naming the program. The
+//! preload library's `exec*` wrappers do this for `tidemark run`.
 
 mod buffers;
 pub mod builder;
