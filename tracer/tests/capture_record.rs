@@ -284,6 +284,46 @@ fn sigkill_leaves_a_readable_capture() {
     assert!(a.duration_ns > 0);
 }
 
+/// The child half of `a_checkpoint_before_exec_keeps_every_event`: records, checkpoints and
+/// replaces itself with /bin/true (exit status 0), or exits 3 if the checkpoint failed.
+fn exec_main(path: &str) -> ! {
+    use std::os::unix::process::CommandExt;
+    let guard = capture::record(path, RecordOptions::default()).unwrap();
+    for i in 0..1234 {
+        capture::on_alloc(0x9000_0000 + i * 0x100, 100, 0, stack(SITE_A));
+    }
+    if !capture::checkpoint_before_exec(b"/bin/true") {
+        std::process::exit(3);
+    }
+    // The exec ends the writer thread as it would any other: the guard is never dropped.
+    std::mem::forget(guard);
+    let err = std::process::Command::new("/bin/true").exec();
+    panic!("exec failed: {err}");
+}
+
+#[test]
+fn a_checkpoint_before_exec_keeps_every_event() {
+    if let Ok(path) = std::env::var("TIDEMARK_TEST_EXEC_CAPTURE") {
+        exec_main(&path);
+    }
+    let path = tempdir().join("exec.tdm");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_checkpoint_before_exec_keeps_every_event",
+            "--nocapture",
+        ])
+        .env("TIDEMARK_TEST_EXEC_CAPTURE", &path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "the child exec'd /bin/true");
+    let a = report::analyze(&path, &AnalyzeOptions::default()).unwrap();
+    assert_eq!((a.end, a.truncated), (None, None));
+    assert_eq!(a.exec.map(|e| e.program).as_deref(), Some("/bin/true"));
+    assert_eq!((a.totals.allocs, a.leaked_bytes), (1234, 123_400));
+}
+
 /// The subprocess half of `a_forked_child_forgets_the_parents_recording`; exits with the
 /// number of the first check that failed (0: all held).
 fn fork_main(dir: &std::path::Path) -> ! {
