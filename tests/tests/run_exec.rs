@@ -111,3 +111,59 @@ fn an_aggregate_capture_holds_its_totals_at_the_exec() {
         "{all}"
     );
 }
+
+/// With `--follow-fork` the program the process execs records too, under the same pid: into
+/// the pattern's `<pid>.1` (the `<pid>` capture is the image before the exec), and the summary
+/// reports it and names it as the capture to look at next.
+#[test]
+fn with_follow_fork_the_execd_program_records_beside_it() {
+    let dir = scratch_dir("run-exec-follow");
+    let exe = compile_c(PROGRAM, &dir, &["-pthread"]);
+    let exe = exe.to_str().expect("a UTF-8 path");
+    let out = tidemark_run(
+        &dir,
+        &["--follow-fork", "-o", "x.%p.tdm", "--", exe, "self"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let main = Capture::read(&dir.join(format!("x.{}.tdm", main_pid(&err))));
+    let name = format!("x.{}.1.tdm", main.pid);
+    let successor = dir.join(&name);
+    assert!(
+        err.contains(
+            "(ends at its exec of /proc/self/exe)\ntidemark: the program it exec'd recorded "
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "child processes wrote:\n  {name}\ntidemark: next: tidemark flamegraph {name}\n"
+        )),
+        "{err}"
+    );
+    let all = main.describe();
+    assert_eq!(
+        main.totals_at(&site(PROGRAM, "before_exec", "before")),
+        (300, 300 * 333, 300 * 333),
+        "{all}"
+    );
+    let next = Capture::read(&successor);
+    assert!(next.complete);
+    assert_eq!(next.pid, main.pid);
+    assert_eq!(
+        next.totals_at(&site(PROGRAM, "in_successor", "successor")),
+        (11, 11 * 555, 11 * 555),
+        "{}",
+        next.describe()
+    );
+}
+
+/// The pid in "tidemark: recorded x.<pid>.tdm in ...".
+fn main_pid(stderr: &str) -> u32 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("tidemark: recorded x."))
+        .and_then(|l| l.split('.').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no main capture in {stderr}"))
+}

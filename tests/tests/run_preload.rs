@@ -240,8 +240,8 @@ fn fork_and_exec_without_and_with_follow_fork() {
         "one more run, no child capture"
     );
 
-    // Followed: the exec'd program keeps the preload and records its own capture, named
-    // FILE.<pid> beside the parent's.
+    // Followed: the child records from the fork to its exec into FILE.<pid>, and the program
+    // it execs keeps the preload and records into FILE.<pid>.1, beside the parent's.
     let out_dir = dir.join("follow");
     std::fs::create_dir_all(&out_dir).unwrap();
     let main = out_dir.join("g.tdm");
@@ -259,16 +259,24 @@ fn fork_and_exec_without_and_with_follow_fork() {
         "child preload=yes\nsum 45\nparent saw child exit 0\n"
     );
     let files = captures_in(&out_dir);
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files.len(), 3, "{files:?}");
     assert_eq!(files[0], main);
     assert!(files[1]
         .to_string_lossy()
         .starts_with(&format!("{}.", main.display())));
+    assert_eq!(
+        files[2].to_string_lossy(),
+        format!("{}.1", files[1].display())
+    );
     let parent = Capture::read(&files[0]);
     let child = Capture::read(&files[1]);
-    assert!(parent.complete && child.complete);
+    let exec = Capture::read(&files[2]);
+    assert!(parent.complete && exec.complete);
     assert_eq!(parent.count_at(&parent_site), 1);
-    assert_eq!(child.count_at(&kept_site), 10, "{}", child.describe());
+    assert_eq!(child.exec.as_deref(), Some(sites.to_str().unwrap()));
+    assert_eq!(child.count_at(&child_site), 1, "{}", child.describe());
+    assert_eq!(exec.pid, child.pid);
+    assert_eq!(exec.count_at(&kept_site), 10, "{}", exec.describe());
 }
 
 #[test]

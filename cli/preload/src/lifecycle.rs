@@ -86,16 +86,62 @@ extern "C" fn init() {
 }
 
 /// Starts this process's recording into `pattern` (`%p` → pid); true when it runs.
+///
+/// When an earlier image of this process (the program before it called `exec`, which
+/// checkpointed its capture) recorded under the same name, this image takes the next
+/// generation's name (`role::expand_output`) instead of overwriting that capture.
 fn start_recording(pattern: &[u8]) -> bool {
     let me = pid();
-    let path = role::expand_output(pattern, me as u32);
-    let path = std::path::Path::new(OsStr::from_bytes(&path)).to_path_buf();
+    let name = |generation| {
+        let path = role::expand_output(pattern, me as u32, generation);
+        std::path::Path::new(OsStr::from_bytes(&path)).to_path_buf()
+    };
+    let mut generation = 0;
+    let mut path = name(0);
+    while generation < MAX_GENERATIONS && earlier_image_recorded(&path, me as u32) {
+        generation += 1;
+        path = name(generation);
+    }
     if trace::start(&path, role::aggregate(), role::native_frames()) {
         RECORD_PID.store(me, Ordering::SeqCst);
         true
     } else {
         false
     }
+}
+
+/// Images of one process (execs that record) that get names of their own; later ones
+/// overwrite the last.
+const MAX_GENERATIONS: u32 = 1000;
+
+/// Did an earlier image of this process record into `path`? Its capture names this pid and
+/// started after this process did (a capture of another process that had the same pid
+/// started before it).
+fn earlier_image_recorded(path: &std::path::Path, pid: u32) -> bool {
+    let Ok(reader) = tidemark_tracer::capture::CaptureReader::open(path) else {
+        return false;
+    };
+    let meta = reader.meta();
+    meta.pid == pid && process_start_unix_ms().is_some_and(|start| meta.start_unix_ms >= start)
+}
+
+/// When this process started, in milliseconds since the Unix epoch, rounded down to the
+/// boot time's whole second (`/proc/stat` gives it in seconds), so never late.
+fn process_start_unix_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 22, counted after the command name, which is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = boot
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| btime * 1000 + ticks * 1000 / hz as u64)
 }
 
 /// Is this process the one recording (not a forked child that inherited the state)?

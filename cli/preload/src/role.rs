@@ -133,14 +133,24 @@ pub fn unwind_memo() -> Option<bool> {
 }
 
 /// The capture path for process `pid`: `%p` replaced by the pid, `%%` by `%`.
-pub fn expand_output(pattern: &[u8], pid: u32) -> Vec<u8> {
+///
+/// `generation` counts the images of this process (before an `exec`) that already recorded
+/// under this pattern: the first is 0; image n > 0 gets `pid.n` for `%p`, or `.n` appended to
+/// a pattern without one, so that it does not overwrite the capture of the image before it.
+pub fn expand_output(pattern: &[u8], pid: u32, generation: u32) -> Vec<u8> {
+    let id = match generation {
+        0 => pid.to_string(),
+        n => format!("{pid}.{n}"),
+    };
     let mut out = Vec::with_capacity(pattern.len() + 10);
+    let mut replaced = false;
     let mut i = 0;
     while i < pattern.len() {
         if pattern[i] == b'%' && i + 1 < pattern.len() {
             match pattern[i + 1] {
                 b'p' => {
-                    out.extend_from_slice(pid.to_string().as_bytes());
+                    out.extend_from_slice(id.as_bytes());
+                    replaced = true;
                     i += 2;
                     continue;
                 }
@@ -154,6 +164,9 @@ pub fn expand_output(pattern: &[u8], pid: u32) -> Vec<u8> {
         }
         out.push(pattern[i]);
         i += 1;
+    }
+    if generation > 0 && !replaced {
+        out.extend_from_slice(format!(".{generation}").as_bytes());
     }
     out
 }
@@ -180,8 +193,11 @@ mod tests {
 
     #[test]
     fn expands_pid() {
-        assert_eq!(expand_output(b"run.%p.tdm", 42), b"run.42.tdm");
-        assert_eq!(expand_output(b"a%%p%", 7), b"a%p%");
-        assert_eq!(expand_output(b"plain", 7), b"plain");
+        assert_eq!(expand_output(b"run.%p.tdm", 42, 0), b"run.42.tdm");
+        assert_eq!(expand_output(b"a%%p%", 7, 0), b"a%p%");
+        assert_eq!(expand_output(b"plain", 7, 0), b"plain");
+        assert_eq!(expand_output(b"run.%p.tdm", 42, 2), b"run.42.2.tdm");
+        assert_eq!(expand_output(b"plain", 7, 1), b"plain.1");
+        assert_eq!(expand_output(b"a%%p", 7, 1), b"a%p.1");
     }
 }

@@ -312,26 +312,16 @@ fn summarize(
     }
     let analysis =
         analysis.unwrap_or_else(|| report::analyze(capture, &report::AnalyzeOptions::default()));
+    let mut next = capture.to_path_buf();
     match analysis {
         Ok(a) => {
-            let exec_not_followed = a.end.is_none() && a.exec.is_some() && children.is_none();
             eprintln!(
-                "tidemark: recorded {} in {}: {} allocations, peak {}, leaked {}{}",
+                "tidemark: recorded {} in {}: {}",
                 capture.display(),
                 text::duration(elapsed.as_nanos() as u64),
-                text::count(a.totals.allocs),
-                text::bytes(a.peak_bytes),
-                text::bytes(a.leaked_bytes),
-                match (&a.truncated, &a.end, &a.exec) {
-                    (Some(why), _, _) => format!(" (ends early: {why})"),
-                    (None, None, Some(exec)) => format!(" (ends at its exec of {})", exec.program),
-                    // SIGKILL, or a recording cut off another way: the events still in the
-                    // program's buffers at that moment are not in the file.
-                    (None, None, None) => " (no end marker: the last events may be missing)".into(),
-                    (None, Some(_), _) => String::new(),
-                }
+                totals_line(&a)
             );
-            if exec_not_followed {
+            if a.end.is_none() && a.exec.is_some() && children.is_none() {
                 eprintln!(
                     "tidemark: the program it exec'd was not recorded (--follow-fork records it too)"
                 );
@@ -341,6 +331,17 @@ fn summarize(
     }
     if let Some(since) = children {
         let children = child_captures(capture, pattern, since);
+        // With follow-fork, what the program exec'd recorded under the same pid: a `#!`
+        // shim's real program, say. Its capture is the one to look at next.
+        if let Some((path, a)) = exec_successor(capture, &children) {
+            eprintln!(
+                "tidemark: the program it exec'd recorded {} in {}: {}",
+                path.display(),
+                text::duration(a.duration_ns),
+                totals_line(&a)
+            );
+            next = path;
+        }
         if !children.is_empty() {
             eprintln!("tidemark: child processes wrote:");
             for c in children {
@@ -348,14 +349,49 @@ fn summarize(
             }
         }
     }
-    eprintln!(
-        "tidemark: next: tidemark flamegraph {}",
-        shell_quote(capture)
-    );
+    eprintln!("tidemark: next: tidemark flamegraph {}", shell_quote(&next));
 }
 
-/// Captures of traced children, forked or exec'd: `PATTERN.<pid>` (or the pattern with other
-/// pids when it has `%p`) beside the main one, written since `since` (not those of earlier
+/// "N allocations, peak P, leaked L" and how the recording ended when not cleanly.
+fn totals_line(a: &report::Analysis) -> String {
+    use tidemark_tracer::report::text;
+    format!(
+        "{} allocations, peak {}, leaked {}{}",
+        text::count(a.totals.allocs),
+        text::bytes(a.peak_bytes),
+        text::bytes(a.leaked_bytes),
+        match (&a.truncated, &a.end, &a.exec) {
+            (Some(why), _, _) => format!(" (ends early: {why})"),
+            (None, None, Some(exec)) => format!(" (ends at its exec of {})", exec.program),
+            // SIGKILL, or a recording cut off another way: the events still in the
+            // program's buffers at that moment are not in the file.
+            (None, None, None) => " (no end marker: the last events may be missing)".into(),
+            (None, Some(_), _) => String::new(),
+        }
+    )
+}
+
+/// The capture of the last program the main process exec'd, among `children`: the one of the
+/// main capture's pid that started last, read. None when the main process exec'd nothing
+/// that recorded.
+fn exec_successor(main: &Path, children: &[PathBuf]) -> Option<(PathBuf, report::Analysis)> {
+    use tidemark_tracer::capture::CaptureReader;
+    let meta_of = |p: &Path| CaptureReader::open(p).ok().map(|r| r.meta().clone());
+    let pid = meta_of(main)?.pid;
+    let (_, path) = children
+        .iter()
+        .filter_map(|c| {
+            meta_of(c)
+                .filter(|m| m.pid == pid)
+                .map(|m| (m.start_unix_ms, c))
+        })
+        .max()?;
+    let a = report::analyze(path, &report::AnalyzeOptions::default()).ok()?;
+    Some((path.clone(), a))
+}
+
+/// Captures of traced children, forked or exec'd: `PATTERN.<pid>` or `PATTERN.<pid>.<n>` (or
+/// the pattern with other pids when it has `%p`) beside the main one, written since `since` (not those of earlier
 /// runs with the same pattern).
 fn child_captures(main: &Path, pattern: &Path, since: std::time::SystemTime) -> Vec<PathBuf> {
     // File times come from a coarser clock than `since`: a capture created right after the
@@ -387,9 +423,7 @@ fn child_captures(main: &Path, pattern: &Path, since: std::time::SystemTime) -> 
             n.len() > prefix.len() + suffix.len()
                 && n.starts_with(&prefix)
                 && n.ends_with(&suffix)
-                && n[prefix.len()..n.len() - suffix.len()]
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
+                && is_pid_name(&n[prefix.len()..n.len() - suffix.len()])
         })
         .filter(|p| {
             std::fs::metadata(p)
@@ -399,6 +433,16 @@ fn child_captures(main: &Path, pattern: &Path, since: std::time::SystemTime) -> 
         .collect();
     out.sort();
     out
+}
+
+/// What the preload puts for `%p`: a pid, or `pid.n` for the n-th program a process exec'd
+/// after it recorded (`role::expand_output` in the preload).
+fn is_pid_name(s: &str) -> bool {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match s.split_once('.') {
+        Some((pid, generation)) => digits(pid) && digits(generation),
+        None => digits(s),
+    }
 }
 
 fn shell_quote(p: &Path) -> String {

@@ -3,7 +3,8 @@
  * replaced), then runs /bin/true through the exec function named by argv[1]. With "fail" it
  * first execs a program that does not exist, then allocates AFTER blocks and exits 7; with
  * "vfork" a vfork child execs /bin/true (the child shares this process's memory: its exec
- * must not touch the recording), then this process allocates AFTER blocks and exits 7. */
+ * must not touch the recording), then this process allocates AFTER blocks and exits 7; with
+ * "self" it execs itself as "successor", which allocates 11 blocks and exits 0. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +26,9 @@ __attribute__((noinline)) void *before_exec(size_t n) {
 __attribute__((noinline)) void *after_failure(size_t n) {
     return malloc(n); /* SITE after */
 }
+__attribute__((noinline)) void *in_successor(size_t n) {
+    return malloc(n); /* SITE successor */
+}
 __attribute__((noinline)) void *in_thread(size_t n) {
     return malloc(n); /* SITE thread */
 }
@@ -38,6 +42,11 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
     const char *how = argc > 1 ? argv[1] : "execv";
+    if (strcmp(how, "successor") == 0) {
+        for (int i = 0; i < 11; i++)
+            keep[i] = in_successor(555);
+        return 0;
+    }
     pthread_t t;
     pthread_create(&t, NULL, worker, NULL);
     pthread_join(t, NULL);
@@ -59,6 +68,10 @@ int main(int argc, char **argv) {
         execvpe("true", args, env);
     else if (strcmp(how, "execve") == 0)
         execve("/bin/true", args, env);
+    else if (strcmp(how, "self") == 0) {
+        char *again[] = {argv[0], "successor", NULL};
+        execv("/proc/self/exe", again);
+    }
     else if (strcmp(how, "fail") == 0 || strcmp(how, "vfork") == 0) {
         if (how[0] == 'f') {
             if (execv("/nonexistent/tidemark-test", args) != -1 || errno != ENOENT)
