@@ -13,9 +13,9 @@
 //!   exec'd programs (`FILE.<pid>`, or the pattern's `%p`) with a writer thread of its own;
 //!   without it the child is not traced. A child that execs runs the library's constructor
 //!   again and (with follow-fork) records into `FILE.<pid>.1` (`start_recording`: the capture
-//!   of the image before the exec stays). With
-//!   follow-fork, `fork` first waits until no other thread is inside the hook (`trace.rs`'s
-//!   fork gate), so that the recording child finds none of the hook's locks held.
+//!   of the image before the exec stays). With follow-fork, `fork` first waits until no other
+//!   thread is inside the hook (`trace.rs`'s fork gate), so that the recording child finds
+//!   none of the hook's locks held.
 //! - Exit: `exit` (an `on_exit` handler) and `_exit` (exported: the program's own calls) stop
 //!   and flush the recording of the process that records, never a parent's. Signals whose
 //!   default action kills: `signals.rs`.
