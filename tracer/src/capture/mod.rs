@@ -224,8 +224,13 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
 }
 
 /// `exec` requests to the writer thread: the program path, the number of the last request,
-/// and the number of the last one written.
-static EXEC_PROGRAM: SpinLock<Vec<u8>> = SpinLock::new(Vec::new());
+/// and the number of the last one written. The path is kept in a fixed buffer: `execve` may
+/// be called from a signal handler, where allocating could deadlock.
+static EXEC_PROGRAM: SpinLock<ProgramName> = SpinLock::new(ProgramName {
+    len: 0,
+    bytes: [0; PROGRAM_NAME_MAX],
+});
+const PROGRAM_NAME_MAX: usize = 4096;
 static EXEC_ASKED: AtomicU64 = AtomicU64::new(0);
 static EXEC_DONE: AtomicU64 = AtomicU64::new(0);
 /// How long `checkpoint_before_exec` waits for the writer before letting the exec go on.
@@ -240,6 +245,10 @@ const EXEC_WAIT: Duration = Duration::from_secs(5);
 ///
 /// Events other threads make between this call and the exec itself are lost with them: the
 /// exec ends those threads wherever they are.
+///
+/// It does not allocate (an `execve` may come from a signal handler). It does take the
+/// recording state's spin lock for a moment: an exec from a signal handler that interrupted
+/// [`record`] or [`stop`] on the same thread would spin there.
 pub fn checkpoint_before_exec(program: &[u8]) -> bool {
     let me = std::process::id();
     let Some(writer) = ACTIVE.with(|a| {
@@ -250,8 +259,9 @@ pub fn checkpoint_before_exec(program: &[u8]) -> bool {
         return false;
     };
     let ticket = EXEC_PROGRAM.with(|p| {
-        p.clear();
-        p.extend_from_slice(program);
+        // Longer paths are cut: the name is a label.
+        p.len = program.len().min(PROGRAM_NAME_MAX);
+        p.bytes[..p.len].copy_from_slice(&program[..p.len]);
         EXEC_ASKED.fetch_add(1, Ordering::SeqCst) + 1
     });
     writer.unpark();
@@ -265,12 +275,22 @@ pub fn checkpoint_before_exec(program: &[u8]) -> bool {
     true
 }
 
+/// The program of the last exec request.
+struct ProgramName {
+    len: usize,
+    bytes: [u8; PROGRAM_NAME_MAX],
+}
+
 /// The writer's side: the pending exec request (its number and program), if any.
 fn exec_request() -> Option<(u64, String)> {
     EXEC_PROGRAM.with(|p| {
         let asked = EXEC_ASKED.load(Ordering::SeqCst);
-        (asked > EXEC_DONE.load(Ordering::SeqCst))
-            .then(|| (asked, String::from_utf8_lossy(p).into_owned()))
+        (asked > EXEC_DONE.load(Ordering::SeqCst)).then(|| {
+            (
+                asked,
+                String::from_utf8_lossy(&p.bytes[..p.len]).into_owned(),
+            )
+        })
     })
 }
 
