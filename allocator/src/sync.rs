@@ -38,6 +38,20 @@ impl<T> SpinLock<T> {
         result
     }
 
+    /// Runs `f` with the value locked if the lock is free now; None (without running `f`)
+    /// if another holder has it. For callers that must not wait on a holder that may be
+    /// their own thread (a signal handler).
+    #[inline]
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        // SAFETY: the exchange gave this thread exclusive access until `release`.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.release();
+        Some(result)
+    }
+
     /// Takes the lock without a scope, for `pthread_atfork` handlers that lock before `fork`
     /// and unlock after it in both processes.
     ///
@@ -92,5 +106,21 @@ impl<T> SpinLock<T> {
     #[inline]
     fn release(&self) {
         self.locked.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpinLock;
+
+    #[test]
+    fn try_with_runs_only_when_the_lock_is_free() {
+        let lock = SpinLock::new(1);
+        assert_eq!(lock.try_with(|v| *v + 1), Some(2));
+        lock.with(|_| {
+            // Held (by this thread, as a signal handler would find it): no run, no wait.
+            assert_eq!(lock.try_with(|v| *v + 1), None);
+        });
+        assert_eq!(lock.try_with(|v| *v + 1), Some(2), "released again");
     }
 }

@@ -246,24 +246,27 @@ const EXEC_WAIT: Duration = Duration::from_secs(5);
 /// Events other threads make between this call and the exec itself are lost with them: the
 /// exec ends those threads wherever they are.
 ///
-/// It does not allocate (an `execve` may come from a signal handler). It does take the
-/// recording state's spin lock for a moment: an exec from a signal handler that interrupted
-/// [`record`] or [`stop`] on the same thread would spin there.
+/// It neither allocates nor waits on a lock for long (an `execve` may come from a signal
+/// handler, which may have interrupted [`record`] or [`stop`] on this very thread: then it
+/// gives up after about 100 ms).
 pub fn checkpoint_before_exec(program: &[u8]) -> bool {
     let me = std::process::id();
-    let Some(writer) = ACTIVE.with(|a| {
+    let Some(writer) = with_lock_soon(&ACTIVE, |a| {
         a.as_ref()
             .filter(|rec| rec.pid == me && !rec.handle.is_finished())
             .map(|rec| rec.handle.thread().clone())
-    }) else {
+    })
+    .flatten() else {
         return false;
     };
-    let ticket = EXEC_PROGRAM.with(|p| {
+    let Some(ticket) = with_lock_soon(&EXEC_PROGRAM, |p| {
         // Longer paths are cut: the name is a label.
         p.len = program.len().min(PROGRAM_NAME_MAX);
         p.bytes[..p.len].copy_from_slice(&program[..p.len]);
         EXEC_ASKED.fetch_add(1, Ordering::SeqCst) + 1
-    });
+    }) else {
+        return false;
+    };
     writer.unpark();
     let deadline = std::time::Instant::now() + EXEC_WAIT;
     while EXEC_DONE.load(Ordering::Acquire) < ticket {
@@ -273,6 +276,20 @@ pub fn checkpoint_before_exec(program: &[u8]) -> bool {
         std::thread::sleep(Duration::from_micros(100));
     }
     true
+}
+
+/// `lock.with(f)` if the lock comes free within about 100 ms, else None: the holder may be
+/// this very thread, interrupted by the signal handler that is calling exec.
+fn with_lock_soon<T, R>(lock: &SpinLock<T>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    let mut f = Some(f);
+    for _ in 0..1000 {
+        // `try_with` runs the closure only when it takes the lock, and then returns.
+        if let Some(r) = lock.try_with(|v| f.take().map(|f| f(v))).flatten() {
+            return Some(r);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    None
 }
 
 /// The program of the last exec request.
