@@ -45,6 +45,18 @@ fn records_and_says_what_next() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.join("named.tdm").is_file());
+
+    // Into /dev/null (timing a run): the program runs as usual, and there is nothing to read.
+    let out = tidemark_run(
+        &dir,
+        &["-o", "/dev/null", "--", exe.to_str().unwrap(), "5", "4"],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(text(&out.stdout), "sum 10\n");
+    assert_eq!(
+        text(&out.stderr),
+        "tidemark: recorded into /dev/null (not a regular file: no summary)\n"
+    );
 }
 
 /// The allocation count of `tidemark run`'s summary line.

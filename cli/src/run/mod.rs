@@ -310,6 +310,14 @@ fn summarize(
         );
         return;
     }
+    if analysis.is_none() && !capture.is_file() {
+        // /dev/null (to time a run), a FIFO another program reads: nothing to read back.
+        eprintln!(
+            "tidemark: recorded into {} (not a regular file: no summary)",
+            capture.display()
+        );
+        return;
+    }
     let analysis =
         analysis.unwrap_or_else(|| report::analyze(capture, &report::AnalyzeOptions::default()));
     let mut next = capture.to_path_buf();
