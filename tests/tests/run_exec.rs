@@ -14,7 +14,6 @@ fn every_exec_function_leaves_a_complete_capture() {
     // No frame pointers, as distributions build C: the stacks need the DWARF unwinder.
     let exe = compile_c(PROGRAM, &dir, &["-pthread", "-fomit-frame-pointer"]);
     let exe = exe.to_str().expect("a UTF-8 path");
-    let before = site(PROGRAM, "before_exec", "before");
     let thread = site(PROGRAM, "in_thread", "thread");
     for (how, program) in [
         ("execl", "/bin/true"),
@@ -39,11 +38,7 @@ fn every_exec_function_leaves_a_complete_capture() {
         let c = Capture::read(&dir.join(&capture));
         let all = c.describe();
         assert_eq!(c.exec.as_deref(), Some(program), "{how}");
-        assert_eq!(
-            c.totals_at(&before),
-            (300, 300 * 333, 300 * 333),
-            "{how}: {all}"
-        );
+        assert_kept_before_exec(&c, how);
         assert_eq!(c.totals_at(&thread), (5000, 5000 * 444, 0), "{how}: {all}");
     }
     let stats = Command::new(tidemark_cli())
@@ -81,11 +76,7 @@ fn goes_on_recording(dir: &std::path::Path, exe: &str, how: &str) {
     let all = c.describe();
     assert!(c.complete, "{how}: the end marker follows: {all}");
     assert_eq!(c.exec, None, "{how}");
-    assert_eq!(
-        c.totals_at(&site(PROGRAM, "before_exec", "before")),
-        (300, 300 * 333, 300 * 333),
-        "{how}: {all}"
-    );
+    assert_kept_before_exec(&c, how);
     assert_eq!(
         c.totals_at(&site(PROGRAM, "after_failure", "after")),
         (7, 7 * 777, 7 * 777),
@@ -103,13 +94,8 @@ fn an_aggregate_capture_holds_its_totals_at_the_exec() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("(ends at its exec of /bin/true)\n"), "{err}");
     let c = Capture::read(&dir.join("agg.tdm"));
-    let all = c.describe();
     assert_eq!(c.exec.as_deref(), Some("/bin/true"));
-    assert_eq!(
-        c.totals_at(&site(PROGRAM, "before_exec", "before")),
-        (300, 300 * 333, 300 * 333),
-        "{all}"
-    );
+    assert_kept_before_exec(&c, "aggregate");
 }
 
 /// With `--follow-fork` the program the process execs records too, under the same pid: into
@@ -141,12 +127,7 @@ fn with_follow_fork_the_execd_program_records_beside_it() {
         )),
         "{err}"
     );
-    let all = main.describe();
-    assert_eq!(
-        main.totals_at(&site(PROGRAM, "before_exec", "before")),
-        (300, 300 * 333, 300 * 333),
-        "{all}"
-    );
+    assert_kept_before_exec(&main, "main");
     let next = Capture::read(&successor);
     assert!(next.complete);
     assert_eq!(next.pid, main.pid);
@@ -166,4 +147,14 @@ fn main_pid(stderr: &str) -> u32 {
         .and_then(|l| l.split('.').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no main capture in {stderr}"))
+}
+
+/// The program keeps 300 blocks of 333 B from one site before it execs, in every mode.
+fn assert_kept_before_exec(c: &Capture, context: &str) {
+    assert_eq!(
+        c.totals_at(&site(PROGRAM, "before_exec", "before")),
+        (300, 300 * 333, 300 * 333),
+        "{context}: {}",
+        c.describe()
+    );
 }

@@ -257,16 +257,14 @@ fn sigkill_leaves_a_readable_capture() {
     }
     let dir = tempdir();
     let path = dir.join("killed.tdm");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sigkill_leaves_a_readable_capture",
-            "--nocapture",
-        ])
-        .env("TIDEMARK_TEST_CHILD_CAPTURE", &path)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = this_test_alone(
+        "sigkill_leaves_a_readable_capture",
+        "TIDEMARK_TEST_CHILD_CAPTURE",
+        &path,
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -307,16 +305,14 @@ fn a_checkpoint_before_exec_keeps_every_event() {
         exec_main(&path);
     }
     let path = tempdir().join("exec.tdm");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_checkpoint_before_exec_keeps_every_event",
-            "--nocapture",
-        ])
-        .env("TIDEMARK_TEST_EXEC_CAPTURE", &path)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    let status = this_test_alone(
+        "a_checkpoint_before_exec_keeps_every_event",
+        "TIDEMARK_TEST_EXEC_CAPTURE",
+        &path,
+    )
+    .stdout(std::process::Stdio::null())
+    .status()
+    .unwrap();
     assert_eq!(status.code(), Some(0), "the child exec'd /bin/true");
     let a = report::analyze(&path, &AnalyzeOptions::default()).unwrap();
     assert_eq!((a.end, a.truncated), (None, None));
@@ -404,15 +400,13 @@ fn a_forked_child_forgets_the_parents_recording() {
     let dir = tempdir().join("fork");
     std::fs::create_dir_all(&dir).unwrap();
     // In a process of its own: the test harness's other threads must not be forked.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_forked_child_forgets_the_parents_recording",
-            "--nocapture",
-        ])
-        .env("TIDEMARK_TEST_FORK_CAPTURE", &dir)
-        .output()
-        .unwrap();
+    let out = this_test_alone(
+        "a_forked_child_forgets_the_parents_recording",
+        "TIDEMARK_TEST_FORK_CAPTURE",
+        &dir,
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -484,6 +478,14 @@ fn a_realloc_is_ordered_before_the_reuse_of_its_old_address() {
     // What is live at the end: the other thread's 24 bytes at the old address.
     let live: u64 = a.sites.iter().map(|s| s.cur_bytes).sum();
     assert_eq!(live, 24);
+}
+
+/// This test binary running only `test`, with `var=path` in its environment: the test's
+/// child half, in a process of its own.
+fn this_test_alone(test: &str, var: &str, path: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", test, "--nocapture"]).env(var, path);
+    c
 }
 
 fn tempdir() -> std::path::PathBuf {
