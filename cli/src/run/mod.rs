@@ -399,8 +399,8 @@ fn exec_successor(main: &Path, children: &[PathBuf]) -> Option<(PathBuf, report:
 }
 
 /// Captures of traced children, forked or exec'd: `PATTERN.<pid>` or `PATTERN.<pid>.<n>` (or
-/// the pattern with other pids when it has `%p`) beside the main one, written since `since` (not those of earlier
-/// runs with the same pattern).
+/// the pattern with other pids when it has `%p`) beside the main one, written since `since`
+/// (not those of earlier runs with the same pattern).
 fn child_captures(main: &Path, pattern: &Path, since: std::time::SystemTime) -> Vec<PathBuf> {
     // File times come from a coarser clock than `since`: a capture created right after the
     // start may look a little older.
