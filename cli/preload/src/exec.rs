@@ -19,7 +19,7 @@
 
 use crate::{lifecycle, trace};
 use core::ffi::{c_char, c_int, CStr};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 type Argv = *const *const c_char;
 
@@ -59,6 +59,8 @@ const NAMES: [&CStr; 6] = [
     c"fexecve",
 ];
 static REAL: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+/// `resolve` ran (a function glibc lacks, `execveat` before 2.34, stays 0 in `REAL`).
+static RESOLVED: AtomicBool = AtomicBool::new(false);
 
 /// Looks glibc's functions up, from the library's constructor. A wrapper may run in the child
 /// of a `vfork`, which shares its parent's memory while the parent's other threads run on: it
@@ -72,18 +74,16 @@ pub fn resolve() {
             Ordering::Relaxed,
         );
     }
+    RESOLVED.store(true, Ordering::Release);
 }
 
 /// glibc's function `f`, or 0 if there is none.
 fn real(f: Real) -> usize {
-    match REAL[f as usize].load(Ordering::Relaxed) {
-        // Another library's constructor exec'd before ours ran: look it up now.
-        0 => {
-            resolve();
-            REAL[f as usize].load(Ordering::Relaxed)
-        }
-        f => f,
+    if !RESOLVED.load(Ordering::Acquire) {
+        // Another library's constructor exec'd before ours ran: look them up now.
+        resolve();
     }
+    REAL[f as usize].load(Ordering::Relaxed)
 }
 
 /// Fails as an exec of a missing function would (no libc `exec*` behind this library).
