@@ -175,10 +175,7 @@ impl Replay {
     fn touch(&mut self, site: u32, seq: u64) -> &mut Site {
         let peak_mark = self.peak_mark;
         let s = &mut self.sites[site as usize];
-        if s.mod_seq < peak_mark {
-            s.peak_bytes = s.cur_bytes;
-            s.peak_count = s.cur_count;
-        }
+        settle(s, peak_mark);
         s.mod_seq = seq;
         s
     }
