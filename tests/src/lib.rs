@@ -99,6 +99,69 @@ pub fn compile_c(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
     exe
 }
 
+/// Compiles a Rust source file from `tests/programs/` with `rustc` (the toolchain's, `RUSTC`
+/// when cargo sets it) at opt-level 1 with line tables, returning the executable.
+pub fn compile_rust(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source);
+    let exe = out_dir.join(source.trim_end_matches(".rs"));
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(rustc)
+        .args(["--edition=2021", "-C", "opt-level=1", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(extra)
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "rustc failed on {}", src.display());
+    exe
+}
+
+/// Runs `cmd` to its end, or kills it after `limit` and fails the test with `what` (a program
+/// that deadlocks must fail the test, not hang the suite). `cmd` runs in a process group of its
+/// own, and the whole group is killed: a `tidemark run` leaves no hung program behind.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration, what: &str) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            // SAFETY: kill has no memory preconditions; the group is the one `cmd` leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}, killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout"),
+        stderr: err.join().expect("stderr"),
+    }
+}
+
 /// "function:line" of the line marked `/* SITE <marker> */` in `tests/programs/<source>`.
 pub fn site(source: &str, function: &str, marker: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -31,6 +31,8 @@
 //!                 replaces this one (execl* in c/exec_variadic.c)
 //!   signals.rs    fatal signals flush the capture first; `sigaction`/`signal` interposed
 //!                 so the program sees SIG_DFL where the flush handler stands
+//!   stack_attr.rs `pthread_getattr_np`: the thread's stack bounds are cached before glibc
+//!                 takes the lock it allocates under (else the hook's lookup deadlocks)
 //! ```
 //!
 //! The library's own Rust allocations (the capture writer, the unwinder's tables) go straight
@@ -51,6 +53,8 @@ mod modules;
 mod recent_stacks;
 mod role;
 mod signals;
+#[cfg(not(test))]
+mod stack_attr;
 mod thread;
 mod trace;
 mod unwind;

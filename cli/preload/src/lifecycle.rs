@@ -46,7 +46,10 @@ fn pid() -> i32 {
 
 extern "C" fn init() {
     #[cfg(not(test))]
-    crate::exec::resolve();
+    {
+        crate::exec::resolve();
+        crate::stack_attr::resolve();
+    }
     let backend = role::backend();
     let _ = unwind::method();
     STATS.store(role::print_stats(), Ordering::Relaxed);

@@ -246,6 +246,14 @@ pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Looks this thread's stack bounds up, with its allocations unrecorded, unless the lookup is
+/// already under way (called from inside the hook): see `stack_attr.rs`.
+pub fn cache_stack_bounds() {
+    if thread::slot().flags.get() & IN_HOOK == 0 {
+        quietly(tidemark_tracer::thread_stack_bounds);
+    }
+}
+
 /// Is this the capture writer's thread? (`comm` holds at most 15 bytes: "tidemark-writer".)
 #[cold]
 fn is_writer_thread() -> bool {
