@@ -42,9 +42,12 @@
 //!     --allocators tidemark,traced_off,traced_32,dhat,system
 //! ```
 //!
-//! `debug_floor` ([`floor`], run when named) is the least work any debug hook with
-//! `pymalloc_debug`'s marks, guards and 4 MiB quarantine must do, over pymalloc: the floor its
-//! `time/plain` is compared with, not a usable allocator.
+//! Two floors run when named, each over pymalloc and not usable for anything else:
+//! `debug_floor` ([`debug_floor`]) is the least work any debug hook with `pymalloc_debug`'s
+//! marks, guards and 4 MiB quarantine must do, and `trace_floor` ([`trace_floor`]) the least any
+//! exact tracer must do per call while it traces (stack walk, stack id, the block's trace word,
+//! the traced-bytes counters). Their `time/plain` is what `pymalloc_debug` and `traced_32` are
+//! compared with.
 //!
 //! # Adding an allocator variant
 //!
@@ -57,8 +60,9 @@
 //!    the variant it wraps, if any, for the `time/plain` column).
 
 pub mod child;
+pub mod debug_floor;
 pub mod driver;
-pub mod floor;
 pub mod rng;
+pub mod trace_floor;
 pub mod variants;
 pub mod workloads;

@@ -55,7 +55,7 @@ pub const VARIANTS: &[Variant] = &[
         plain: Some("tidemark"),
     },
     // The least any debug hook with pymalloc_debug's marks and quarantine must do (see
-    // `floor.rs`): not a usable allocator, so run only when named.
+    // `debug_floor.rs`): not a usable allocator, so run only when named.
     Variant {
         name: "debug_floor",
         binary: "bench-debug_floor",
@@ -109,6 +109,16 @@ pub const VARIANTS: &[Variant] = &[
     Variant {
         name: "traced_32",
         binary: "bench-traced_32",
+        role: Role::Subject,
+        feature: None,
+        default: false,
+        plain: Some("tidemark"),
+    },
+    // The least any tracer under issue 4's rules must do while tracing (see `trace_floor.rs`):
+    // not a usable tracer, so run only when named.
+    Variant {
+        name: "trace_floor",
+        binary: "bench-trace_floor",
         role: Role::Subject,
         feature: None,
         default: false,
