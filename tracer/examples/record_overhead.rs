@@ -9,7 +9,7 @@
 //! Runs the workload with the hook idle and with a recording on, interleaved, `rounds` times
 //! (default 5), and prints the medians, their ratio, the writer thread's CPU time, and the
 //! capture's bytes per alloc+free pair (the file minus a recording of the population fill alone,
-//! over the steps).
+//! over the steps), beside the fewest bytes any lossless capture of the same events could take.
 //! `TIDEMARK_ONLY=record` (or `idle`) runs only that variant once (for callgrind).
 //! `TIDEMARK_INTERVAL_MS=N` sets the writer's tick: under callgrind a long one (10000) makes
 //! the writer take every event in one tick, so its chunks (and instruction counts) do not
@@ -24,7 +24,17 @@ static GLOBAL: tidemark_tracer::Traced<tidemark_alloc::Pymalloc> =
 
 #[path = "shared/churn.rs"]
 mod churn_workload;
-use churn_workload::churn;
+use churn_workload::{churn, MAX_SIZE, MIN_SIZE};
+
+/// The fewest bytes per alloc+free pair any capture that keeps every pointer and size exactly
+/// can average on this workload, whatever its encoding (Shannon's source coding bound): each
+/// step frees one of `live` blocks chosen uniformly at random, so naming it takes log2(live)
+/// bits, and allocates one of `MAX_SIZE - MIN_SIZE + 1` sizes, also uniform. The allocation's
+/// own pointer, the thread, the API and the timestamps are counted as free here (an encoder
+/// that predicts the allocator's next address exactly pays nothing for them).
+fn information_floor(live: usize) -> f64 {
+    ((live as f64).log2() + ((MAX_SIZE - MIN_SIZE + 1) as f64).log2()) / 8.0
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -106,10 +116,12 @@ fn main() {
     println!(
         "churn {ops} steps, {live} live, medians of {rounds}: idle hook {i:.3} s, \
          recording {r:.3} s (+{s:.3} s to stop): {:.2}x; writer CPU {:.3} s; \
-         capture {:.2} bytes per alloc+free pair",
+         capture {:.2} bytes per alloc+free pair (information floor with exact pointers: \
+         {:.2})",
         r / i,
         median(&mut writer_cpu),
-        median(&mut sizes)
+        median(&mut sizes),
+        information_floor(live)
     );
     std::fs::remove_file(&path).ok();
 }

@@ -14,9 +14,13 @@ impl Rng {
     }
 }
 
+/// Object sizes are drawn uniformly from `MIN_SIZE..=MAX_SIZE`.
+pub const MIN_SIZE: usize = 8;
+pub const MAX_SIZE: usize = 512;
+
 #[inline(never)]
 pub fn object(rng: &mut Rng) -> Vec<u8> {
-    let size = rng.range(8, 512);
+    let size = rng.range(MIN_SIZE, MAX_SIZE);
     let mut v = Vec::with_capacity(size);
     v.push(size as u8);
     v
