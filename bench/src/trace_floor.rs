@@ -133,9 +133,9 @@ fn before_free(p: *mut u8) {
 /// Walks this thread's frame records from the caller's frame to the first one and hashes the
 /// return addresses. The checks are the ones a walk needs to never fault and always end: each
 /// record inside the stack, each frame pointer moving towards the stack's base (an x86-64 load
-/// may be misaligned, so alignment is not checked). Every frame is hashed, also past the 32
-/// + `tidemark_tracer::hook::RUNTIME_SLACK` a traceback could keep: the benchmark's stacks are
-/// shallower than that, and one loop is the cheapest walk.
+/// may be misaligned, so alignment is not checked). Every frame is hashed, also past the
+/// frames a traceback could keep (32 plus `tidemark_tracer::hook::RUNTIME_SLACK`): the
+/// benchmark's stacks are shallower than that, and one loop is the cheapest walk.
 #[inline(always)]
 fn stack_hash() -> u64 {
     let (lo, hi) = tidemark_tracer::thread_stack_bounds();
