@@ -59,6 +59,40 @@ fn records_and_says_what_next() {
     );
 }
 
+#[test]
+fn an_empty_capture_says_why() {
+    let dir = scratch_dir("cli-noheap");
+    let exe = compile_c("run_noheap.c", &dir, &[]);
+    let out = tidemark_run(&dir, &["-o", "none.tdm", "--", exe.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with("tidemark: recorded none.tdm in ")
+            && lines[0].ends_with(": 0 allocations, peak 0 B, leaked 0 B"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        "tidemark: no call to malloc was recorded: the program needs no heap, or has its own \
+         allocator linked in (rustc's jemalloc, a static mimalloc), which the preload cannot see"
+    );
+    assert_eq!(lines[2], "tidemark: next: tidemark flamegraph none.tdm");
+
+    // A program that allocates gets no such line.
+    let exe = compile_c("run_sites.c", &dir, &[]);
+    let out = tidemark_run(
+        &dir,
+        &["-o", "sites.tdm", "--", exe.to_str().unwrap(), "5", "0"],
+    );
+    assert!(
+        !text(&out.stderr).contains("no call to malloc"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// The allocation count of `tidemark run`'s summary line.
 fn summary_allocations(stderr: &str) -> u64 {
     let line = stderr

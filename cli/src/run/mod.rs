@@ -334,6 +334,7 @@ fn summarize(
                     "tidemark: the program it exec'd was not recorded (--follow-fork records it too)"
                 );
             }
+            no_malloc_note(&a);
         }
         Err(e) => eprintln!("tidemark: recorded {} ({e})", capture.display()),
     }
@@ -348,6 +349,7 @@ fn summarize(
                 text::duration(a.duration_ns),
                 totals_line(&a)
             );
+            no_malloc_note(&a);
             next = path;
         }
         if !children.is_empty() {
@@ -358,6 +360,19 @@ fn summarize(
         }
     }
     eprintln!("tidemark: next: tidemark flamegraph {}", shell_quote(&next));
+}
+
+/// A program that ran to its end without one call to the C malloc family either needs no heap
+/// or brings its own allocator linked in (rustc's jemalloc, a static mimalloc), whose calls
+/// never reach the preload: say so, rather than leave an empty capture unexplained.
+fn no_malloc_note(a: &report::Analysis) {
+    if a.totals.allocs == 0 && a.end.is_some() {
+        eprintln!(
+            "tidemark: no call to malloc was recorded: the program needs no heap, or has its \
+             own allocator linked in (rustc's jemalloc, a static mimalloc), which the preload \
+             cannot see"
+        );
+    }
 }
 
 /// "N allocations, peak P, leaked L" and how the recording ended when not cleanly.
