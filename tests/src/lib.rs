@@ -82,11 +82,16 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The path of `tests/programs/<source>`.
+fn program(source: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source)
+}
+
 /// Compiles a C source file from `tests/programs/` with `cc`, returning the executable.
 pub fn compile_c(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs")
-        .join(source);
+    let src = program(source);
     let exe = out_dir.join(source.trim_end_matches(".c"));
     let status = Command::new("cc")
         .args(["-O1", "-g", "-Wall", "-Werror", "-o"])
@@ -102,9 +107,7 @@ pub fn compile_c(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
 /// Compiles a Rust source file from `tests/programs/` with `rustc` (the toolchain's, `RUSTC`
 /// when cargo sets it) at opt-level 1 with line tables, returning the executable.
 pub fn compile_rust(source: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs")
-        .join(source);
+    let src = program(source);
     let exe = out_dir.join(source.trim_end_matches(".rs"));
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let status = Command::new(rustc)
@@ -164,9 +167,7 @@ pub fn output_within(cmd: &mut Command, limit: std::time::Duration, what: &str) 
 
 /// "function:line" of the line marked `/* SITE <marker> */` in `tests/programs/<source>`.
 pub fn site(source: &str, function: &str, marker: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs")
-        .join(source);
+    let path = program(source);
     let code = std::fs::read_to_string(&path).expect("the program's source");
     let tag = format!("/* SITE {marker} */");
     let line = code
