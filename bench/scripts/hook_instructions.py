@@ -1,0 +1,51 @@
+# gdb script for hook_instructions.sh: counts the instructions of one malloc and one free
+# call of hook_hot, single-stepping from the call site until control is back in main.
+#
+# Callgrind would count them too, but it does not see the calls a preload library
+# interposes here, so this steps through them instead (a few seconds per call).
+# Environment: HOOK_SKIP (calls to let pass first, so that caches are warm),
+# HOOK_DETAIL=1 (also the count per function).
+import os
+
+import gdb
+
+SKIP = int(os.environ.get("HOOK_SKIP", "20000"))
+DETAIL = os.environ.get("HOOK_DETAIL") == "1"
+
+gdb.execute("set pagination off")
+gdb.execute("set confirm off")
+
+
+def symbol(pc):
+    text = gdb.execute("info symbol %d" % pc, to_string=True)
+    return text.split(" in section")[0].split(" + ")[0].strip()
+
+
+def count(site):
+    """Instructions from entering `site` (a tail call) until control is back in main."""
+    gdb.execute("delete")
+    gdb.execute("set language c")
+    gdb.execute("break *%s" % site)
+    gdb.execute("ignore $bpnum %d" % SKIP, to_string=True)
+    gdb.execute("continue", to_string=True)
+    # Only this thread runs while stepping (the capture writer waits).
+    gdb.execute("set scheduler-locking step")
+    steps, per_function = 0, {}
+    while True:
+        gdb.execute("stepi", to_string=True)
+        steps += 1
+        name = symbol(int(gdb.parse_and_eval("$pc")))
+        if name == "main":
+            break
+        per_function[name] = per_function.get(name, 0) + 1
+    gdb.execute("set scheduler-locking off")
+    return steps, per_function
+
+
+for label, site in (("malloc", "alloc_site"), ("free", "free_site")):
+    steps, per_function = count(site)
+    print("HOOK %s %d" % (label, steps))
+    if DETAIL:
+        for name, n in sorted(per_function.items(), key=lambda kv: -kv[1]):
+            print("HOOK   %5d  %s" % (n, name[:100]))
+gdb.execute("kill")
