@@ -78,6 +78,7 @@ pub mod select;
 pub mod size_class;
 pub mod stderr;
 pub mod sync;
+pub mod tls;
 
 mod alloc;
 mod arena;

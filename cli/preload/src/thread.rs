@@ -1,14 +1,12 @@
 //! The calling thread's hook state, reached with one thread-local access per hooked call.
 //!
-//! In a cdylib every `thread_local!` access is a call to `__tls_get_addr` (the
-//! general-dynamic TLS model; stable Rust cannot ask for initial-exec), and a thread-local
-//! with a destructor adds a state check on top. The hook used to reach five of them per
-//! allocation (its flags, the rule cache, the memo, the stack bounds, the fork epoch). Here
-//! they sit behind one: a `Copy`-only, const-initialized slot without a destructor (a plain
-//! `#[thread_local]` static underneath), whose address is taken once per call and passed
-//! down. The unwinder's heap state (tens of KiB) hangs off it as one pointer and is freed by a
-//! pthread key destructor, not a Rust thread-local destructor, so the slot itself stays
-//! destructor-free.
+//! The hook used to reach five thread-locals per allocation (its flags, the rule cache, the
+//! memo, the stack bounds, the fork epoch). Here they sit behind one: a `Copy`-only,
+//! zero-initialized slot without a destructor, in the initial-exec TLS model
+//! (`tidemark_alloc::tls`: two instructions, where a `thread_local!` in a cdylib calls
+//! `__tls_get_addr`). Its address is taken once per call and passed down. The unwinder's
+//! heap state (tens of KiB) hangs off it as one pointer and is freed by a pthread key
+//! destructor, so the slot itself needs none.
 
 use core::cell::Cell;
 
@@ -23,24 +21,16 @@ pub struct ThreadSlot {
     pub unwind: Cell<*mut crate::unwind::ThreadUnwind>,
 }
 
-thread_local! {
-    static SLOT: ThreadSlot = const {
-        ThreadSlot {
-            flags: Cell::new(0),
-            gave_up_on: Cell::new(0),
-            unwind: Cell::new(core::ptr::null_mut()),
-        }
-    };
-}
+tidemark_alloc::initial_exec_tls!(fn slot_cell() -> ThreadSlot, "tidemark_preload_thread_slot");
 
 /// The calling thread's slot.
 #[inline(always)]
 pub fn slot() -> &'static ThreadSlot {
-    let p: *const ThreadSlot = SLOT.with(|s| s as *const ThreadSlot);
-    // SAFETY: `ThreadSlot` has no destructor, so its thread-local storage is neither torn
-    // down nor reused while the thread runs (`with` never fails for it); the reference is
-    // used on this thread only (it is not `Send`: the `Cell`s are not `Sync`).
-    unsafe { &*p }
+    // SAFETY: all-zero bytes are a valid `ThreadSlot` (no flags, no epoch, no unwinder
+    // state), which has no destructor, so the cell is neither torn down nor reused while the
+    // thread runs; the reference is used on this thread only (it is not `Send`: the `Cell`s
+    // are not `Sync`).
+    unsafe { &*slot_cell() }
 }
 
 /// The marker (never a real state) left in `ThreadSlot::unwind` once the thread exited.

@@ -154,9 +154,10 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// True while events are accepted.
 pub static ACCEPTING: AtomicBool = AtomicBool::new(false);
 
-/// The calling thread's recording state, in one thread-local: in the preload (a cdylib) every
-/// thread-local access is a call to `__tls_get_addr`, and an event reads both fields.
-/// Const-initialized and without a destructor, so it stays usable while the thread exits.
+/// The calling thread's recording state, in one thread-local: an event reads both fields.
+/// Zero-initialized and without a destructor, so it stays usable while the thread exits, and
+/// in the initial-exec TLS model (`tidemark_alloc::tls`), where a `thread_local!` in the
+/// preload (a cdylib) would call `__tls_get_addr` on every event.
 struct Mine {
     /// The thread's slot: null before its first event, `released()` after its exit.
     buf: Cell<*mut ThreadBuf>,
@@ -164,28 +165,29 @@ struct Mine {
     suppress: Cell<bool>,
 }
 
-thread_local! {
-    static MINE: Mine = const {
-        Mine {
-            buf: Cell::new(null_mut()),
-            suppress: Cell::new(false),
-        }
-    };
+tidemark_alloc::initial_exec_tls!(fn mine_cell() -> Mine, "tidemark_tracer_capture_mine");
+
+#[inline(always)]
+fn mine() -> &'static Mine {
+    // SAFETY: all-zero bytes are a valid `Mine` (no slot, not suppressed), which has no
+    // destructor; the reference stays on this thread (`Cell` is not `Sync`).
+    unsafe { &*mine_cell() }
 }
 
 /// Stops recording the calling thread's events (the writer thread calls it for itself).
 pub fn suppress_this_thread() {
-    MINE.with(|m| m.suppress.set(true));
+    mine().suppress.set(true);
 }
 
 /// The calling thread's slot for an event: None when its events are not recorded (the
-/// writer thread, or thread-locals already gone); null when it has no slot.
+/// writer thread); null when it has no slot.
 #[inline]
 fn event_buf() -> Option<*mut ThreadBuf> {
-    let mine = MINE
-        .try_with(|m| (!m.suppress.get()).then(|| m.buf.get()))
-        .ok()
-        .flatten()?;
+    let m = mine();
+    if m.suppress.get() {
+        return None;
+    }
+    let mine = m.buf.get();
     Some(if mine.is_null() {
         first_buf()
     } else if mine == released() {
@@ -209,7 +211,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if buf.is_null() {
         return;
     }
-    let _ = MINE.try_with(|m| m.buf.set(released()));
+    mine().buf.set(released());
     // SAFETY: slots are never unmapped.
     unsafe { (*buf).dead.store(true, Ordering::Release) };
 }
@@ -294,7 +296,7 @@ pub fn take_full() -> *mut Block {
 #[cold]
 fn first_buf() -> *mut ThreadBuf {
     let buf = claim_slot();
-    MINE.with(|m| m.buf.set(buf));
+    mine().buf.set(buf);
     if !buf.is_null() {
         // SAFETY: `thread_exit` takes this thread's claimed slot.
         unsafe { EXIT.set(buf as *const libc::c_void) };
@@ -406,7 +408,7 @@ pub fn reset_after_fork() {
     }
     PENDING.store(0, Ordering::Relaxed);
     NEXT_THREAD_INDEX.store(0, Ordering::Relaxed);
-    let mine = MINE.try_with(|m| m.buf.get()).unwrap_or(null_mut());
+    let mine = mine().buf.get();
     let mut cur = THREADS.load(Ordering::Acquire);
     while !cur.is_null() {
         // SAFETY: registry entries are never freed; their owners (other than this thread)
@@ -432,6 +434,7 @@ pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
     let Some(buf) = event_buf() else {
         return;
     };
+    // Waits before marking itself busy: the writer's barrier waits for busy slots.
     if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
         wait_for_writer();
     }
