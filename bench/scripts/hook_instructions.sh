@@ -6,10 +6,11 @@
 #   bench/scripts/hook_instructions.sh            # the table
 #   HOOK_DETAIL=1 bench/scripts/hook_instructions.sh   # and the count per function
 #   FLOOR_CFLAGS=-DEXTRA_LOADS=10 bench/scripts/hook_instructions.sh   # a floor variant
+#   PRELOAD=/tmp/old/libtidemark_preload.so bench/scripts/hook_instructions.sh   # another build
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-preload=$root/target/release/libtidemark_preload.so
+preload=${PRELOAD:-$root/target/release/libtidemark_preload.so}
 [ -f "$preload" ] || { echo "hook_instructions: $preload is missing: run cargo build --release" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

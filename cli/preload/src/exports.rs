@@ -7,6 +7,7 @@
 //! The exports are compiled only into the cdylib's build of this crate (`cfg(not(test))`): a
 //! unit-test binary that exported `malloc` would run its own test harness on it.
 
+use crate::unwind::frame_pointer;
 use crate::{backend, trace};
 use core::ffi::c_void;
 use core::ptr;
@@ -25,11 +26,12 @@ fn or_enomem(p: *mut c_void) -> *mut c_void {
     p
 }
 
-/// Reports a new block to the tracer when recording.
+/// Reports a new block to the tracer when recording. Inlined into the exports, so that the
+/// frame pointer read here is the export's.
 #[inline(always)]
 fn traced(p: *mut c_void, size: usize) -> *mut c_void {
     if trace::on() && !p.is_null() {
-        trace::on_alloc(p, size);
+        trace::on_alloc(p, size, frame_pointer());
     }
     p
 }
@@ -87,14 +89,14 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: guaranteed by the caller.
     let new = unsafe { backend::realloc(p, size) };
     if let Some(t) = ticket {
-        trace::finish_realloc(t, p, new, size);
+        trace::finish_realloc(t, p, new, size, frame_pointer());
     }
     if new.is_null() {
         if !freeing {
             set_errno(libc::ENOMEM);
         }
     } else if p.is_null() && trace::on() {
-        trace::on_alloc(new, size);
+        trace::on_alloc(new, size, frame_pointer());
     }
     new
 }

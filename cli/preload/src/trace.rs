@@ -226,13 +226,14 @@ fn leave(slot: &ThreadSlot, prev: u8) {
     f.set(prev);
 }
 
-/// The calling stack's id; 0 (no stack) when the fork gate said so.
+/// The calling stack's id, walking out of this library from `frame` (the export's frame
+/// pointer, or 0: from here); 0 (no stack) when the fork gate said so.
 #[inline]
-fn stack_id(slot: &ThreadSlot) -> u32 {
+fn stack_id(slot: &ThreadSlot, frame: u64) -> u32 {
     if slot.flags.get() & STACKLESS != 0 {
         0
     } else {
-        unwind::capture_interned(slot)
+        unwind::capture_interned(slot, frame)
     }
 }
 
@@ -263,13 +264,15 @@ fn is_writer_thread() -> bool {
     r == 0 && name.starts_with(b"tidemark-writer")
 }
 
+/// A new block `p` of `size` bytes, from the export whose frame pointer is `frame`
+/// (`unwind::frame_pointer`; 0: unknown).
 #[cold]
 #[inline(never)]
-pub fn on_alloc(p: *mut c_void, size: usize) {
+pub fn on_alloc(p: *mut c_void, size: usize, frame: u64) {
     let slot = thread::slot();
     let Some(prev) = enter(slot) else { return };
     if capture::is_recording() {
-        let id = stack_id(slot);
+        let id = stack_id(slot, frame);
         capture::on_alloc(p as usize, size, API_C, id);
         count_event();
     }
@@ -304,7 +307,8 @@ pub fn begin_realloc() -> Option<capture::ReallocTicket> {
     t
 }
 
-/// After the realloc begun with `begin_realloc` (`new` null: it failed).
+/// After the realloc begun with `begin_realloc` (`new` null: it failed); `frame` as for
+/// `on_alloc`.
 #[cold]
 #[inline(never)]
 pub fn finish_realloc(
@@ -312,13 +316,18 @@ pub fn finish_realloc(
     old: *mut c_void,
     new: *mut c_void,
     size: usize,
+    frame: u64,
 ) {
     let slot = thread::slot();
     let Some(prev) = enter(slot) else {
         capture::finish_realloc(ticket, API_C, old as usize, 0, 0, 0);
         return;
     };
-    let id = if new.is_null() { 0 } else { stack_id(slot) };
+    let id = if new.is_null() {
+        0
+    } else {
+        stack_id(slot, frame)
+    };
     capture::finish_realloc(ticket, API_C, old as usize, new as usize, size, id);
     if !new.is_null() {
         count_event();
@@ -388,7 +397,7 @@ pub fn install_traceback_hooks() {
 fn debug_capture() -> u64 {
     let slot = thread::slot();
     let Some(prev) = enter(slot) else { return 0 };
-    let id = stack_id(slot);
+    let id = stack_id(slot, 0);
     leave(slot, prev);
     id as u64
 }

@@ -187,12 +187,13 @@ fn leave_own_frames_by_dwarf(
 /// frames) and interns the stack: `(id, frames)`. Must be called with the hook's
 /// re-entrancy mark held: it may allocate (the thread's first capture, a module re-read).
 ///
-/// This library's own frames (hook, export) are left by their frame pointers, checked
-/// against a full DWARF walk on the first capture of the process; from the program's
-/// frame on, framehop applies the cached DWARF rules. Inlined into the hook, so that the
-/// walk out of this library starts one frame closer to the program.
+/// This library's own frames (hook, export) are left by their frame pointers, from `frame`
+/// (the export's, when the hook was given it; else from here), checked against a full DWARF
+/// walk from here on the first capture of the process; from the program's frame on,
+/// framehop applies the cached DWARF rules. Inlined into the hook, so that the walk out of
+/// this library starts one frame closer to the program.
 #[inline(always)]
-pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
+pub fn capture_interned(slot: &ThreadSlot, want: usize, frame: u64) -> (u32, usize) {
     let here = registers();
     let Some(st) = state(slot) else { return (0, 0) };
     let Some(mut modules) = module_set::current() else {
@@ -206,7 +207,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize) -> (u32, usize) {
     let fast = if by_fp == 2 {
         None
     } else {
-        leave_own_frames(here.2, stack, own)
+        leave_own_frames(if frame != 0 { frame } else { here.2 }, stack, own)
     };
     // The program's first frame: its return address, sp and bp.
     let (first, sp, bp) = match fast {
