@@ -53,7 +53,6 @@ extern "C" fn init() {
     let backend = role::backend();
     let _ = unwind::method();
     STATS.store(role::print_stats(), Ordering::Relaxed);
-    trace::COUNT_EVENTS.store(role::print_stats(), Ordering::Relaxed);
     if backend == Backend::PymallocDebug && role::tracebacks() {
         trace::install_traceback_hooks();
     }
@@ -213,8 +212,9 @@ pub fn flush_before_exit() {
     }
 }
 
+/// The `TIDEMARK_PRELOAD_STATS=1` lines: the events written, the unwinder's work.
 fn print_stats() {
-    let events = trace::EVENTS.load(Ordering::Relaxed);
+    let events = tidemark_tracer::capture::last_recording_events();
     let stacks = unwind::UNWIND_STACKS.load(Ordering::Relaxed);
     let frames = unwind::UNWIND_FRAMES.load(Ordering::Relaxed);
     let ns = unwind::UNWIND_NS.load(Ordering::Relaxed);

@@ -4,13 +4,22 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+/// This library's code range, `[0]..[1]`, once `find_own_range` has read it.
+static RANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
 /// The address range of this library's code.
+#[inline(always)]
 pub fn own_range() -> (u64, u64) {
-    static RANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     let hi = RANGE[1].load(Ordering::Relaxed);
     if hi != 0 {
         return (RANGE[0].load(Ordering::Relaxed), hi);
     }
+    find_own_range()
+}
+
+#[cold]
+#[inline(never)]
+fn find_own_range() -> (u64, u64) {
     let here = own_range as *const () as usize as u64;
     let mut found = (here, here + 1);
     for_each_module(|m| {

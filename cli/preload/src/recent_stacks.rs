@@ -57,7 +57,7 @@ fn slot(ra: u64, sp: u64) -> usize {
 impl RecentStacks {
     /// The id and frame count of the recent stack whose walk a capture from the first frame
     /// `(ra, sp, bp)` under module set `generation` would repeat, if any.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, ra: u64, sp: u64, bp: u64, generation: usize) -> Option<(StackId, usize)> {
         let e = &self.entries[slot(ra, sp)];
         let hit = e.ra == ra

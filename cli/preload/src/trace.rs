@@ -19,17 +19,6 @@ const API_C: u8 = 1;
 /// Recording is on in this process (off in forked children that are not followed).
 static ON: AtomicBool = AtomicBool::new(false);
 
-/// Counters for `TIDEMARK_PRELOAD_STATS=1` (a shared atomic per event costs; only then).
-pub static EVENTS: AtomicU64 = AtomicU64::new(0);
-pub static COUNT_EVENTS: AtomicBool = AtomicBool::new(false);
-
-#[inline]
-fn count_event() {
-    if COUNT_EVENTS.load(Ordering::Relaxed) {
-        EVENTS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 const IN_HOOK: u8 = 1;
 const CHECKED: u8 = 2;
 const SILENT: u8 = 4;
@@ -264,31 +253,72 @@ fn is_writer_thread() -> bool {
     r == 0 && name.starts_with(b"tidemark-writer")
 }
 
+/// The common case, taken without `enter` and `leave`: a thread whose name was checked, not
+/// inside the hook, with the fork gate off (no follow-fork). Every instruction of the hook
+/// shows in the program's time (README, "What a preload costs per call"): this saves a
+/// dozen per event over the general entry.
+#[inline(always)]
+fn plain(slot: &ThreadSlot) -> bool {
+    slot.flags.get() == CHECKED && !GATE_ON.load(Ordering::Relaxed)
+}
+
 /// A new block `p` of `size` bytes, from the export whose frame pointer is `frame`
 /// (`unwind::frame_pointer`; 0: unknown).
 #[cold]
 #[inline(never)]
 pub fn on_alloc(p: *mut c_void, size: usize, frame: u64) {
     let slot = thread::slot();
+    if plain(slot) {
+        slot.flags.set(CHECKED | IN_HOOK);
+        record_alloc(slot, p, size, frame);
+        slot.flags.set(CHECKED);
+    } else {
+        on_alloc_entering(slot, p, size, frame);
+    }
+}
+
+/// `on_alloc` through the general entry (the first event of a thread, the fork gate).
+#[inline(never)]
+fn on_alloc_entering(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) {
     let Some(prev) = enter(slot) else { return };
+    record_alloc(slot, p, size, frame);
+    leave(slot, prev);
+}
+
+#[inline(always)]
+fn record_alloc(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) {
     if capture::is_recording() {
         let id = stack_id(slot, frame);
         capture::on_alloc(p as usize, size, API_C, id);
-        count_event();
     }
-    leave(slot, prev);
 }
 
 #[cold]
 #[inline(never)]
 pub fn on_free(p: *mut c_void) {
     let slot = thread::slot();
+    if plain(slot) {
+        slot.flags.set(CHECKED | IN_HOOK);
+        record_free(p);
+        slot.flags.set(CHECKED);
+    } else {
+        on_free_entering(slot, p);
+    }
+}
+
+/// `on_free` through the general entry.
+#[inline(never)]
+fn on_free_entering(slot: &ThreadSlot, p: *mut c_void) {
     let Some(prev) = enter(slot) else { return };
+    record_free(p);
+    leave(slot, prev);
+}
+
+#[inline(always)]
+fn record_free(p: *mut c_void) {
     if capture::is_recording() {
         capture::on_free(p as usize, API_C);
-        count_event();
     }
-    leave(slot, prev);
 }
 
 /// Before a realloc of a live block: its event's place in the order (see
@@ -329,9 +359,6 @@ pub fn finish_realloc(
         stack_id(slot, frame)
     };
     capture::finish_realloc(ticket, API_C, old as usize, new as usize, size, id);
-    if !new.is_null() {
-        count_event();
-    }
     leave(slot, prev);
 }
 
@@ -364,7 +391,6 @@ pub fn start(path: &std::path::Path, aggregate: bool, frames: usize) -> bool {
 /// of it (the parent writes its own events, once). A new `start` may follow.
 pub fn forget_after_fork() {
     set_on(false);
-    EVENTS.store(0, Ordering::Relaxed);
     quietly(capture::forget_after_fork);
 }
 
@@ -374,7 +400,8 @@ pub fn checkpoint_before_exec(program: &[u8]) {
     quietly(|| capture::checkpoint_before_exec(program));
 }
 
-/// Stops the recording and flushes the file (at exit).
+/// Stops the recording and flushes the file (at exit), unless the tracer's own exit handler
+/// did already.
 pub fn stop() {
     set_on(false);
     quietly(|| {

@@ -220,7 +220,19 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
         Ok(r) => r,
         Err(_) => Err(io::Error::other("the capture writer thread panicked")),
     };
+    if let Ok(summary) = &result {
+        LAST_EVENTS.store(summary.events, Ordering::Relaxed);
+    }
     Some(result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", active.path.display()))))
+}
+
+/// The events the last recording stopped in this process wrote (`RecordSummary::events`).
+static LAST_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// The events written by the last recording stopped in this process, by whichever stop
+/// (the guard, [`stop`], or the exit handler): for statistics printed after the exit handler.
+pub fn last_recording_events() -> u64 {
+    LAST_EVENTS.load(Ordering::Relaxed)
 }
 
 /// `exec` requests to the writer thread: the program path, the number of the last request,

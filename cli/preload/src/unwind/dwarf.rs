@@ -325,6 +325,68 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize, frame: u64) -> (u32, usi
     (id, n)
 }
 
+/// The express lane is open: this process's captures leave this library by frame pointers
+/// (`OWN_BY_FP` = 1), keep the memo on, want frames and count no stats, so that a capture
+/// whose first frame starts a recent stack can be answered before anything else is set up.
+/// 0: closed; `EXPRESS_OPEN`; `EXPRESS_CHECKED` (check mode: each answer is checked).
+static EXPRESS: AtomicU8 = AtomicU8::new(0);
+const EXPRESS_OPEN: u8 = 1;
+const EXPRESS_CHECKED: u8 = 2;
+
+/// Opens the express lane after a walk under the method without stats, if the process's
+/// settings allow it (all are fixed once decided, so it stays open).
+#[cold]
+pub fn open_express(want: usize) {
+    let mode = memo_mode();
+    if EXPRESS.load(Ordering::Relaxed) == 0
+        && OWN_BY_FP.load(Ordering::Relaxed) == 1
+        && want > 0
+        && mode != MEMO_OFF
+    {
+        let lane = if mode == MEMO_CHECK {
+            EXPRESS_CHECKED
+        } else {
+            EXPRESS_OPEN
+        };
+        EXPRESS.store(lane, Ordering::Relaxed);
+    }
+}
+
+/// The express lane: the id of the recent stack that a capture from the export's frame
+/// `frame` repeats, if the thread has one, found without the walk's set-up (`capture_interned`
+/// does the same probe after the module checks, which a hit under the current module set has
+/// passed already: the stack was walked from this first frame under this very set). Short,
+/// because the hook's cost shows in the program's time instruction by instruction (README,
+/// "What a preload costs per call"): a hit takes about half the instructions of the full path.
+#[inline(always)]
+pub fn recent_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
+    let lane = EXPRESS.load(Ordering::Relaxed);
+    if lane == 0 || frame == 0 {
+        return None;
+    }
+    let p = slot.unwind.get();
+    if p.is_null() || p == thread::released() {
+        return None;
+    }
+    // SAFETY: as in `state`: this thread's own state, used by one capture at a time.
+    let st = unsafe { &mut *p };
+    let modules = module_set::current_if_read()?;
+    let (first, sp, bp) = leave_own_frames(frame, st.stack, own_range())?;
+    let generation = modules as *const Modules as usize;
+    let (id, n) = st.recent.find(first, sp, bp, generation)?;
+    if lane == EXPRESS_CHECKED {
+        let want = crate::role::native_frames().min(super::MAX_FRAMES);
+        let mut walker = Walker {
+            modules,
+            cache: &mut st.cache,
+            steps: &mut st.steps,
+            stack: st.stack,
+        };
+        check_recent(&mut walker, id, n, (first, sp, bp), want);
+    }
+    Some(id)
+}
+
 /// Check mode: the recent stack found for the first frame `start` must be what a full walk
 /// gives.
 #[cold]

@@ -78,14 +78,30 @@ fn now_ns() -> u64 {
 ///
 /// `frame` is the frame pointer of the exported function the program called (see
 /// [`frame_pointer`]), where the walk out of this library starts; 0: from here.
-#[inline]
+#[inline(always)]
 pub fn capture_interned(slot: &ThreadSlot, frame: u64) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(id) = dwarf::recent_stack(slot, frame) {
+        return id;
+    }
+    capture_walking(slot, frame)
+}
+
+/// `capture_interned` past the express lane: the method chosen, the walk, the stats.
+#[inline(never)]
+fn capture_walking(slot: &ThreadSlot, frame: u64) -> u32 {
     let want = crate::role::native_frames().min(MAX_FRAMES);
     let m = method();
     if m & 4 != 0 {
         return capture_counted(slot, want, m, frame);
     }
-    capture_by(slot, want, m, frame).0
+    let id = capture_by(slot, want, m, frame).0;
+    // The express lane skips the stats: opened only without them.
+    #[cfg(target_arch = "x86_64")]
+    if m == 1 {
+        dwarf::open_express(want);
+    }
+    id
 }
 
 /// The calling function's frame pointer (this library is built with frame pointers), for

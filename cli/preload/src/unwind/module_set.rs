@@ -56,6 +56,13 @@ pub fn current() -> Option<&'static Modules> {
     unsafe { p.as_ref() }
 }
 
+/// The current set, if it was read (no read here): for the express lane in dwarf.rs.
+#[inline(always)]
+pub fn current_if_read() -> Option<&'static Modules> {
+    // SAFETY: published sets are never freed.
+    unsafe { MODULES.load(Ordering::Acquire).as_ref() }
+}
+
 /// Reads the modules again unless another thread just did (`seen` is the set the caller
 /// found stale, or null); returns the set current afterwards.
 #[cold]

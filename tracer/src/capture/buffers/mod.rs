@@ -154,52 +154,66 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// True while events are accepted.
 pub static ACCEPTING: AtomicBool = AtomicBool::new(false);
 
-/// The calling thread's recording state, in one thread-local: an event reads both fields.
-/// Zero-initialized and without a destructor, so it stays usable while the thread exits, and
-/// in the initial-exec TLS model (`tidemark_alloc::tls`), where a `thread_local!` in the
-/// preload (a cdylib) would call `__tls_get_addr` on every event.
+/// The calling thread's recording state, in one thread-local word: its slot, or a marker
+/// below `MARKERS_END` (no slot yet, released at exit, suppressed), so that an event tells
+/// the common case with one load and one compare. Zero-initialized and without a
+/// destructor, so it stays usable while the thread exits, and in the initial-exec TLS model
+/// (`tidemark_alloc::tls`), where a `thread_local!` in the preload (a cdylib) would call
+/// `__tls_get_addr` on every event.
 struct Mine {
-    /// The thread's slot: null before its first event, `released()` after its exit.
+    /// The thread's slot, or null (none yet), `RELEASED` or `SUPPRESSED`.
     buf: Cell<*mut ThreadBuf>,
-    /// Set on the writer thread: its events are not recorded.
-    suppress: Cell<bool>,
 }
 
 tidemark_alloc::initial_exec_tls!(fn mine_cell() -> Mine, "tidemark_tracer_capture_mine");
 
+/// Markers in `Mine::buf`, never a slot's address (no mapping starts in the first page):
+/// the thread's slot was released at its exit; the thread's events are not recorded.
+const RELEASED: usize = 1;
+const SUPPRESSED: usize = 2;
+const MARKERS_END: usize = 4096;
+
 #[inline(always)]
 fn mine() -> &'static Mine {
-    // SAFETY: all-zero bytes are a valid `Mine` (no slot, not suppressed), which has no
-    // destructor; the reference stays on this thread (`Cell` is not `Sync`).
+    // SAFETY: all-zero bytes are a valid `Mine` (no slot yet), which has no destructor; the
+    // reference stays on this thread (`Cell` is not `Sync`).
     unsafe { &*mine_cell() }
 }
 
-/// Stops recording the calling thread's events (the writer thread calls it for itself).
+/// Stops recording the calling thread's events (the writer thread calls it for itself,
+/// before its first allocation).
 pub fn suppress_this_thread() {
-    mine().suppress.set(true);
+    mine()
+        .buf
+        .set(core::ptr::without_provenance_mut(SUPPRESSED));
 }
 
-/// The calling thread's slot for an event: None when its events are not recorded (the
-/// writer thread); null when it has no slot.
-#[inline]
-fn event_buf() -> Option<*mut ThreadBuf> {
-    let m = mine();
-    if m.suppress.get() {
+/// The calling thread's slot for an event; None when the event is not recorded: the
+/// writer thread's, or (counted as dropped) one from a thread without a slot.
+#[inline(always)]
+fn event_buf() -> Option<&'static ThreadBuf> {
+    let buf = mine().buf.get();
+    if (buf as usize) < MARKERS_END {
+        return marked_buf(buf as usize);
+    }
+    // SAFETY: slots are never unmapped.
+    Some(unsafe { &*buf })
+}
+
+/// `event_buf` for a marker: the first event claims a slot; a released slot is none.
+#[cold]
+fn marked_buf(marker: usize) -> Option<&'static ThreadBuf> {
+    let buf = match marker {
+        0 => first_buf(),
+        SUPPRESSED => return None,
+        _ => null_mut(),
+    };
+    if buf.is_null() {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
         return None;
     }
-    let mine = m.buf.get();
-    Some(if mine.is_null() {
-        first_buf()
-    } else if mine == released() {
-        null_mut()
-    } else {
-        mine
-    })
-}
-
-/// Marker (never a real slot) left in `Mine::buf` once the thread's slot was released at exit.
-fn released() -> *mut ThreadBuf {
-    core::ptr::dangling_mut()
+    // SAFETY: slots are never unmapped.
+    Some(unsafe { &*buf })
 }
 
 /// Hands an exiting thread's slot back to the writer.
@@ -211,7 +225,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if buf.is_null() {
         return;
     }
-    mine().buf.set(released());
+    mine().buf.set(core::ptr::without_provenance_mut(RELEASED));
     // SAFETY: slots are never unmapped.
     unsafe { (*buf).dead.store(true, Ordering::Release) };
 }
@@ -438,12 +452,6 @@ pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
     if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
         wait_for_writer();
     }
-    if buf.is_null() {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    // SAFETY: slots are never unmapped.
-    let buf = unsafe { &*buf };
     if buf.busy.load(Ordering::Relaxed) != 0 {
         // Re-entered from a signal handler in the middle of an append.
         DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -585,20 +593,14 @@ pub fn begin_realloc() -> Option<ReallocTicket> {
     if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
         wait_for_writer();
     }
-    if buf.is_null() {
+    if buf.busy.load(Ordering::Relaxed) != 0 {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return None;
     }
-    // SAFETY: slots are never unmapped.
-    let b = unsafe { &*buf };
-    if b.busy.load(Ordering::Relaxed) != 0 {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-        return None;
-    }
-    b.busy.store(1, Ordering::Relaxed);
+    buf.busy.store(1, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     if !ACCEPTING.load(Ordering::Relaxed) {
-        b.busy.store(0, Ordering::Release);
+        buf.busy.store(0, Ordering::Release);
         return None;
     }
     let seq = SEQ.fetch_add(1, Ordering::Relaxed) + 1;
