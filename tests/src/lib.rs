@@ -270,6 +270,8 @@ pub struct Capture {
     /// The end marker is there and nothing was cut short.
     pub complete: bool,
     pub dropped: u64,
+    /// Events written, as the end marker counts them (0 without one).
+    pub events: u64,
     /// The program the recording ended by exec'ing, if it did.
     pub exec: Option<String>,
     pub threads: usize,
@@ -308,6 +310,7 @@ impl Capture {
             pid: a.meta.pid,
             complete: a.end.is_some() && a.truncated.is_none(),
             dropped: a.end.as_ref().map_or(0, |e| e.dropped),
+            events: a.end.as_ref().map_or(0, |e| e.events),
             exec: a.exec.as_ref().map(|e| e.program.clone()),
             threads: a.threads.len(),
             allocs: a.totals.allocs,

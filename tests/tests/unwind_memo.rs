@@ -29,6 +29,12 @@ fn run(exe: &Path, capture: &Path, mode: &str) -> (u64, usize) {
         .env("LD_PRELOAD", preload_library())
         .env("TIDEMARK_PRELOAD_OUTPUT", capture)
         .env("TIDEMARK_PRELOAD_UNWIND_MEMO", mode)
+        // The statistics time every capture (and so keep the memo's express lane closed):
+        // only in the run without the memo.
+        .env(
+            "TIDEMARK_PRELOAD_STATS",
+            if mode == "0" { "1" } else { "0" },
+        )
         .output()
         .expect("program runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -40,6 +46,13 @@ fn run(exe: &Path, capture: &Path, mode: &str) -> (u64, usize) {
     // 2^8 leaves, 4 rounds, 4 threads.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "leaves 4096\n");
     let c = Capture::read(capture);
+    if mode == "0" {
+        let line = format!("tidemark: {} events, ", c.events);
+        assert!(
+            c.events > 8192 && stderr.contains(&line),
+            "{line:?} in {stderr}"
+        );
+    }
     let mut count = 0;
     let mut paths = HashSet::new();
     for s in &c.sites {
