@@ -314,11 +314,11 @@ fn on_free_entering(slot: &ThreadSlot, p: *mut c_void) {
     leave(slot, prev);
 }
 
+/// (No `is_recording` check first, as `record_alloc` makes to spare a stack capture:
+/// `capture::on_free` makes it.)
 #[inline(always)]
 fn record_free(p: *mut c_void) {
-    if capture::is_recording() {
-        capture::on_free(p as usize, API_C);
-    }
+    capture::on_free(p as usize, API_C);
 }
 
 /// Before a realloc of a live block: its event's place in the order (see
