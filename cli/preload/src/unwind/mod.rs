@@ -5,7 +5,9 @@
 //! frame seen before is applied from its learnt shape.
 //!
 //! ```text
-//!   capture_interned(slot)   registers here (rip, rsp, rbp)
+//!   capture_interned(slot, frame)   frame: the export's frame pointer
+//!        |  dwarf.rs          express lane: the program's first frame starts a recent stack
+//!        |                    whose words still hold → its id, nothing else set up
 //!        |  dwarf.rs          leave this library's frames by frame pointers; the thread's state
 //!        |  recent_stacks.rs  the program's frame starts a recent stack whose words hold: its id
 //!        |  walker.rs         unwind fresh frames until the walk meets the memo (dwarf_memo.rs)
