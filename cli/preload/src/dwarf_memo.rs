@@ -163,15 +163,14 @@ pub struct Memo {
     children: ChildCache<CHILDREN>,
 }
 
-/// The memo's walk as recent_stacks.rs keeps it: its first frame's state, its frames, and
-/// the words it read (outermost frame's first).
-pub struct Reads<'a> {
+/// The memo's walk as recent_stacks.rs keeps it: its first frame's state and its frames (the
+/// words it read: `Memo::relevant_reads`).
+pub struct Reads {
     pub ra: u64,
     pub sp: u64,
     pub bp: u64,
     pub bp_matters: bool,
     pub frames: usize,
-    pub reads: &'a [(u64, u64)],
 }
 
 /// What a walk that met the memo, or not, comes to once the memo has taken it in.
@@ -264,7 +263,7 @@ impl Memo {
     }
 
     /// The walk the memo holds, for recent_stacks.rs; None when it is empty.
-    pub fn reads(&self) -> Option<Reads<'_>> {
+    pub fn reads(&self) -> Option<Reads> {
         let first = self.kept[..self.len].last()?;
         Some(Reads {
             ra: first.ra,
@@ -272,8 +271,33 @@ impl Memo {
             bp: first.bp,
             bp_matters: first.bp_matters,
             frames: self.len,
-            reads: &self.reads[..self.reads_end[self.len - 1] as usize],
         })
+    }
+
+    /// The words a reuse of the whole walk needs unchanged, outermost frame's first, into
+    /// `out`; None when more than fit. They are the walk's reads but one kind: the saved
+    /// `rbp` that a frame's step restored for a caller whose walk outward does not use it
+    /// (in code without frame pointers `rbp` is an ordinary register, so that stack word
+    /// changes with the data the caller works on while the stack stays the same).
+    pub fn relevant_reads(&self, out: &mut [(u64, u64)]) -> Option<usize> {
+        let (mut n, mut from) = (0, 0);
+        for k in 0..self.len {
+            let to = self.reads_end[k] as usize;
+            // `kept[k - 1]` is the caller of `kept[k]` (outermost first).
+            let unused_bp =
+                (k > 0 && self.kept[k].bp_role == BP_REPLACES && !self.kept[k - 1].bp_matters)
+                    .then(|| (self.kept[k - 1].bp, self.kept[k - 1].sp.wrapping_sub(8)));
+            for &(addr, value) in &self.reads[from..to] {
+                // The caller's return address lies at its sp - 8: always kept.
+                if unused_bp.is_some_and(|(bp, ra_at)| value == bp && addr != ra_at) {
+                    continue;
+                }
+                *out.get_mut(n)? = (addr, value);
+                n += 1;
+            }
+            from = to;
+        }
+        Some(n)
     }
 
     /// The last capture's frames, innermost first (as the stack table takes them), into

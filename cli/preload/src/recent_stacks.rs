@@ -78,15 +78,18 @@ impl RecentStacks {
             bp,
             bp_matters,
             frames,
-            reads,
         }) = memo.reads()
         else {
             return;
         };
-        if reads.len() > MAX_READS || id == 0 {
+        if id == 0 {
             return;
         }
         let e = &mut self.entries[slot(ra, sp)];
+        let Some(nreads) = memo.relevant_reads(&mut e.reads) else {
+            e.ra = 0;
+            return;
+        };
         e.ra = ra;
         e.sp = sp;
         e.generation = generation;
@@ -94,8 +97,7 @@ impl RecentStacks {
         e.bp_matters = bp_matters;
         e.id = id;
         e.frames = frames as u32;
-        e.nreads = reads.len() as u32;
-        e.reads[..reads.len()].copy_from_slice(reads);
+        e.nreads = nreads as u32;
     }
 }
 /// Do the words still hold what the walk read? Innermost first (the end of the slice), one
@@ -148,5 +150,44 @@ mod tests {
         // SAFETY: a plain write to a local the test owns (the entry holds its address).
         unsafe { core::ptr::write_volatile(&mut words[1], 23) };
         assert_eq!(recent.find(0x4000, 0x100, 9, 1), None);
+    }
+
+    /// Two frames: the first one's step reads its caller's return address and restores
+    /// `rbp` from the stack; the caller's step passes `rbp` on (`outer_uses_bp`: uses it).
+    /// Returns whether the stack is found again after the saved `rbp` word changed.
+    fn found_after_saved_bp_changes(outer_uses_bp: bool) -> bool {
+        let mut words = [0x4001u64, 500, 0x4002];
+        let mut inner = Frame::new(0x4000, 0x100, 9);
+        inner.note_read(&words[0] as *const u64 as u64, words[0]);
+        inner.note_read(&words[1] as *const u64 as u64, words[1]);
+        inner.note_step(0x200, 500);
+        let mut outer = Frame::new(0x4001, 0x200, 500);
+        outer.note_read(&words[2] as *const u64 as u64, words[2]);
+        // The frame-pointer rule (sp = bp + 16) uses rbp; else it passes unchanged.
+        if outer_uses_bp {
+            outer.note_step(516, 500);
+        } else {
+            outer.note_step(0x300, 500);
+        }
+        let mut memo: Box<Memo> = zeroed();
+        memo.begin(1);
+        memo.finish_fresh(&[inner, outer], End::Complete);
+        let mut recent: Box<RecentStacks> = zeroed();
+        recent.remember(&memo, 77, 1);
+        assert_eq!(recent.find(0x4000, 0x100, 9, 1), Some((77, 2)));
+        // SAFETY: plain writes to a local the test owns (the entry holds their addresses).
+        unsafe { core::ptr::write_volatile(&mut words[1], 501) };
+        let found = recent.find(0x4000, 0x100, 9, 1) == Some((77, 2));
+        // The return addresses are always checked.
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&mut words[2], 0x4003) };
+        assert_eq!(recent.find(0x4000, 0x100, 9, 1), None);
+        found
+    }
+
+    #[test]
+    fn a_saved_rbp_is_checked_only_where_the_walk_uses_it() {
+        assert!(found_after_saved_bp_changes(false));
+        assert!(!found_after_saved_bp_changes(true));
     }
 }
