@@ -361,16 +361,18 @@ pub fn open_express(want: usize) {
 #[inline(always)]
 pub fn recent_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
     let lane = EXPRESS.load(Ordering::Relaxed);
-    if lane == 0 || frame == 0 {
+    if lane == 0 {
         return None;
     }
+    // No state yet (null) or none any more (`released()`, the type's alignment): one compare.
     let p = slot.unwind.get();
-    if p.is_null() || p == thread::released() {
+    if p as usize <= thread::released::<ThreadUnwind>() as usize {
         return None;
     }
     // SAFETY: as in `state`: this thread's own state, used by one capture at a time.
     let st = unsafe { &mut *p };
     let modules = module_set::current_if_read()?;
+    // (`frame` 0, no frame pointer given, fails here: it is outside every stack.)
     let (first, sp, bp) = leave_own_frames(frame, st.stack, own_range())?;
     let generation = modules as *const Modules as usize;
     let (id, n) = st.recent.find(first, sp, bp, generation)?;
