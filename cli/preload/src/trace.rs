@@ -299,7 +299,9 @@ pub fn on_free(p: *mut c_void) {
     let slot = thread::slot();
     if plain(slot) {
         slot.flags.set(CHECKED | IN_HOOK);
-        record_free(p);
+        // (No `is_recording` check here, unlike `record_alloc`, which spares a stack capture
+        // with it: `capture::on_free` makes that check itself.)
+        capture::on_free(p as usize, API_C);
         slot.flags.set(CHECKED);
     } else {
         on_free_entering(slot, p);
@@ -310,15 +312,8 @@ pub fn on_free(p: *mut c_void) {
 #[inline(never)]
 fn on_free_entering(slot: &ThreadSlot, p: *mut c_void) {
     let Some(prev) = enter(slot) else { return };
-    record_free(p);
-    leave(slot, prev);
-}
-
-/// (No `is_recording` check first, as `record_alloc` makes to spare a stack capture:
-/// `capture::on_free` makes it.)
-#[inline(always)]
-fn record_free(p: *mut c_void) {
     capture::on_free(p as usize, API_C);
+    leave(slot, prev);
 }
 
 /// Before a realloc of a live block: its event's place in the order (see

@@ -34,6 +34,10 @@ pub struct ThreadUnwind {
     unknown: Unknown,
     /// The last few stacks, answered without a walk when one comes again.
     recent: RecentStacks,
+    /// The module set (its address) under which the express lane has just looked this
+    /// capture's first frame up in `recent` and missed; 0: it did not look. The walk then
+    /// skips the same lookup.
+    express_missed: usize,
     memo: Memo,
     /// Scratch frames of the current walk.
     fresh: [Frame; memo::CAP],
@@ -196,6 +200,9 @@ fn leave_own_frames_by_dwarf(
 pub fn capture_interned(slot: &ThreadSlot, want: usize, frame: u64) -> (u32, usize) {
     let here = registers();
     let Some(st) = state(slot) else { return (0, 0) };
+    // The set under which the express lane just missed this capture's first frame (it
+    // starts from the same `frame`), taken first so that no return below leaves it set.
+    let express_missed = core::mem::take(&mut st.express_missed);
     let Some(mut modules) = module_set::current() else {
         return (0, 0);
     };
@@ -249,7 +256,7 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize, frame: u64) -> (u32, usi
     let want = want.min(super::MAX_FRAMES);
     // (The set may have just been re-read.)
     let generation = modules as *const Modules as usize;
-    if mode != MEMO_OFF {
+    if mode != MEMO_OFF && express_missed != generation {
         if let Some((id, n)) = st.recent.find(first, sp, bp, generation) {
             if mode == MEMO_CHECK {
                 let mut walker = Walker {
@@ -375,7 +382,10 @@ pub fn recent_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
     // (`frame` 0, no frame pointer given, fails here: it is outside every stack.)
     let (first, sp, bp) = leave_own_frames(frame, st.stack, own_range())?;
     let generation = modules as *const Modules as usize;
-    let (id, n) = st.recent.find(first, sp, bp, generation)?;
+    let Some((id, n)) = st.recent.find(first, sp, bp, generation) else {
+        st.express_missed = generation;
+        return None;
+    };
     if lane == EXPRESS_CHECKED {
         let want = crate::role::native_frames().min(super::MAX_FRAMES);
         let mut walker = Walker {
