@@ -33,9 +33,9 @@ struct Entry {
     sp: u64,
     /// The module set the walk used.
     generation: usize,
-    /// The first frame's `rbp`, and whether the walk depends on it.
+    /// The first frame's `rbp`, and the bits of it the walk depends on (all or none).
     bp: u64,
-    bp_matters: bool,
+    bp_mask: u64,
     id: StackId,
     frames: u32,
     nreads: u32,
@@ -63,8 +63,9 @@ impl RecentStacks {
         let hit = e.ra == ra
             && e.sp == sp
             && e.generation == generation
-            && (e.bp == bp || !e.bp_matters)
-            && unchanged(&e.reads[..e.nreads as usize]);
+            && (e.bp ^ bp) & e.bp_mask == 0
+            // (`nreads` ≤ MAX_READS: written only by `remember`.)
+            && unchanged(&e.reads[..(e.nreads as usize).min(MAX_READS)]);
         hit.then_some((e.id, e.frames as usize))
     }
 
@@ -94,7 +95,7 @@ impl RecentStacks {
         e.sp = sp;
         e.generation = generation;
         e.bp = bp;
-        e.bp_matters = bp_matters;
+        e.bp_mask = if bp_matters { u64::MAX } else { 0 };
         e.id = id;
         e.frames = frames as u32;
         e.nreads = nreads as u32;

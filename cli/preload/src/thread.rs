@@ -19,6 +19,9 @@ pub struct ThreadSlot {
     /// The unwinder's per-thread state (`unwind::ThreadUnwind`): null until the first capture,
     /// `released()` once the thread's key destructor freed it.
     pub unwind: Cell<*mut crate::unwind::ThreadUnwind>,
+    /// The same state once the express lane is open for this thread (`unwind/dwarf.rs`),
+    /// else null: the lane's whole entry check is one load and test.
+    pub express: Cell<*mut crate::unwind::ThreadUnwind>,
 }
 
 tidemark_alloc::initial_exec_tls!(fn slot_cell() -> ThreadSlot, "tidemark_preload_thread_slot");

@@ -270,11 +270,36 @@ pub fn on_alloc(p: *mut c_void, size: usize, frame: u64) {
     let slot = thread::slot();
     if plain(slot) {
         slot.flags.set(CHECKED | IN_HOOK);
-        record_alloc(slot, p, size, frame);
+        if !express_alloc(slot, p, size, frame) {
+            record_alloc_walking(slot, p, size, frame);
+        }
         slot.flags.set(CHECKED);
     } else {
         on_alloc_entering(slot, p, size, frame);
     }
+}
+
+/// The express lane of `on_alloc`: false when the stack is not a recent one (nothing was
+/// recorded then). Everything else is out of line, so that this path needs few registers.
+#[inline(always)]
+fn express_alloc(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) -> bool {
+    if !capture::is_recording() {
+        return true;
+    }
+    match unwind::express_stack(slot, frame) {
+        Some(id) => {
+            capture::on_alloc(p as usize, size, API_C, id);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `on_alloc` past the express lane (which missed): the walk.
+#[inline(never)]
+fn record_alloc_walking(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) {
+    let id = unwind::capture_walking(slot, frame);
+    capture::on_alloc(p as usize, size, API_C, id);
 }
 
 /// `on_alloc` through the general entry (the first event of a thread, the fork gate).

@@ -38,6 +38,9 @@ pub struct ThreadUnwind {
     /// capture's first frame up in `recent` and missed; 0: it did not look. The walk then
     /// skips the same lookup.
     express_missed: usize,
+    /// Check mode (`TIDEMARK_PRELOAD_UNWIND_MEMO=check`): each express answer is checked
+    /// against a full walk.
+    express_checked: bool,
     memo: Memo,
     /// Scratch frames of the current walk.
     fresh: [Frame; memo::CAP],
@@ -103,7 +106,9 @@ static FREE_AT_EXIT: ExitKey = ExitKey::new(free_state);
 /// allocations those make still find the state): frees its state; later captures on it find
 /// `released()`.
 unsafe extern "C" fn free_state(p: *mut libc::c_void) {
-    thread::slot().unwind.set(thread::released());
+    let slot = thread::slot();
+    slot.express.set(core::ptr::null_mut());
+    slot.unwind.set(thread::released());
     let p = p as *mut ThreadUnwind;
     // SAFETY: `p` was made by `new_state` on this (exiting) thread and is no longer
     // reachable from its slot; its `cache` were written by `new_state` and are dropped once.
@@ -332,31 +337,31 @@ pub fn capture_interned(slot: &ThreadSlot, want: usize, frame: u64) -> (u32, usi
     (id, n)
 }
 
-/// The express lane is open: this process's captures leave this library by frame pointers
-/// (`OWN_BY_FP` = 1), keep the memo on, want frames and count no stats, so that a capture
-/// whose first frame starts a recent stack can be answered before anything else is set up.
-/// 0: closed; `EXPRESS_OPEN`; `EXPRESS_CHECKED` (check mode: each answer is checked).
-static EXPRESS: AtomicU8 = AtomicU8::new(0);
-const EXPRESS_OPEN: u8 = 1;
-const EXPRESS_CHECKED: u8 = 2;
-
-/// Opens the express lane after a walk under the method without stats, if the process's
-/// settings allow it (all are fixed once decided, so it stays open).
-#[cold]
-pub fn open_express(want: usize) {
-    let mode = memo_mode();
-    if EXPRESS.load(Ordering::Relaxed) == 0
-        && OWN_BY_FP.load(Ordering::Relaxed) == 1
-        && want > 0
-        && mode != MEMO_OFF
-    {
-        let lane = if mode == MEMO_CHECK {
-            EXPRESS_CHECKED
-        } else {
-            EXPRESS_OPEN
-        };
-        EXPRESS.store(lane, Ordering::Relaxed);
+/// Opens the express lane for the calling thread after a walk under the method without
+/// stats, if the process's settings allow it (all are fixed once decided): this process's
+/// captures leave this library by frame pointers (`OWN_BY_FP` = 1), keep the memo on and
+/// want frames.
+#[inline]
+pub fn open_express(slot: &ThreadSlot, want: usize) {
+    if slot.express.get().is_null() {
+        open_express_now(slot, want);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn open_express_now(slot: &ThreadSlot, want: usize) {
+    let mode = memo_mode();
+    if OWN_BY_FP.load(Ordering::Relaxed) != 1 || want == 0 || mode == MEMO_OFF {
+        return;
+    }
+    let p = slot.unwind.get();
+    if p.is_null() || p == thread::released() {
+        return;
+    }
+    // SAFETY: as in `state`: this thread's own state, outside any other use of it.
+    unsafe { (*p).express_checked = mode == MEMO_CHECK };
+    slot.express.set(p);
 }
 
 /// The express lane: the id of the recent stack that a capture from the export's frame
@@ -364,29 +369,45 @@ pub fn open_express(want: usize) {
 /// does the same probe after the module checks, which a hit under the current module set has
 /// passed already: the stack was walked from this first frame under this very set). Short,
 /// because the hook's cost shows in the program's time instruction by instruction (README,
-/// "What a preload costs per call"): a hit takes about half the instructions of the full path.
+/// "What a preload costs per call").
+///
+/// `frame` is the frame pointer of the export the program called, so its frame record holds
+/// the program's return address and `rbp`, and the program's `rsp` is just above it. (An
+/// export called by another export, `reallocarray` → `realloc`, returns into this library:
+/// the walk handles it.)
 #[inline(always)]
-pub fn recent_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
-    let lane = EXPRESS.load(Ordering::Relaxed);
-    if lane == 0 {
+pub fn express_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
+    let p = slot.express.get();
+    if p.is_null() {
         return None;
     }
-    // No state yet (null) or none any more (`released()`, the type's alignment): one compare.
-    let p = slot.unwind.get();
-    if p as usize <= thread::released::<ThreadUnwind>() as usize {
-        return None;
-    }
-    // SAFETY: as in `state`: this thread's own state, used by one capture at a time.
+    // SAFETY: as in `state`: this thread's own state (`express` is cleared before it is
+    // freed), used by one capture at a time.
     let st = unsafe { &mut *p };
     let modules = module_set::current_if_read()?;
-    // (`frame` 0, no frame pointer given, fails here: it is outside every stack.)
-    let (first, sp, bp) = leave_own_frames(frame, st.stack, own_range())?;
+    // The frame record must lie in this thread's stack: this library is built with frame
+    // pointers (OWN_BY_FP checked it once), but a build without them would hand any value.
+    if frame < st.stack.0 || frame + 16 > st.stack.1 {
+        return None;
+    }
+    // SAFETY: both words lie inside this thread's stack (checked just above).
+    let (bp, first) = unsafe {
+        (
+            (frame as *const u64).read(),
+            ((frame + 8) as *const u64).read(),
+        )
+    };
+    let own = own_range();
+    if first >= own.0 && first < own.1 {
+        return None;
+    }
+    let sp = frame + 16;
     let generation = modules as *const Modules as usize;
     let Some((id, n)) = st.recent.find(first, sp, bp, generation) else {
         st.express_missed = generation;
         return None;
     };
-    if lane == EXPRESS_CHECKED {
+    if st.express_checked {
         let want = crate::role::native_frames().min(super::MAX_FRAMES);
         let mut walker = Walker {
             modules,

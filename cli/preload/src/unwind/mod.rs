@@ -82,16 +82,32 @@ fn now_ns() -> u64 {
 /// [`frame_pointer`]), where the walk out of this library starts; 0: from here.
 #[inline(always)]
 pub fn capture_interned(slot: &ThreadSlot, frame: u64) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(id) = dwarf::recent_stack(slot, frame) {
+    if let Some(id) = express_stack(slot, frame) {
         return id;
     }
     capture_walking(slot, frame)
 }
 
-/// `capture_interned` past the express lane: the method chosen, the walk, the stats.
+/// The id of the stack a capture from `frame` would find, when the thread's express lane
+/// knows it (a recent stack, unchanged): the common case, answered in a few dozen
+/// instructions (see unwind/dwarf.rs).
+#[inline(always)]
+pub fn express_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dwarf::express_stack(slot, frame)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (slot, frame);
+        None
+    }
+}
+
+/// `capture_interned` past the express lane (which missed, or is closed): the method
+/// chosen, the walk, the stats.
 #[inline(never)]
-fn capture_walking(slot: &ThreadSlot, frame: u64) -> u32 {
+pub fn capture_walking(slot: &ThreadSlot, frame: u64) -> u32 {
     let want = crate::role::native_frames().min(MAX_FRAMES);
     let m = method();
     if m & 4 != 0 {
@@ -101,7 +117,7 @@ fn capture_walking(slot: &ThreadSlot, frame: u64) -> u32 {
     // The express lane skips the stats: opened only without them.
     #[cfg(target_arch = "x86_64")]
     if m == 1 {
-        dwarf::open_express(want);
+        dwarf::open_express(slot, want);
     }
     id
 }
