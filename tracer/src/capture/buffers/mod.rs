@@ -11,7 +11,8 @@
 //! # Ordering
 //!
 //! Events carry a key from the global clock `SEQ`: a free or realloc advances it
-//! (`fetch_add`, key = new value), an allocation only reads it. Replay needs exactly two
+//! (`fetch_add`, key = new value, or a plain load and store while one thread records:
+//! `clock.rs`), an allocation only reads it. Replay needs exactly two
 //! cross-thread orders, and both follow from happens-before plus coherence of `SEQ`:
 //!
 //! * a free in thread B of a block allocated in thread A: A's alloc event is recorded after
@@ -46,9 +47,11 @@ use core::sync::atomic::{
 use tidemark_alloc::exit_key::ExitKey;
 use tidemark_alloc::sync::SpinLock;
 
+mod clock;
 mod rows;
 mod writer_view;
 
+pub use clock::SEQ;
 pub use rows::{EventList, RowSink};
 pub use writer_view::{retire, snapshot_slots, RowSpan};
 
@@ -147,8 +150,6 @@ static FREE: SpinLock<BlockList> = SpinLock::new(BlockList {
 });
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
-/// The ordering clock: frees and reallocs advance it (one RMW), allocations only read it.
-pub static SEQ: AtomicU64 = AtomicU64::new(0);
 /// Events lost (out of memory for buffers, re-entry from a signal handler, dead thread).
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// True while events are accepted.
@@ -355,6 +356,7 @@ fn claim_slot() -> *mut ThreadBuf {
     }
     // SAFETY: we own the slot's identity fields until the writer sees the new index.
     set_identity(unsafe { &*slot });
+    clock::on_claim(slot);
     slot
 }
 
@@ -437,54 +439,104 @@ pub fn reset_after_fork() {
         }
         cur = slot.next;
     }
-    SEQ.store(0, Ordering::SeqCst);
+    clock::reset_after_fork(mine as usize >= MARKERS_END);
     DROPPED.store(0, Ordering::Relaxed);
 }
 
 /// Records one event from the calling thread. Never allocates through the global allocator,
 /// takes no lock and does at most one atomic read-modify-write (frees and reallocs).
+///
+/// The fast path is the common case, where every check fits in a few instructions: the thread
+/// has its slot, its block has room for the row, and no append of this thread is under way.
+/// Everything else (the first event, a full block, the writer falling behind, re-entry from
+/// a signal handler) is `record_slow`.
 #[inline(always)]
 pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
-    let Some(buf) = event_buf() else {
+    let buf = mine().buf.get();
+    if (buf as usize) >= MARKERS_END {
+        // SAFETY: slots are never unmapped.
+        let b = unsafe { &*buf };
+        let block = b.block.load(Ordering::Relaxed);
+        let pos = b.pos.get() as usize;
+        if !block.is_null() && has_room(pos) && b.busy.load(Ordering::Relaxed) == 0 {
+            if let Some((seq, tag)) = begin_row(b, kind, api) {
+                write_row(b, block, pos, seq, tag, ptr, size, stack, old);
+                end_row(b);
+            }
+            return;
+        }
+    }
+    record_slow(kind, api, ptr, size, stack, old);
+}
+
+/// Does a block with `pos` bytes of rows have room for one more?
+#[inline(always)]
+fn has_room(pos: usize) -> bool {
+    pos + MAX_EVENT_BYTES <= DATA_BYTES
+}
+
+/// `record` past its fast path: claims the thread's slot at its first event, waits while
+/// the writer is behind, switches to a fresh block.
+#[cold]
+#[inline(never)]
+fn record_slow(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
+    let Some(buf) = ready_buf() else {
         return;
     };
-    // Waits before marking itself busy: the writer's barrier waits for busy slots.
+    if let Some((seq, tag)) = begin_row(buf, kind, api) {
+        append(buf, seq, tag, ptr, size, stack, old);
+        end_row(buf);
+    }
+}
+
+/// The calling thread's slot, ready for a row that may need a new block: None when the event
+/// is not recorded (see `event_buf`; re-entry from a signal handler in the middle of an
+/// append drops it). Waits first while the writer is behind (before the row marks the slot
+/// busy: the writer's barrier waits for busy slots).
+#[inline]
+fn ready_buf() -> Option<&'static ThreadBuf> {
+    let buf = event_buf()?;
     if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
         wait_for_writer();
     }
     if buf.busy.load(Ordering::Relaxed) != 0 {
-        // Re-entered from a signal handler in the middle of an append.
         DROPPED.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     }
+    Some(buf)
+}
+
+/// Marks the slot busy for one row (see "Ordering" in the module docs) and takes the event's
+/// key from the clock and its tag; None (and not busy) when events are no longer accepted.
+/// Each `Some` is followed by `end_row` once the row is written.
+#[inline(always)]
+fn begin_row(buf: &ThreadBuf, kind: u8, api: u8) -> Option<(u64, u8)> {
     buf.busy.store(1, Ordering::Relaxed);
     // The writer's membarrier orders this store before the clock read below.
     compiler_fence(Ordering::SeqCst);
-    if ACCEPTING.load(Ordering::Relaxed) {
-        let seq = if kind == EV_ALLOC {
-            SEQ.load(Ordering::Relaxed)
-        } else {
-            SEQ.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        append(
-            buf,
-            seq,
-            kind | ((api & 3) << TAG_API_SHIFT),
-            ptr,
-            size,
-            stack,
-            old,
-        );
+    if !ACCEPTING.load(Ordering::Relaxed) {
+        end_row(buf);
+        return None;
     }
+    let seq = if kind == EV_ALLOC {
+        SEQ.load(Ordering::Relaxed)
+    } else {
+        clock::advance()
+    };
+    Some((seq, kind | ((api & 3) << TAG_API_SHIFT)))
+}
+
+#[inline(always)]
+fn end_row(buf: &ThreadBuf) {
     buf.busy.store(0, Ordering::Release);
 }
 
-/// Appends one row to the slot's block and publishes it.
+/// Appends one row to the slot's block, switching blocks when it is full, and publishes it.
 #[inline(always)]
 fn append(buf: &ThreadBuf, seq: u64, tag: u8, ptr: u64, size: u64, stack: u32, old: u64) {
     let mut block = buf.block.load(Ordering::Relaxed);
     let mut pos = buf.pos.get() as usize;
-    if block.is_null() || pos + MAX_EVENT_BYTES > DATA_BYTES {
+    if block.is_null() || !has_room(pos) {
         block = switch_block(buf, block);
         if block.is_null() {
             DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -492,13 +544,31 @@ fn append(buf: &ThreadBuf, seq: u64, tag: u8, ptr: u64, size: u64, stack: u32, o
         }
         pos = 0;
     }
+    write_row(buf, block, pos, seq, tag, ptr, size, stack, old);
+}
+
+/// Writes one row at `pos` of `block` (which has room for it: `has_room`) and publishes it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn write_row(
+    buf: &ThreadBuf,
+    block: *mut Block,
+    mut pos: usize,
+    seq: u64,
+    tag: u8,
+    ptr: u64,
+    size: u64,
+    stack: u32,
+    old: u64,
+) {
     let data = Block::data(block);
     let kind = tag & 3;
     let mut tag = tag;
     let tag_pos = pos;
     pos += 1;
-    // SAFETY: `pos + MAX_EVENT_BYTES <= DATA_BYTES` was checked above, and every field below
-    // (8-byte stores included) stays inside that reserve; bytes past `len` are the owner's.
+    // SAFETY: `pos + MAX_EVENT_BYTES <= DATA_BYTES` (the caller checked `has_room`), and every
+    // field below (8-byte stores included) stays inside that reserve; bytes past `len` are
+    // the owner's.
     unsafe {
         let delta = seq.wrapping_sub(buf.last_seq.get());
         if delta == (kind != EV_ALLOC) as u64 {
@@ -589,21 +659,8 @@ pub struct ReallocTicket {
 
 /// Starts a realloc event; None when nothing is recorded from this thread now.
 pub fn begin_realloc() -> Option<ReallocTicket> {
-    let buf = event_buf()?;
-    if PENDING.load(Ordering::Relaxed) as usize > MAX_PENDING_BLOCKS {
-        wait_for_writer();
-    }
-    if buf.busy.load(Ordering::Relaxed) != 0 {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-        return None;
-    }
-    buf.busy.store(1, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    if !ACCEPTING.load(Ordering::Relaxed) {
-        buf.busy.store(0, Ordering::Release);
-        return None;
-    }
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed) + 1;
+    let buf = ready_buf()?;
+    let (seq, _) = begin_row(buf, EV_REALLOC, 0)?;
     Some(ReallocTicket { buf, seq })
 }
 
@@ -630,7 +687,7 @@ pub fn finish_realloc(
             old as u64,
         );
     }
-    b.busy.store(0, Ordering::Release);
+    end_row(b);
 }
 
 #[inline]
