@@ -11,8 +11,7 @@
 //! # Ordering
 //!
 //! Events carry a key from the global clock `SEQ`: a free or realloc advances it
-//! (`fetch_add`, key = new value, or a plain load and store while one thread records:
-//! `clock.rs`), an allocation only reads it. Replay needs exactly two
+//! (`fetch_add`, key = new value), an allocation only reads it. Replay needs exactly two
 //! cross-thread orders, and both follow from happens-before plus coherence of `SEQ`:
 //!
 //! * a free in thread B of a block allocated in thread A: A's alloc event is recorded after
@@ -47,11 +46,9 @@ use core::sync::atomic::{
 use tidemark_alloc::exit_key::ExitKey;
 use tidemark_alloc::sync::SpinLock;
 
-mod clock;
 mod rows;
 mod writer_view;
 
-pub use clock::SEQ;
 pub use rows::{EventList, RowSink};
 pub use writer_view::{retire, snapshot_slots, RowSpan};
 
@@ -150,6 +147,8 @@ static FREE: SpinLock<BlockList> = SpinLock::new(BlockList {
 });
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
+/// The ordering clock: frees and reallocs advance it (one RMW), allocations only read it.
+pub static SEQ: AtomicU64 = AtomicU64::new(0);
 /// Events lost (out of memory for buffers, re-entry from a signal handler, dead thread).
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// True while events are accepted.
@@ -356,7 +355,6 @@ fn claim_slot() -> *mut ThreadBuf {
     }
     // SAFETY: we own the slot's identity fields until the writer sees the new index.
     set_identity(unsafe { &*slot });
-    clock::on_claim(slot);
     slot
 }
 
@@ -439,7 +437,7 @@ pub fn reset_after_fork() {
         }
         cur = slot.next;
     }
-    clock::reset_after_fork(mine as usize >= MARKERS_END);
+    SEQ.store(0, Ordering::SeqCst);
     DROPPED.store(0, Ordering::Relaxed);
 }
 
@@ -521,7 +519,7 @@ fn begin_row(buf: &ThreadBuf, kind: u8, api: u8) -> Option<(u64, u8)> {
     let seq = if kind == EV_ALLOC {
         SEQ.load(Ordering::Relaxed)
     } else {
-        clock::advance()
+        SEQ.fetch_add(1, Ordering::Relaxed) + 1
     };
     Some((seq, kind | ((api & 3) << TAG_API_SHIFT)))
 }
