@@ -387,7 +387,7 @@ pub fn express_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
     let modules = module_set::current_if_read()?;
     // The frame record must lie in this thread's stack: this library is built with frame
     // pointers (OWN_BY_FP checked it once), but a build without them would hand any value.
-    if frame < st.stack.0 || frame + 16 > st.stack.1 {
+    if frame < st.stack.0 || frame > st.stack.1.saturating_sub(16) {
         return None;
     }
     // SAFETY: both words lie inside this thread's stack (checked just above).
