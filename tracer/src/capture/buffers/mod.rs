@@ -192,12 +192,21 @@ pub fn suppress_this_thread() {
 /// writer thread's, or (counted as dropped) one from a thread without a slot.
 #[inline(always)]
 fn event_buf() -> Option<&'static ThreadBuf> {
+    match own_slot() {
+        Ok(buf) => Some(buf),
+        Err(marker) => marked_buf(marker),
+    }
+}
+
+/// The calling thread's slot, or the marker in its place (nothing claimed here).
+#[inline(always)]
+fn own_slot() -> Result<&'static ThreadBuf, usize> {
     let buf = mine().buf.get();
     if (buf as usize) < MARKERS_END {
-        return marked_buf(buf as usize);
+        return Err(buf as usize);
     }
     // SAFETY: slots are never unmapped.
-    Some(unsafe { &*buf })
+    Ok(unsafe { &*buf })
 }
 
 /// `event_buf` for a marker: the first event claims a slot; a released slot is none.
@@ -450,10 +459,7 @@ pub fn reset_after_fork() {
 /// a signal handler) is `record_slow`.
 #[inline(always)]
 pub fn record(kind: u8, api: u8, ptr: u64, size: u64, stack: u32, old: u64) {
-    let buf = mine().buf.get();
-    if (buf as usize) >= MARKERS_END {
-        // SAFETY: slots are never unmapped.
-        let b = unsafe { &*buf };
+    if let Ok(b) = own_slot() {
         let block = b.block.load(Ordering::Relaxed);
         let pos = b.pos.get() as usize;
         if !block.is_null() && has_room(pos) && b.busy.load(Ordering::Relaxed) == 0 {
