@@ -493,3 +493,140 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Every shape of the per-thread rows comes back as recorded: short rows (a key delta under
+/// 256, a pointer under 2^48, a size under 4 GiB) and general ones (a key delta of 300, a
+/// pointer with its top bits set, sizes of 4 GiB and more, reallocs), interleaved, so that
+/// the delta state each leaves is what the next one expects.
+#[test]
+fn rows_of_every_width_come_back_as_recorded() {
+    use tidemark_tracer::capture::format::{Event, EventKind};
+    use tidemark_tracer::capture::reader::{CaptureReader, Item};
+    let dir = tempdir();
+    let path = dir.join("row-widths.tdm");
+    let _one = one_recording();
+    let guard = capture::record(&path, RecordOptions::default()).unwrap();
+    let (a, b) = (stack(SITE_A), stack(SITE_B));
+    let high = 0xFFFF_8000_0000_1000usize;
+    let mut want = vec![
+        EventKind::Alloc {
+            ptr: 0x7000_0000,
+            size: 40,
+            api: 1,
+            stack: a,
+        },
+        EventKind::Alloc {
+            ptr: 0x7000_1000,
+            size: 70_000,
+            api: 0,
+            stack: a,
+        },
+        EventKind::Alloc {
+            ptr: high as u64,
+            size: 40,
+            api: 1,
+            stack: b,
+        },
+        EventKind::Alloc {
+            ptr: 0x7000_2000,
+            size: 5 << 32,
+            api: 1,
+            stack: b,
+        },
+        EventKind::Alloc {
+            ptr: 0x7000_3000,
+            size: u32::MAX as u64,
+            api: 1,
+            stack: a,
+        },
+        EventKind::Free {
+            ptr: 0x7000_0000,
+            api: 1,
+        },
+        EventKind::Free {
+            ptr: high as u64,
+            api: 0,
+        },
+    ];
+    for kind in &want {
+        match *kind {
+            EventKind::Alloc {
+                ptr,
+                size,
+                api,
+                stack,
+            } => capture::on_alloc(ptr as usize, size as usize, api, stack),
+            EventKind::Free { ptr, api } => capture::on_free(ptr as usize, api),
+            EventKind::Realloc { .. } => unreachable!(),
+        }
+    }
+    // Another thread advances the clock by 300 frees: this thread's next key delta does not
+    // fit a short row.
+    std::thread::spawn(|| {
+        for i in 0..300 {
+            capture::on_alloc(0x7100_0000 + i * 16, 16, 1, 0);
+            capture::on_free(0x7100_0000 + i * 16, 1);
+        }
+    })
+    .join()
+    .unwrap();
+    let ticket = capture::begin_realloc().expect("recording");
+    capture::finish_realloc(ticket, 1, 0x7000_1000, 0x7000_4000, 80_000, b);
+    capture::on_alloc(0x7000_5000, 24, 1, a);
+    capture::on_free(0x7000_5000, 1);
+    want.extend([
+        EventKind::Realloc {
+            old: 0x7000_1000,
+            new: 0x7000_4000,
+            size: 80_000,
+            stack: b,
+        },
+        EventKind::Alloc {
+            ptr: 0x7000_5000,
+            size: 24,
+            api: 1,
+            stack: a,
+        },
+        EventKind::Free {
+            ptr: 0x7000_5000,
+            api: 1,
+        },
+    ]);
+    let summary = guard.stop().unwrap();
+    assert_eq!(
+        (summary.events, summary.dropped),
+        (want.len() as u64 + 600, 0)
+    );
+
+    let mut reader = CaptureReader::open(&path).unwrap();
+    let mut events: Vec<Event> = Vec::new();
+    while let Some(item) = reader.next_item().unwrap() {
+        if let Item::Event(e) = item {
+            events.push(e);
+        }
+    }
+    let main = events[0].thread;
+    let mine: Vec<EventKind> = events
+        .iter()
+        .filter(|e| e.thread == main)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(mine, want);
+    // The realloc's key follows the other thread's last free (the 300-step delta).
+    let last_other = events
+        .iter()
+        .filter(|e| e.thread != main)
+        .map(|e| e.seq)
+        .max()
+        .unwrap();
+    let realloc = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Realloc { .. }))
+        .unwrap();
+    assert!(
+        realloc.seq > last_other,
+        "{} after {}",
+        realloc.seq,
+        last_other
+    );
+}

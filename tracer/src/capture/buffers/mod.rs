@@ -65,6 +65,14 @@ const MAX_PENDING_BLOCKS: usize = 256;
 /// bit 6 size is 2 bytes (else 8), bit 7 pointer is 8 bytes (else 6).
 const ROW_SIZE16: u8 = 1 << 6;
 const ROW_PTR64: u8 = 1 << 7;
+/// A short row (kind bits 3, which no event has): one or two whole words, written without a
+/// branch per field. Word 0: the tag, the key delta (a byte), the pointer (6 bytes); an
+/// allocation's word 1: its size (4 bytes) and stack id. The tag's bit 2 tells a free
+/// (one word) from an allocation. Most events fit (a delta under 256, a pointer under
+/// 2^48, a size under 4 GiB); the others take the general row above. A short row leaves
+/// the stack delta state alone (its stack is in the row).
+const ROW_SHORT: u8 = 3;
+const ROW_SHORT_FREE: u8 = 1 << 2;
 
 /// A block of encoded rows from one thread.
 ///
@@ -567,6 +575,24 @@ fn write_row(
 ) {
     let data = Block::data(block);
     let kind = tag & 3;
+    let delta = seq.wrapping_sub(buf.last_seq.get());
+    let size_wide = if kind == EV_ALLOC { size >> 32 } else { 0 };
+    if kind != EV_REALLOC && (delta >> 8 | ptr >> 48 | size_wide) == 0 {
+        let short = tag | ROW_SHORT | if kind == EV_FREE { ROW_SHORT_FREE } else { 0 };
+        buf.last_seq.set(seq);
+        // SAFETY: as below; a short row is at most 16 bytes.
+        unsafe {
+            let word = short as u64 | delta << 8 | ptr << 16;
+            data.add(pos).cast::<u64>().write_unaligned(word.to_le());
+            pos += 8;
+            if kind == EV_ALLOC {
+                let word = size | (stack as u64) << 32;
+                data.add(pos).cast::<u64>().write_unaligned(word.to_le());
+                pos += 8;
+            }
+        }
+        return publish(buf, block, pos);
+    }
     let mut tag = tag;
     let tag_pos = pos;
     pos += 1;
@@ -574,7 +600,6 @@ fn write_row(
     // field below (8-byte stores included) stays inside that reserve; bytes past `len` are
     // the owner's.
     unsafe {
-        let delta = seq.wrapping_sub(buf.last_seq.get());
         if delta == (kind != EV_ALLOC) as u64 {
             tag |= TAG_SEQ_NEXT;
         } else {
@@ -612,9 +637,16 @@ fn write_row(
             }
         }
         *data.add(tag_pos) = tag;
-        buf.pos.set(pos as u32);
-        (*block).len.store(pos as u32, Ordering::Release);
     }
+    publish(buf, block, pos);
+}
+
+/// Publishes the rows of `block` up to `pos` (the writer may read them from now on).
+#[inline(always)]
+fn publish(buf: &ThreadBuf, block: *mut Block, pos: usize) {
+    buf.pos.set(pos as u32);
+    // SAFETY: the block is the slot's current one: mapped, and its header is valid.
+    unsafe { (*block).len.store(pos as u32, Ordering::Release) };
 }
 
 /// Hands the full block to the writer and starts a new one continuing the delta state.

@@ -1,13 +1,14 @@
-//! Reading back the rows a thread appended to its block (see `append` in the parent module
-//! for the layout: a tag byte, the key delta unless it is the usual one, the pointer in 6 or 8
-//! bytes, then for allocations and reallocs the size in 2 or 8 bytes, the stack id unless it
-//! repeats, and a realloc's old pointer).
+//! Reading back the rows a thread appended to its block (see `write_row` in the parent module
+//! for the layout: a short row of one or two words, or a general one: a tag byte, the key
+//! delta unless it is the usual one, the pointer in 6 or 8 bytes, then for allocations and
+//! reallocs the size in 2 or 8 bytes, the stack id unless it repeats, and a realloc's old
+//! pointer).
 //!
 //! The rows go to a [`RowSink`] field by field: the writer codes them straight into the
 //! file's columns, without an [`Event`] per row in between (building and reading back a list
 //! of events was a fifth of the writer's time).
 
-use super::{ROW_PTR64, ROW_SIZE16};
+use super::{ROW_PTR64, ROW_SHORT, ROW_SHORT_FREE, ROW_SIZE16};
 use crate::capture::format::{
     Event, EventKind, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
 };
@@ -97,8 +98,23 @@ pub(super) fn decode_rows<S: RowSink>(st: &mut RowState, rows: &[u8], sink: &mut
     let (mut seq, mut stack) = (st.seq, st.stack);
     while at < rows.len() {
         let tag = rows[at];
-        at += 1;
         let kind = tag & 3;
+        if kind == ROW_SHORT {
+            let word = read_le(rows, at, 8);
+            seq += (word >> 8) & 0xFF;
+            let (api, ptr) = ((tag >> TAG_API_SHIFT) & 3, word >> 16);
+            if tag & ROW_SHORT_FREE != 0 {
+                sink.free(seq, api, ptr);
+                at += 8;
+            } else {
+                let word = read_le(rows, at + 8, 8);
+                sink.alloc(seq, api, ptr, word & 0xFFFF_FFFF, (word >> 32) as u32);
+                at += 16;
+            }
+            count += 1;
+            continue;
+        }
+        at += 1;
         if tag & TAG_SEQ_NEXT != 0 {
             seq += (kind != EV_ALLOC) as u64;
         } else {
