@@ -22,6 +22,9 @@ use tidemark_alloc::exit_key::ExitKey;
 pub struct ThreadUnwind {
     /// The thread's stack, `[low, high)`: no walk reads outside it.
     stack: (u64, u64),
+    /// Where a frame record (two words) can start inside it, `[low, high - 16]`: the express
+    /// lane's bounds, worked out once.
+    records: (u64, u64),
     /// The last module range a capture's first frame fell in (of the module set the memo
     /// belongs to): a capture from the same module skips the lookup.
     known: (u64, u64),
@@ -83,6 +86,7 @@ fn new_state(slot: &ThreadSlot) -> Option<&'static mut ThreadUnwind> {
     let st = unsafe { &mut *p };
     let (lo, hi) = tidemark_tracer::thread_stack_bounds();
     st.stack = (lo as u64, hi as u64);
+    st.records = (lo as u64, (hi as u64).saturating_sub(16));
     slot.unwind.set(p);
     // Without a key the state is never freed: a leak per thread, not a fault.
     // SAFETY: `free_state` takes a state made here for this thread.
@@ -388,7 +392,7 @@ pub fn express_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
     let modules = module_set::current_if_read()?;
     // The frame record must lie in this thread's stack: this library is built with frame
     // pointers (OWN_BY_FP checked it once), but a build without them would hand any value.
-    if frame < st.stack.0 || frame > st.stack.1.saturating_sub(16) {
+    if frame < st.records.0 || frame > st.records.1 {
         return None;
     }
     // SAFETY: both words lie inside this thread's stack (checked just above).
