@@ -172,10 +172,10 @@ mod tests {
         unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut T) }
     }
 
-    #[test]
-    fn a_stack_comes_back_while_its_words_hold() {
-        let mut words = [11u64, 22, 33];
-        let frames: Vec<Frame> = (0..3)
+    /// A walk of `words.len()` frames from `(0x4000, 0x100, rbp 9)`, each step reading one of
+    /// `words`, remembered as stack 77 under module set 1.
+    fn remembered(words: &[u64]) -> Box<RecentStacks> {
+        let frames: Vec<Frame> = (0..words.len())
             .map(|i| {
                 let mut f = Frame::new(0x4000 + i as u64, 0x100 * (i as u64 + 1), 9);
                 f.note_read(&words[i] as *const u64 as u64, words[i]);
@@ -187,6 +187,13 @@ mod tests {
         memo.finish_fresh(&frames, End::Complete);
         let mut recent: Box<RecentStacks> = zeroed();
         recent.remember(&memo, 77, 1);
+        recent
+    }
+
+    #[test]
+    fn a_stack_comes_back_while_its_words_hold() {
+        let mut words = [11u64, 22, 33];
+        let recent = remembered(&words);
         assert_eq!(recent.find(0x4000, 0x100, 9, 1), Some((77, 3)));
         // Another module set, another first frame, or (the last frame's role being unknown)
         // another rbp: not that stack.
@@ -203,18 +210,7 @@ mod tests {
     fn every_word_is_checked_whatever_the_count() {
         for n in 1..=7usize {
             let mut words: Vec<u64> = (0..n as u64).map(|i| 0x5000 + i).collect();
-            let frames: Vec<Frame> = (0..n)
-                .map(|i| {
-                    let mut f = Frame::new(0x4000 + i as u64, 0x100 * (i as u64 + 1), 9);
-                    f.note_read(&words[i] as *const u64 as u64, words[i]);
-                    f
-                })
-                .collect();
-            let mut memo: Box<Memo> = zeroed();
-            memo.begin(1);
-            memo.finish_fresh(&frames, End::Complete);
-            let mut recent: Box<RecentStacks> = zeroed();
-            recent.remember(&memo, 77, 1);
+            let recent = remembered(&words);
             assert_eq!(recent.find(0x4000, 0x100, 9, 1), Some((77, n)), "{n} words");
             for (i, word) in words.iter_mut().enumerate() {
                 // SAFETY: plain writes to a vector the test owns (the entry holds addresses
