@@ -35,9 +35,7 @@
 //! Nothing here allocates through the global allocator, panics, or takes a lock that is
 //! held across an allocation.
 
-use super::format::{
-    put_varint, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
-};
+use super::format::{put_varint, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT};
 use core::cell::Cell;
 use core::ptr::null_mut;
 use core::sync::atomic::{
@@ -54,23 +52,25 @@ pub use writer_view::{retire, snapshot_slots, RowSpan};
 
 /// Bytes per block, header included.
 pub const BLOCK_BYTES: usize = 64 << 10;
-/// Room reserved for one event: tag, a 10-byte varint, pointer, size, stack, old pointer (39
-/// bytes), plus slack for the 8-byte unaligned stores that write shorter fields.
+/// Room reserved for one event: the longest row is a realloc's (tag, a 10-byte varint,
+/// pointer, size, stack, old pointer: 39 bytes), with slack.
 const MAX_EVENT_BYTES: usize = 48;
 /// Full blocks waiting for the writer before producers wait (16 MiB).
 const MAX_PENDING_BLOCKS: usize = 256;
 
-/// Row tag (on the allocation path only; the file uses the columns of [`super::events`]):
-/// bits 0-1 kind, bit 2 key delta as expected, bit 3 same stack, bits 4-5 api,
-/// bit 6 size is 2 bytes (else 8), bit 7 pointer is 8 bytes (else 6).
-const ROW_SIZE16: u8 = 1 << 6;
-const ROW_PTR64: u8 = 1 << 7;
-/// A short row (kind bits 3, which no event has): one or two whole words, written without a
+/// Rows (on the allocation path only; the file uses the columns of [`super::events`]) come
+/// in two forms, told apart by the tag's kind bits (0-1); bits 4-5 are the api.
+///
+/// A short row (kind bits 3, which no event has) is one or two whole words, written without a
 /// branch per field. Word 0: the tag, the key delta (a byte), the pointer (6 bytes); an
-/// allocation's word 1: its size (4 bytes) and stack id. The tag's bit 2 tells a free
-/// (one word) from an allocation. Most events fit (a delta under 256, a pointer under
-/// 2^48, a size under 4 GiB); the others take the general row above. A short row leaves
-/// the stack delta state alone (its stack is in the row).
+/// allocation's word 1: its size (4 bytes) and stack id. The tag's bit 2 tells a free (one
+/// word) from an allocation. Most events fit: a delta under 256, a pointer under 2^48, a size
+/// under 4 GiB.
+///
+/// A general row (kind bits: the event's kind) takes the rest and every realloc: the tag, the
+/// key delta (a varint), the pointer (8 bytes), then for allocations and reallocs the size
+/// (8 bytes) and stack id (4), and a realloc's old pointer (8). Rows carry no state from one
+/// to the next but the key.
 const ROW_SHORT: u8 = 3;
 const ROW_SHORT_FREE: u8 = 1 << 2;
 
@@ -86,11 +86,10 @@ pub struct Block {
     pub thread: u32,
     /// Committed bytes after the header.
     len: AtomicU32,
-    /// Writer: bytes taken so far, and the decode state at the end of the rows decoded so
-    /// far, which catch up with the taken ones before the tick ends (the owner sets the
-    /// state to its own before publishing the block).
+    /// Writer: bytes taken so far, and the key at the end of the rows decoded so far, which
+    /// catch up with the taken ones before the tick ends (the owner sets the key to its own
+    /// before publishing the block).
     w_read: u32,
-    w_stack: u32,
     w_seq: u64,
 }
 
@@ -118,9 +117,8 @@ pub struct ThreadBuf {
     pub name: [AtomicU8; 16],
     /// The block being filled (the owner replaces it; the writer reads it).
     block: AtomicPtr<Block>,
-    /// Owner only: write position in `block`, and the row delta state.
+    /// Owner only: write position in `block`, and the key of its last row.
     pos: Cell<u32>,
-    prev_stack: Cell<u32>,
     last_seq: Cell<u64>,
     /// Registry link, written once before publication.
     next: *mut ThreadBuf,
@@ -247,8 +245,8 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     unsafe { (*buf).dead.store(true, Ordering::Release) };
 }
 
-/// Allocates a fresh block (free list first, then mmap) continuing the given delta state.
-fn new_block(thread: u32, seq: u64, stack: u32) -> *mut Block {
+/// Allocates a fresh block (free list first, then mmap) whose rows continue from key `seq`.
+fn new_block(thread: u32, seq: u64) -> *mut Block {
     let mut block = FREE.with(|list| {
         let b = list.head;
         if !b.is_null() {
@@ -271,7 +269,6 @@ fn new_block(thread: u32, seq: u64, stack: u32) -> *mut Block {
             thread,
             len: AtomicU32::new(0),
             w_read: 0,
-            w_stack: stack,
             w_seq: seq,
         })
     };
@@ -398,7 +395,7 @@ fn set_identity(s: &ThreadBuf) {
     );
 }
 
-/// Gives a slot's block back and clears its delta state, for a slot nobody writes any more
+/// Gives a slot's block back and clears its last key, for a slot nobody writes any more
 /// (its owner exited, or does not exist in a forked child).
 fn reset_slot(slot: &ThreadBuf) {
     let block = slot.block.swap(null_mut(), Ordering::AcqRel);
@@ -406,7 +403,6 @@ fn reset_slot(slot: &ThreadBuf) {
         free_block(block);
     }
     slot.pos.set(0);
-    slot.prev_stack.set(0);
     slot.last_seq.set(0);
     slot.dead.store(false, Ordering::Relaxed);
 }
@@ -593,50 +589,29 @@ fn write_row(
         }
         return publish(buf, block, pos);
     }
-    let mut tag = tag;
-    let tag_pos = pos;
-    pos += 1;
+    buf.last_seq.set(seq);
     // SAFETY: `pos + MAX_EVENT_BYTES <= DATA_BYTES` (the caller checked `has_room`), and every
-    // field below (8-byte stores included) stays inside that reserve; bytes past `len` are
-    // the owner's.
+    // field below stays inside that reserve; bytes past `len` are the owner's.
     unsafe {
-        if delta == (kind != EV_ALLOC) as u64 {
-            tag |= TAG_SEQ_NEXT;
-        } else {
-            let out = core::slice::from_raw_parts_mut(data.add(pos), 10);
-            let mut n = 0;
-            put_varint(out, &mut n, delta);
-            pos += n;
-        }
-        buf.last_seq.set(seq);
+        *data.add(pos) = tag;
+        pos += 1;
+        let out = core::slice::from_raw_parts_mut(data.add(pos), 10);
+        let mut n = 0;
+        put_varint(out, &mut n, delta);
+        pos += n;
         data.add(pos).cast::<u64>().write_unaligned(ptr.to_le());
-        if ptr >> 48 == 0 {
-            pos += 6;
-        } else {
-            tag |= ROW_PTR64;
-            pos += 8;
-        }
+        pos += 8;
         if kind != EV_FREE {
             data.add(pos).cast::<u64>().write_unaligned(size.to_le());
-            if size < 1 << 16 {
-                tag |= ROW_SIZE16;
-                pos += 2;
-            } else {
-                pos += 8;
-            }
-            if stack == buf.prev_stack.get() {
-                tag |= TAG_SAME_STACK;
-            } else {
-                data.add(pos).cast::<u32>().write_unaligned(stack.to_le());
-                pos += 4;
-                buf.prev_stack.set(stack);
-            }
+            data.add(pos + 8)
+                .cast::<u32>()
+                .write_unaligned(stack.to_le());
+            pos += 12;
             if kind == EV_REALLOC {
                 data.add(pos).cast::<u64>().write_unaligned(old.to_le());
                 pos += 8;
             }
         }
-        *data.add(tag_pos) = tag;
     }
     publish(buf, block, pos);
 }
@@ -649,15 +624,11 @@ fn publish(buf: &ThreadBuf, block: *mut Block, pos: usize) {
     unsafe { (*block).len.store(pos as u32, Ordering::Release) };
 }
 
-/// Hands the full block to the writer and starts a new one continuing the delta state.
+/// Hands the full block to the writer and starts a new one continuing from its last key.
 #[cold]
 #[inline(never)]
 fn switch_block(buf: &ThreadBuf, full: *mut Block) -> *mut Block {
-    let block = new_block(
-        buf.index.load(Ordering::Relaxed),
-        buf.last_seq.get(),
-        buf.prev_stack.get(),
-    );
+    let block = new_block(buf.index.load(Ordering::Relaxed), buf.last_seq.get());
     if block.is_null() {
         return block;
     }

@@ -1,23 +1,12 @@
-//! Reading back the rows a thread appended to its block (see `write_row` in the parent module
-//! for the layout: a short row of one or two words, or a general one: a tag byte, the key
-//! delta unless it is the usual one, the pointer in 6 or 8 bytes, then for allocations and
-//! reallocs the size in 2 or 8 bytes, the stack id unless it repeats, and a realloc's old
-//! pointer).
+//! Reading back the rows a thread appended to its block (see `ROW_SHORT` in the parent module
+//! for the layout: a short row of one or two words, or a general one of whole fields).
 //!
 //! The rows go to a [`RowSink`] field by field: the writer codes them straight into the
 //! file's columns, without an [`Event`] per row in between (building and reading back a list
 //! of events was a fifth of the writer's time).
 
-use super::{ROW_PTR64, ROW_SHORT, ROW_SHORT_FREE, ROW_SIZE16};
-use crate::capture::format::{
-    Event, EventKind, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT, TAG_SAME_STACK, TAG_SEQ_NEXT,
-};
-
-/// The delta state of the row encoding.
-pub(super) struct RowState {
-    pub(super) seq: u64,
-    pub(super) stack: u32,
-}
+use super::{ROW_SHORT, ROW_SHORT_FREE};
+use crate::capture::format::{Event, EventKind, EV_ALLOC, EV_FREE, EV_REALLOC, TAG_API_SHIFT};
 
 /// Where decoded rows go, one call per event.
 pub trait RowSink {
@@ -91,73 +80,62 @@ fn read_le(p: &[u8], at: usize, n: usize) -> u64 {
     }
 }
 
-/// Decodes rows written by `append` (never fails: the rows are our own); returns how many.
+/// Decodes rows written by `write_row` (never fails: the rows are our own), continuing from
+/// key `seq`, which it leaves at the last row's; returns how many.
 #[inline(always)]
-pub(super) fn decode_rows<S: RowSink>(st: &mut RowState, rows: &[u8], sink: &mut S) -> usize {
+pub(super) fn decode_rows<S: RowSink>(seq: &mut u64, rows: &[u8], sink: &mut S) -> usize {
     let (mut at, mut count) = (0, 0);
-    let (mut seq, mut stack) = (st.seq, st.stack);
     while at < rows.len() {
         let tag = rows[at];
         let kind = tag & 3;
+        let api = (tag >> TAG_API_SHIFT) & 3;
         if kind == ROW_SHORT {
             let word = read_le(rows, at, 8);
-            seq += (word >> 8) & 0xFF;
-            let (api, ptr) = ((tag >> TAG_API_SHIFT) & 3, word >> 16);
+            *seq += (word >> 8) & 0xFF;
+            let ptr = word >> 16;
             if tag & ROW_SHORT_FREE != 0 {
-                sink.free(seq, api, ptr);
+                sink.free(*seq, api, ptr);
                 at += 8;
             } else {
                 let word = read_le(rows, at + 8, 8);
-                sink.alloc(seq, api, ptr, word & 0xFFFF_FFFF, (word >> 32) as u32);
+                sink.alloc(*seq, api, ptr, word & 0xFFFF_FFFF, (word >> 32) as u32);
                 at += 16;
             }
             count += 1;
             continue;
         }
         at += 1;
-        if tag & TAG_SEQ_NEXT != 0 {
-            seq += (kind != EV_ALLOC) as u64;
-        } else {
-            let mut delta = 0;
-            let mut shift = 0;
-            loop {
-                let b = rows[at];
-                at += 1;
-                delta |= ((b & 0x7F) as u64) << shift;
-                shift += 7;
-                if b & 0x80 == 0 {
-                    break;
-                }
+        let mut delta = 0;
+        let mut shift = 0;
+        loop {
+            let b = rows[at];
+            at += 1;
+            delta |= ((b & 0x7F) as u64) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
             }
-            seq += delta;
         }
-        let pn = if tag & ROW_PTR64 != 0 { 8 } else { 6 };
-        let ptr = read_le(rows, at, pn);
-        at += pn;
-        let api = (tag >> TAG_API_SHIFT) & 3;
+        *seq += delta;
+        let ptr = read_le(rows, at, 8);
+        at += 8;
         if kind == EV_FREE {
-            sink.free(seq, api, ptr);
+            sink.free(*seq, api, ptr);
         } else {
-            let sn = if tag & ROW_SIZE16 != 0 { 2 } else { 8 };
-            let size = read_le(rows, at, sn);
-            at += sn;
-            if tag & TAG_SAME_STACK == 0 {
-                stack = read_le(rows, at, 4) as u32;
-                at += 4;
-            }
+            let size = read_le(rows, at, 8);
+            let stack = read_le(rows, at + 8, 4) as u32;
+            at += 12;
             if kind == EV_ALLOC {
-                sink.alloc(seq, api, ptr, size, stack);
+                sink.alloc(*seq, api, ptr, size, stack);
             } else {
                 // (A realloc event has no api: the row's is the caller's.)
                 debug_assert!(kind == EV_REALLOC, "rows hold kinds 0-2");
                 let old = read_le(rows, at, 8);
                 at += 8;
-                sink.realloc(seq, ptr, size, stack, old);
+                sink.realloc(*seq, ptr, size, stack, old);
             }
         }
         count += 1;
     }
-    st.seq = seq;
-    st.stack = stack;
     count
 }

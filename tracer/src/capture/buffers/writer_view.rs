@@ -3,7 +3,7 @@
 //! (decoding them later in the tick), and afterwards recycles the slots of exited threads
 //! and the blocks it drained.
 
-use super::rows::{decode_rows, RowSink, RowState};
+use super::rows::{decode_rows, RowSink};
 use super::{fence_all_threads, free_block, reset_slot, Block, ThreadBuf, THREADS};
 use core::sync::atomic::Ordering;
 
@@ -50,7 +50,7 @@ impl RowSpan {
     }
 
     /// Decodes the rows into `sink`; returns how many there were. The spans of one block
-    /// must be decoded in the order they were taken (each continues the delta state the
+    /// must be decoded in the order they were taken (each continues from the key the
     /// previous one left in the block).
     ///
     /// # Safety
@@ -66,13 +66,9 @@ impl RowSpan {
                 Block::data(block).add(self.start as usize),
                 (self.end - self.start) as usize,
             );
-            let mut state = RowState {
-                seq: (*block).w_seq,
-                stack: (*block).w_stack,
-            };
-            let n = decode_rows(&mut state, rows, sink);
-            (*block).w_seq = state.seq;
-            (*block).w_stack = state.stack;
+            let mut seq = (*block).w_seq;
+            let n = decode_rows(&mut seq, rows, sink);
+            (*block).w_seq = seq;
             n
         }
     }
