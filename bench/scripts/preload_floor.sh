@@ -10,15 +10,8 @@
 set -euo pipefail
 rounds=${1:-7}
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
-cargo build -q --release -p tidemark -p tidemark-preload
-RUSTFLAGS="-C force-frame-pointers=no" cargo build -q --release -p tidemark-bench \
-    --bin bench-system --target-dir target/nofp
-churn="$root/target/nofp/release/bench-system"
-tidemark="$root/target/release/tidemark"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=churn_build.sh
+. "$here/churn_build.sh"
 variants=(floor:"" loads10:-DEXTRA_LOADS=10 loads30:-DEXTRA_LOADS=30 stores30:-DEXTRA_STORES=30)
 for v in "${variants[@]}"; do
     gcc -O2 -shared -fPIC ${v#*:} -o "$work/${v%%:*}.so" "$here/preload_floor.c" -ldl

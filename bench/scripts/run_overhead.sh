@@ -15,16 +15,9 @@ set -euo pipefail
 rounds=${1:-7}
 which_runs=${2:-both}
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
 python=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
-cargo build -q --release -p tidemark -p tidemark-preload
-RUSTFLAGS="-C force-frame-pointers=no" cargo build -q --release -p tidemark-bench \
-    --bin bench-system --target-dir target/nofp
-churn="$root/target/nofp/release/bench-system"
-tidemark="$root/target/release/tidemark"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=churn_build.sh
+. "$here/churn_build.sh"
 gcc -O2 -shared -fPIC -o "$work/floor.so" "$here/preload_floor.c" -ldl
 has() { command -v "$1" >/dev/null 2>&1; }
 has_memray() { "$python" -c 'import memray' >/dev/null 2>&1; }
