@@ -147,21 +147,49 @@ pub fn sentinel_heap() -> *mut Heap {
     &SENTINEL_HEAP as *const SentinelHeap as *mut Heap
 }
 
+// The thread's heap pointer, read on every allocation and free. In an executable a
+// `thread_local!` is one instruction; in a shared library it is a `__tls_get_addr` call
+// (about a dozen), so the preload library, built with the `initial-exec-tls` feature, reaches
+// the pointer in the initial-exec model instead (`tls.rs`): two instructions and a select,
+// since such a cell starts zeroed and null has to stand for the sentinel heap.
+#[cfg(not(feature = "initial-exec-tls"))]
 thread_local! {
     static HEAP: Cell<*mut Heap> =
         const { Cell::new(&SENTINEL_HEAP as *const SentinelHeap as *mut Heap) };
 }
 
+#[cfg(feature = "initial-exec-tls")]
+crate::initial_exec_tls!(fn heap_cell() -> Cell<*mut Heap>, "tidemark_alloc_thread_heap");
+
 /// The calling thread's heap (the sentinel heap before its first allocation).
 #[inline(always)]
 pub fn current() -> *mut Heap {
-    HEAP.with(|h| h.get())
+    #[cfg(not(feature = "initial-exec-tls"))]
+    {
+        HEAP.with(|h| h.get())
+    }
+    #[cfg(feature = "initial-exec-tls")]
+    {
+        // SAFETY: the calling thread's cell, valid while it runs.
+        let heap = unsafe { (*heap_cell()).get() };
+        if heap.is_null() {
+            sentinel_heap()
+        } else {
+            heap
+        }
+    }
 }
 
 /// Makes `heap` the calling thread's heap.
 #[inline]
 pub fn set_current(heap: *mut Heap) {
+    #[cfg(not(feature = "initial-exec-tls"))]
     HEAP.with(|h| h.set(heap));
+    #[cfg(feature = "initial-exec-tls")]
+    // SAFETY: the calling thread's cell, valid while it runs.
+    unsafe {
+        (*heap_cell()).set(heap)
+    };
 }
 
 /// Raw-path counters of threads without a heap.

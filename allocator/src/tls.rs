@@ -12,7 +12,10 @@
 //!
 //! [`initial_exec_tls!`](crate::initial_exec_tls) declares a function returning the calling
 //! thread's instance of a zero-initialized type. Elsewhere than x86_64 Linux it falls back to
-//! a `thread_local!`.
+//! a `thread_local!`. The preload library reaches its hook state and the capture's thread slot
+//! this way, and, with this crate's `initial-exec-tls` feature, the allocator's thread heap
+//! pointer (`heap.rs`): on the preload's pymalloc role that took a malloc/free pair from 121
+//! instructions to 101 (glibc: 133).
 
 /// Declares `fn NAME() -> *mut TYPE`: the calling thread's instance of `TYPE`, all-zero bytes
 /// at the thread's start, reached in the initial-exec TLS model on x86_64 Linux (see
