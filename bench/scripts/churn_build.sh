@@ -1,6 +1,6 @@
-# Sourced by the overhead scripts (preload_floor.sh, run_overhead.sh): builds tidemark and its
-# preload, and the benchmark's churn without frame pointers (as issue 6 measures it), then
-# sets $root (and cds there), $churn, $tidemark and $work (a temporary directory removed at
+# Sourced by the preload scripts (preload_floor.sh, run_overhead.sh, preload_allocators.sh):
+# builds tidemark and its preload, and the benchmark's churn without frame pointers (as issue
+# 6 measures it), then sets $root (and cds there), $churn, $tidemark and $work (a temporary directory removed at
 # exit). Expects $here, the directory of the sourcing script.
 root=$(cd "$here/../.." && pwd)
 cd "$root"
