@@ -1,7 +1,7 @@
 # Sourced by the preload scripts (preload_floor.sh, run_overhead.sh, preload_allocators.sh):
 # builds tidemark and its preload, and the benchmark's churn without frame pointers (as issue
-# 6 measures it), then sets $root (and cds there), $churn, $tidemark and $work (a temporary directory removed at
-# exit). Expects $here, the directory of the sourcing script.
+# 6 measures it), then sets $root (and cds there), $churn, $tidemark and $work (a temporary
+# directory removed at exit). Expects $here, the directory of the sourcing script.
 root=$(cd "$here/../.." && pwd)
 cd "$root"
 cargo build -q --release -p tidemark -p tidemark-preload
