@@ -1,7 +1,7 @@
 #!/bin/bash
 # Instructions per malloc and free call, exact and repeatable: glibc alone, the floor preload
-# (preload_floor.c: interposition and a 16-byte row, nothing more) and tidemark's preload
-# recording a capture. Needs gcc, gdb and a release build (cargo build --release).
+# (preload_floor.c: interposition and a 16-byte row, nothing more), tidemark's preload
+# recording a capture, and the preload serving the calls from its pymalloc role. Needs gcc, gdb and a release build (cargo build --release).
 #
 #   bench/scripts/hook_instructions.sh            # the table
 #   HOOK_DETAIL=1 bench/scripts/hook_instructions.sh   # and the count per function
@@ -29,11 +29,13 @@ report() {
         exit 2
     fi
     local m f; m=$(echo "$out" | awk '$1=="malloc"{print $2}'); f=$(echo "$out" | awk '$1=="free"{print $2}')
-    printf '%-22s %7s %7s %7s\n' "$label" "$m" "$f" "$((m + f))"
+    printf '%-24s %7s %7s %7s\n' "$label" "$m" "$f" "$((m + f))"
     echo "$out" | grep -v '^malloc \|^free ' || true
 }
-printf '%-22s %7s %7s %7s\n' "instructions per call" malloc free pair
+printf '%-24s %7s %7s %7s\n' "instructions per call" malloc free pair
 report "glibc"
 report "floor preload ${FLOOR_CFLAGS:-}" -ex "set environment LD_PRELOAD=$work/floor.so"
 report "tidemark (recording)" -ex "set environment LD_PRELOAD=$preload" \
     -ex "set environment TIDEMARK_PRELOAD_OUTPUT=$work/hook.tdm"
+report "tidemark (pymalloc role)" -ex "set environment LD_PRELOAD=$preload" \
+    -ex "set environment TIDEMARK_PRELOAD_ALLOCATOR=pymalloc"
