@@ -5,8 +5,7 @@
 # side with glibc and with mimalloc and jemalloc preloaded the same way (measured when
 # installed: apt-get install libmimalloc2.0 libjemalloc2).
 # Interleaved rounds; per program and allocator the median wall time and peak RSS of the whole
-# process (/usr/bin/time) and their ratios to glibc ("paired": the median of each round's
-# ratio to glibc's run in the same round).
+# process (/usr/bin/time) and their ratios to glibc (summarize.py).
 #
 #   bench/scripts/preload_allocators.sh [ROUNDS]      (default 7)
 #
@@ -54,20 +53,4 @@ for r in $(seq "$rounds"); do
     done
     echo "round $r/$rounds done" >&2
 done
-python3 - "$work/times" <<'PY'
-import collections, statistics, sys
-runs = collections.defaultdict(lambda: collections.defaultdict(dict))
-for line in open(sys.argv[1]):
-    program, rnd, allocator, secs, kb = line.split()
-    runs[program][allocator][int(rnd)] = (float(secs), int(kb))
-print(f"{'program':12} {'allocator':10} {'time s':>7} {'/glibc':>7} {'paired':>7} {'RSS MiB':>8} {'/glibc':>7}")
-for program, by_alloc in runs.items():
-    base = by_alloc["glibc"]
-    t0 = statistics.median(t for t, _ in base.values())
-    m0 = statistics.median(m for _, m in base.values())
-    for allocator, by_round in by_alloc.items():
-        t = statistics.median(t for t, _ in by_round.values())
-        m = statistics.median(m for _, m in by_round.values())
-        paired = statistics.median(v[0] / base[r][0] for r, v in by_round.items())
-        print(f"{program:12} {allocator:10} {t:7.2f} {t / t0:7.2f} {paired:7.2f} {m / 1024:8.1f} {m / m0:7.2f}")
-PY
+python3 "$here/summarize.py" "$work/times" glibc

@@ -1,9 +1,8 @@
 #!/bin/bash
 # What `tidemark run` costs a program, side by side with heaptrack and memray, as issue 6
 # measures it: the benchmark's churn built without frame pointers, and a CPython script with
-# PYTHONMALLOC=malloc. Interleaved rounds; for each run the median wall time of the whole
-# process (/usr/bin/time), its ratio to the untraced median, and the median of the per-round
-# ratios to the untraced run of the same round ("paired": steadier on a shared machine).
+# PYTHONMALLOC=malloc. Interleaved rounds; for each run the median wall time and peak RSS of
+# the whole process (/usr/bin/time) and their ratios to the untraced run (summarize.py).
 #
 #   bench/scripts/run_overhead.sh [ROUNDS] [churn|python|both]     (default 7, both)
 #
@@ -22,10 +21,10 @@ gcc -O2 -shared -fPIC -o "$work/floor.so" "$here/preload_floor.c" -ldl
 has() { command -v "$1" >/dev/null 2>&1; }
 has_memray() { "$python" -c 'import memray' >/dev/null 2>&1; }
 
-# One line per run into $work/times: "workload round name seconds".
+# One line per run into $work/times: "workload round name seconds kilobytes".
 measure() {
     local workload=$1 round=$2 name=$3; shift 3
-    if ! /usr/bin/time -f %e -o "$work/t" "$@" >/dev/null 2>&1; then
+    if ! /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null 2>&1; then
         echo "run_overhead: $workload/$name failed in round $round (its time still counts)" >&2
     fi
     echo "$workload $round $name $(tail -1 "$work/t")" >>"$work/times"
@@ -65,19 +64,4 @@ for r in $(seq "$rounds"); do
     esac
     echo "round $r/$rounds done" >&2
 done
-python3 - "$work/times" <<'PY'
-import collections, statistics, sys
-walls = collections.defaultdict(lambda: collections.defaultdict(dict))
-for line in open(sys.argv[1]):
-    workload, rnd, name, t = line.split()
-    walls[workload][name][int(rnd)] = float(t)
-for workload, runs in walls.items():
-    base = runs["untraced"]
-    plain = statistics.median(base.values())
-    print(f"{workload}: untraced {min(base.values()):.2f}-{max(base.values()):.2f} s")
-    print(f"  {'run':12} {'median s':>9} {'ratio':>6} {'paired':>7}")
-    for name, by_round in runs.items():
-        m = statistics.median(by_round.values())
-        paired = statistics.median(t / base[r] for r, t in by_round.items())
-        print(f"  {name:12} {m:9.2f} {m / plain:6.2f} {paired:7.2f}")
-PY
+python3 "$here/summarize.py" "$work/times" untraced
