@@ -453,10 +453,7 @@ fn a_forked_child_forgets_the_parents_recording() {
 /// nothing lost.
 #[test]
 fn a_realloc_is_ordered_before_the_reuse_of_its_old_address() {
-    let dir = tempdir();
-    let path = dir.join("realloc-order.tdm");
-    let _one = one_recording();
-    let guard = capture::record(&path, RecordOptions::default()).unwrap();
+    let (path, _one, guard) = recording("realloc-order.tdm");
     let (a, b) = (stack(SITE_A), stack(SITE_B));
     let (old, new) = (0x7500_0000usize, 0x7600_0000usize);
     capture::on_alloc(old, 24, 1, a);
@@ -488,6 +485,21 @@ fn this_test_alone(test: &str, var: &str, path: &std::path::Path) -> std::proces
     c
 }
 
+/// A recording into `name` in this process's temporary directory, with the one-recording lock
+/// held while it runs: its path, the lock and the recording.
+fn recording(
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::sync::MutexGuard<'static, ()>,
+    capture::RecordingGuard,
+) {
+    let path = tempdir().join(name);
+    let one = one_recording();
+    let guard = capture::record(&path, RecordOptions::default()).unwrap();
+    (path, one, guard)
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tidemark-capture-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -497,15 +509,12 @@ fn tempdir() -> std::path::PathBuf {
 /// Every shape of the per-thread rows comes back as recorded: short rows (a key delta under
 /// 256, a pointer under 2^48, a size under 4 GiB) and general ones (a key delta of 300, a
 /// pointer with its top bits set, sizes of 4 GiB and more, reallocs), interleaved, so that
-/// the delta state each leaves is what the next one expects.
+/// the key each leaves is the one the next one's delta starts from.
 #[test]
 fn rows_of_every_width_come_back_as_recorded() {
     use tidemark_tracer::capture::format::{Event, EventKind};
     use tidemark_tracer::capture::reader::{CaptureReader, Item};
-    let dir = tempdir();
-    let path = dir.join("row-widths.tdm");
-    let _one = one_recording();
-    let guard = capture::record(&path, RecordOptions::default()).unwrap();
+    let (path, _one, guard) = recording("row-widths.tdm");
     let (a, b) = (stack(SITE_A), stack(SITE_B));
     let high = 0xFFFF_8000_0000_1000usize;
     let mut want = vec![
