@@ -324,6 +324,54 @@ fn debug_allocator_reports_corruption_with_c_frames() {
     assert_eq!(text(&out.stdout), "survived fine\n");
 }
 
+/// The debug reports' tracebacks after a thousand rounds from the same stacks, which the
+/// express lane answers (recent stacks): the block's own allocation and first free, with the
+/// lines of the loop that made and freed it.
+#[test]
+fn debug_tracebacks_of_repeated_stacks_name_the_right_lines() {
+    let dir = scratch_dir("run-debug-repeated");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let debug = [("TIDEMARK_PRELOAD_ALLOCATOR", "pymalloc_debug")];
+    let out = run_preloaded(&exe, &["repeated"], &debug);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Fatal error: tidemark debug free: double free"),
+        "{err}"
+    );
+    // The first two frames under each heading, as `function:line`.
+    let frames_under = |heading: &str| -> Vec<String> {
+        let start = err
+            .find(heading)
+            .unwrap_or_else(|| panic!("{heading}: {err}"));
+        err[start..]
+            .lines()
+            .skip(1)
+            .take(2)
+            .map(|l| {
+                let (_, rest) = l.split_once("run_corrupt.c\", line ").unwrap_or(("", l));
+                let (line, function) = rest.split_once(", in ").unwrap_or((rest, ""));
+                format!("{function}:{line}")
+            })
+            .collect()
+    };
+    assert_eq!(
+        frames_under("Memory block allocated at (most recent call first):"),
+        [
+            site("run_corrupt.c", "make_buffer", "alloc"),
+            site("run_corrupt.c", "main", "repeated_alloc")
+        ],
+        "{err}"
+    );
+    assert_eq!(
+        frames_under("Memory block freed at (most recent call first):"),
+        [
+            site("run_corrupt.c", "release", "free"),
+            site("run_corrupt.c", "main", "repeated_free")
+        ],
+        "{err}"
+    );
+}
+
 #[test]
 fn python_allocations_are_all_seen() {
     let Some(py) = python_executable() else {

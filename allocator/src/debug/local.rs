@@ -84,15 +84,37 @@ static EXIT: ExitKey = ExitKey::new(abandon);
 
 const CHUNK: usize = 64 * 1024;
 
+// The thread's `Local`, read on every debug allocation and free. No destructor (a `Cell` of a
+// pointer), so it is usable even while the thread exits. In the preload (feature
+// `initial-exec-tls`) it is reached in the initial-exec model, as the heap pointer is
+// (`heap.rs`): a `thread_local!` there calls `__tls_get_addr` on every access.
+#[cfg(not(feature = "initial-exec-tls"))]
 thread_local! {
-    // No destructor (const, `Cell` of a pointer), so it is usable even while the thread exits.
     static LOCAL: Cell<*mut Local> = const { Cell::new(null_mut()) };
+}
+
+#[cfg(feature = "initial-exec-tls")]
+crate::initial_exec_tls!(fn local_cell() -> Cell<*mut Local>, "tidemark_alloc_debug_local");
+
+/// Runs `f` on the calling thread's `Local` pointer cell.
+#[inline(always)]
+fn with_local<R>(f: impl FnOnce(&Cell<*mut Local>) -> R) -> R {
+    #[cfg(not(feature = "initial-exec-tls"))]
+    {
+        LOCAL.with(f)
+    }
+    #[cfg(feature = "initial-exec-tls")]
+    {
+        // SAFETY: the calling thread's cell (all-zero bytes: a null pointer), valid while it
+        // runs.
+        f(unsafe { &*local_cell() })
+    }
 }
 
 /// The calling thread's state, or `None` when there is no memory for it.
 #[inline]
 pub fn local<'a>() -> Option<&'a mut Local> {
-    let mut l = LOCAL.with(|c| c.get());
+    let mut l = with_local(|c| c.get());
     if l.is_null() {
         l = adopt();
     }
@@ -145,7 +167,7 @@ fn adopt() -> *mut Local {
     let Some(l) = found else {
         return null_mut();
     };
-    LOCAL.with(|c| c.set(l));
+    with_local(|c| c.set(l));
     // SAFETY: `abandon` takes a `Local` this thread owns.
     unsafe { EXIT.set(l as *const libc::c_void) };
     l
@@ -155,7 +177,7 @@ fn adopt() -> *mut Local {
 /// range included) for the next thread.
 unsafe extern "C" fn abandon(value: *mut libc::c_void) {
     let l = value as *mut Local;
-    LOCAL.with(|c| c.set(null_mut()));
+    with_local(|c| c.set(null_mut()));
     LOCALS.with(|reg| {
         // SAFETY: the exiting thread owned `l`; nobody uses it until it is adopted again.
         unsafe { (*l).next_abandoned = reg.abandoned };

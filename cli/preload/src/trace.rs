@@ -444,7 +444,7 @@ pub fn install_traceback_hooks() {
 fn debug_capture() -> u64 {
     let slot = thread::slot();
     let Some(prev) = enter(slot) else { return 0 };
-    let id = stack_id(slot, 0);
+    let id = stack_id(slot, unwind::export_frame(slot));
     leave(slot, prev);
     id as u64
 }

@@ -1,5 +1,6 @@
-/* Heap misuse the debug allocator must report: argv[1] picks overflow, double free or
- * write after free. Built without frame pointers. */
+/* Heap misuse the debug allocator must report: argv[1] picks overflow, double free, a
+ * double free after many rounds from the same stacks (whose tracebacks the preload's express
+ * lane answers), or nothing. Built without frame pointers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,13 @@ int main(int argc, char **argv) {
     } else if (strcmp(what, "double") == 0) {
         release(p);
         release(p); /* SITE double */
+    } else if (strcmp(what, "repeated") == 0) {
+        release(p);
+        for (int i = 0; i < 1000; i++) {
+            p = make_buffer(24); /* SITE repeated_alloc */
+            release(p); /* SITE repeated_free */
+        }
+        release(p); /* SITE repeated_double */
     } else {
         release(p);
     }

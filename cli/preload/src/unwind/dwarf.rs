@@ -144,9 +144,9 @@ fn registers() -> (u64, u64, u64) {
 /// (this library is built with them), 2 = by DWARF from the registers.
 static OWN_BY_FP: AtomicU8 = AtomicU8::new(0);
 
-/// Follows this library's frame-pointer chain from `bp` to the first return address
-/// outside it: `(that address, the caller's sp, the caller's bp)`.
-fn leave_own_frames(mut bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<(u64, u64, u64)> {
+/// Follows this library's frame-pointer chain from `bp` to the first frame record whose
+/// return address lies outside it (the record of the export the program called).
+fn own_outermost_record(mut bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<u64> {
     for _ in 0..64 {
         if bp < stack.0 || bp + 16 > stack.1 || !bp.is_multiple_of(8) {
             return None;
@@ -154,7 +154,7 @@ fn leave_own_frames(mut bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<(
         // SAFETY: both words are inside this thread's stack.
         let (saved, ret) = unsafe { ((bp as *const u64).read(), ((bp + 8) as *const u64).read()) };
         if ret < own.0 || ret >= own.1 {
-            return Some((ret, bp + 16, saved));
+            return Some(bp);
         }
         if saved <= bp {
             return None;
@@ -162,6 +162,34 @@ fn leave_own_frames(mut bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<(
         bp = saved;
     }
     None
+}
+
+/// Leaves this library by its frame pointers from `bp`: `(the program's return address, the
+/// caller's sp, the caller's bp)`.
+fn leave_own_frames(bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<(u64, u64, u64)> {
+    let record = own_outermost_record(bp, stack, own)?;
+    // SAFETY: `own_outermost_record` checked that the record lies in this thread's stack.
+    let (saved, ret) = unsafe {
+        (
+            (record as *const u64).read(),
+            ((record + 8) as *const u64).read(),
+        )
+    };
+    Some((ret, record + 16, saved))
+}
+
+/// The frame record of the export the program called, found from here by this library's
+/// frame pointers, for a capture that was not handed it (the debug layer's tracebacks): it
+/// lets that capture take the express lane. 0 while the lane is closed to this thread or the
+/// frame pointers are not known to be sound (`OWN_BY_FP`).
+pub fn export_frame(slot: &ThreadSlot) -> u64 {
+    let p = slot.express.get();
+    if p.is_null() || OWN_BY_FP.load(Ordering::Relaxed) != 1 {
+        return 0;
+    }
+    // SAFETY: as in `express_stack`: this thread's own state, not freed while it runs.
+    let stack = unsafe { (*p).stack };
+    own_outermost_record(registers().2, stack, own_range()).unwrap_or(0)
 }
 
 /// The slow way out of this library: DWARF from the registers here through its frames.

@@ -104,6 +104,20 @@ pub fn express_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
     }
 }
 
+/// The frame record of the export the program called, for a capture that was not handed
+/// it (see dwarf.rs); 0: unknown (the capture then walks from where it is).
+pub fn export_frame(slot: &ThreadSlot) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dwarf::export_frame(slot)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = slot;
+        0
+    }
+}
+
 /// `capture_interned` past the express lane (which missed, or is closed): the method
 /// chosen, the walk, the stats.
 #[inline(never)]
