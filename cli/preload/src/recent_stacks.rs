@@ -12,22 +12,26 @@
 //! value is that stack again: same frames, same id. The words are checked innermost first,
 //! where two stacks from the same frame differ (the caller's return address).
 //!
-//! A stack is kept in the slot its first frame's state hashes to (the newest of those that
-//! share it), and belongs to one module set (a rule may change when the modules are
-//! re-read).
+//! A stack is kept in the slot its first frame's state hashes to, which holds the two most
+//! recently used of the stacks that map there, and belongs to one module set (a rule may
+//! change when the modules are re-read). Two, because one first frame often serves two
+//! paths in turn: CPython's `PyUnicode_New`, called at the same depth by different callers,
+//! whose stacks part a few words out. On the CPython workload (bench/scripts/py_workload.py)
+//! one stack per slot answered 70% of the captures, two 86%, four no more than two.
 
 use crate::dwarf_memo::{Memo, Reads};
 use tidemark_tracer::stack::StackId;
 
-/// Stacks remembered, by their first frame's state (a power of two). On the CPython
-/// workload (bench/scripts) a scan of the last 8 stacks answered 9% of the captures, of the
-/// last 32, 42%; a table indexed by the first frame answers as many with one probe.
+/// Slots, by their first frame's state (a power of two). On the CPython workload
+/// (bench/scripts) a scan of the last 8 stacks answered 9% of the captures, of the last 32,
+/// 42%; a table indexed by the first frame answers as many with one probe.
 const SLOTS: usize = 64;
 /// Words one remembered stack's walk may have read (deeper walks are not remembered).
 const MAX_READS: usize = 96;
 
+/// What identifies a remembered stack's first frame, and the stack.
 #[derive(Clone, Copy)]
-struct Entry {
+struct Head {
     /// The first frame's return address and `rsp` (ra 0: the entry is empty).
     ra: u64,
     sp: u64,
@@ -39,13 +43,46 @@ struct Entry {
     id: StackId,
     frames: u32,
     nreads: u32,
+}
+
+struct Entry {
+    head: Head,
     /// (address, value), outermost frame's first, as the memo keeps them.
     reads: [(u64, u64); MAX_READS],
 }
 
+/// One slot's two stacks, the one used last first: the express lane probes only `ways[0]`
+/// before it leaves its short path, and a new stack pushes `ways[1]` out.
+struct Pair {
+    ways: [Entry; 2],
+}
+
 /// All-zero bytes are a valid empty table (unwind/dwarf.rs makes it so, in place).
 pub struct RecentStacks {
-    entries: [Entry; SLOTS],
+    slots: [Pair; SLOTS],
+}
+
+impl Entry {
+    /// Would a capture from `(ra, sp, bp)` under `generation` repeat this entry's walk?
+    #[inline(always)]
+    fn repeats(&self, ra: u64, sp: u64, bp: u64, generation: usize) -> bool {
+        let h = &self.head;
+        h.ra == ra
+            && h.sp == sp
+            && h.generation == generation
+            && (h.bp ^ bp) & h.bp_mask == 0
+            && unchanged(self.used_reads())
+    }
+
+    /// The reads `remember` wrote (`nreads` ≤ MAX_READS: written only there).
+    #[inline(always)]
+    fn used_reads(&self) -> &[(u64, u64)] {
+        &self.reads[..(self.head.nreads as usize).min(MAX_READS)]
+    }
+
+    fn found(&self) -> (StackId, usize) {
+        (self.head.id, self.head.frames as usize)
+    }
 }
 
 #[inline]
@@ -54,19 +91,50 @@ fn slot(ra: u64, sp: u64) -> usize {
     (h >> 58) as usize & (SLOTS - 1)
 }
 
+impl Pair {
+    /// `find` past the stack used last: the other one, moved to the front on a hit.
+    #[cold]
+    #[inline(never)]
+    fn find_second(
+        &mut self,
+        ra: u64,
+        sp: u64,
+        bp: u64,
+        generation: usize,
+    ) -> Option<(StackId, usize)> {
+        if !self.ways[1].repeats(ra, sp, bp, generation) {
+            return None;
+        }
+        self.swap();
+        Some(self.ways[0].found())
+    }
+
+    /// Swaps the two stacks (only the reads in use: a few hundred bytes, not 3 KiB).
+    fn swap(&mut self) {
+        let [first, second] = &mut self.ways;
+        let n = first.used_reads().len().max(second.used_reads().len());
+        core::mem::swap(&mut first.head, &mut second.head);
+        first.reads[..n].swap_with_slice(&mut second.reads[..n]);
+    }
+}
+
 impl RecentStacks {
     /// The id and frame count of the recent stack whose walk a capture from the first frame
     /// `(ra, sp, bp)` under module set `generation` would repeat, if any.
     #[inline(always)]
-    pub fn find(&self, ra: u64, sp: u64, bp: u64, generation: usize) -> Option<(StackId, usize)> {
-        let e = &self.entries[slot(ra, sp)];
-        let hit = e.ra == ra
-            && e.sp == sp
-            && e.generation == generation
-            && (e.bp ^ bp) & e.bp_mask == 0
-            // (`nreads` ≤ MAX_READS: written only by `remember`.)
-            && unchanged(&e.reads[..(e.nreads as usize).min(MAX_READS)]);
-        hit.then_some((e.id, e.frames as usize))
+    pub fn find(
+        &mut self,
+        ra: u64,
+        sp: u64,
+        bp: u64,
+        generation: usize,
+    ) -> Option<(StackId, usize)> {
+        let pair = &mut self.slots[slot(ra, sp)];
+        let e = &pair.ways[0];
+        if e.repeats(ra, sp, bp, generation) {
+            return Some(e.found());
+        }
+        pair.find_second(ra, sp, bp, generation)
     }
 
     /// Remembers the stack the memo holds, named `id`, in its first frame's slot, unless it
@@ -86,9 +154,13 @@ impl RecentStacks {
         if id == 0 {
             return;
         }
-        let e = &mut self.entries[slot(ra, sp)];
+        // The new stack goes to the front; the one there moves behind it, pushing the other
+        // one out.
+        let pair = &mut self.slots[slot(ra, sp)];
+        pair.swap();
+        let e = &mut pair.ways[0];
         let Some(mut nreads) = memo.relevant_reads(&mut e.reads) else {
-            e.ra = 0;
+            e.head.ra = 0;
             return;
         };
         // `unchanged` checks two words per step: an odd count repeats the outermost word
@@ -97,14 +169,16 @@ impl RecentStacks {
             e.reads.copy_within(0..nreads, 1);
             nreads += 1;
         }
-        e.ra = ra;
-        e.sp = sp;
-        e.generation = generation;
-        e.bp = bp;
-        e.bp_mask = if bp_matters { u64::MAX } else { 0 };
-        e.id = id;
-        e.frames = frames as u32;
-        e.nreads = nreads as u32;
+        e.head = Head {
+            ra,
+            sp,
+            generation,
+            bp,
+            bp_mask: if bp_matters { u64::MAX } else { 0 },
+            id,
+            frames: frames as u32,
+            nreads: nreads as u32,
+        };
     }
 }
 /// Do the words still hold what the walk read? Innermost first (the end of the slice), where
@@ -193,7 +267,7 @@ mod tests {
     #[test]
     fn a_stack_comes_back_while_its_words_hold() {
         let mut words = [11u64, 22, 33];
-        let recent = remembered(&words);
+        let mut recent = remembered(&words);
         assert_eq!(recent.find(0x4000, 0x100, 9, 1), Some((77, 3)));
         // Another module set, another first frame, or (the last frame's role being unknown)
         // another rbp: not that stack.
@@ -206,11 +280,47 @@ mod tests {
         assert_eq!(recent.find(0x4000, 0x100, 9, 1), None);
     }
 
+    /// Remembers, as stack `id`, a one-frame walk from `(0x4000, 0x100, rbp 9)` that read
+    /// `value` at `word` (the caller's return address, say).
+    fn remember_one(recent: &mut RecentStacks, word: *mut u64, value: u64, id: StackId) {
+        let mut f = Frame::new(0x4000, 0x100, 9);
+        f.note_read(word as u64, value);
+        let mut memo: Box<Memo> = zeroed();
+        memo.begin(1);
+        memo.finish_fresh(&[f], End::Complete);
+        recent.remember(&memo, id, 1);
+    }
+
+    #[test]
+    fn a_slot_keeps_the_two_stacks_used_last() {
+        let mut word = 11u64;
+        let word: *mut u64 = &mut word;
+        let mut recent: Box<RecentStacks> = zeroed();
+        // Which stack a capture from the one first frame finds, with `value` in the word.
+        let found = |recent: &mut RecentStacks, value: u64| {
+            // SAFETY: a local the test owns; the entries hold its address.
+            unsafe { word.write_volatile(value) };
+            recent.find(0x4000, 0x100, 9, 1).map(|(id, _)| id)
+        };
+        remember_one(&mut recent, word, 11, 77);
+        assert_eq!(found(&mut recent, 12), None);
+        remember_one(&mut recent, word, 12, 78);
+        assert_eq!(found(&mut recent, 11), Some(77));
+        assert_eq!(found(&mut recent, 12), Some(78));
+        assert_eq!(found(&mut recent, 11), Some(77));
+        // A third stack from the same frame replaces the one used longest ago (78).
+        assert_eq!(found(&mut recent, 13), None);
+        remember_one(&mut recent, word, 13, 79);
+        assert_eq!(found(&mut recent, 12), None);
+        assert_eq!(found(&mut recent, 11), Some(77));
+        assert_eq!(found(&mut recent, 13), Some(79));
+    }
+
     #[test]
     fn every_word_is_checked_whatever_the_count() {
         for n in 1..=7usize {
             let mut words: Vec<u64> = (0..n as u64).map(|i| 0x5000 + i).collect();
-            let recent = remembered(&words);
+            let mut recent = remembered(&words);
             assert_eq!(recent.find(0x4000, 0x100, 9, 1), Some((77, n)), "{n} words");
             for (i, word) in words.iter_mut().enumerate() {
                 // SAFETY: plain writes to a vector the test owns (the entry holds addresses

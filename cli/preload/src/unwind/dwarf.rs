@@ -16,7 +16,7 @@ use framehop::{FrameAddress, Unwinder};
 use tidemark_alloc::exit_key::ExitKey;
 
 /// A thread's unwinding state, made on the heap at its first capture (reached through its
-/// `ThreadSlot`) and freed when it exits: 221 KiB (recent stacks 99, step shapes 64, memo 38,
+/// `ThreadSlot`) and freed when it exits: 322 KiB (recent stacks 200, step shapes 64, memo 38,
 /// scratch 20), mapped zeroed and touched as used, plus framehop's rule cache (~37 KiB, of
 /// which its 12 KiB rule table is touched).
 pub struct ThreadUnwind {
