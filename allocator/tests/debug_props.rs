@@ -3,6 +3,10 @@
 //! bytes are zero, realloc keeps the prefix and marks the rest CLEANBYTE, a just-freed block
 //! reads DEADBYTE (it waits in the quarantine), and `check_heap` finds nothing wrong.
 
+#[path = "common/ops.rs"]
+mod ops;
+
+use ops::{op, Op};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout};
 use tidemark_alloc::debug::{check_heap, Debug, CLEANBYTE, DEADBYTE};
@@ -10,33 +14,6 @@ use tidemark_alloc::Pymalloc;
 
 #[global_allocator]
 static G: Debug<Pymalloc> = Debug::new(Pymalloc::new());
-
-#[derive(Debug, Clone)]
-enum Op {
-    Alloc {
-        size: usize,
-        align_log: u32,
-        zeroed: bool,
-    },
-    Free {
-        pick: usize,
-    },
-    Realloc {
-        pick: usize,
-        size: usize,
-    },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (1usize..=4096, 0u32..=12, any::<bool>())
-            .prop_map(|(size, align_log, zeroed)| Op::Alloc { size, align_log, zeroed }),
-        3 => (1usize..=512, 0u32..=4, any::<bool>())
-            .prop_map(|(size, align_log, zeroed)| Op::Alloc { size, align_log, zeroed }),
-        2 => any::<usize>().prop_map(|pick| Op::Free { pick }),
-        2 => (any::<usize>(), 1usize..=4096).prop_map(|(pick, size)| Op::Realloc { pick, size }),
-    ]
-}
 
 fn all(p: *const u8, len: usize, byte: u8) -> bool {
     // SAFETY (test): the range is a block (or quarantined block) of the debug layer.

@@ -2,6 +2,10 @@
 //! 1..=4096: every block is aligned, no two live blocks overlap, contents survive realloc and
 //! zeroed memory is zero.
 
+#[path = "common/ops.rs"]
+mod ops;
+
+use ops::{op, Op};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
@@ -9,34 +13,6 @@ use tidemark_alloc::Pymalloc;
 
 #[global_allocator]
 static GLOBAL: Pymalloc = Pymalloc::new();
-
-#[derive(Debug, Clone)]
-enum Op {
-    Alloc {
-        size: usize,
-        align_log: u32,
-        zeroed: bool,
-    },
-    Free {
-        pick: usize,
-    },
-    Realloc {
-        pick: usize,
-        size: usize,
-    },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (1usize..=4096, 0u32..=12, any::<bool>())
-            .prop_map(|(size, align_log, zeroed)| Op::Alloc { size, align_log, zeroed }),
-        // Favor small sizes, where the pools are.
-        3 => (1usize..=512, 0u32..=4, any::<bool>())
-            .prop_map(|(size, align_log, zeroed)| Op::Alloc { size, align_log, zeroed }),
-        2 => any::<usize>().prop_map(|pick| Op::Free { pick }),
-        2 => (any::<usize>(), 1usize..=4096).prop_map(|(pick, size)| Op::Realloc { pick, size }),
-    ]
-}
 
 struct Live {
     layout: Layout,
