@@ -29,6 +29,39 @@ fn debug_owns(p: *mut c_void) -> bool {
     debug::is_debug_block(p as *const u8) || tidemark_alloc::is_ours(p as *const u8)
 }
 
+/// `malloc` from glibc, without the role's dispatch (the exports' short path).
+#[inline(always)]
+pub fn glibc_malloc(size: usize) -> *mut c_void {
+    // SAFETY: __libc_malloc has no preconditions.
+    unsafe { __libc_malloc(size) }
+}
+
+/// `free` to glibc, without the role's dispatch.
+///
+/// # Safety
+/// `p` is null or a live glibc block.
+#[inline(always)]
+pub unsafe fn glibc_free(p: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { __libc_free(p) }
+}
+
+/// `malloc` from pymalloc, without the role's dispatch.
+#[inline(always)]
+pub fn pymalloc_malloc(size: usize) -> *mut c_void {
+    PYMALLOC.c_malloc(size) as *mut c_void
+}
+
+/// `free` on the pymalloc role, without the role's dispatch.
+///
+/// # Safety
+/// As for `free`.
+#[inline(always)]
+pub unsafe fn pymalloc_free(p: *mut c_void) {
+    // SAFETY: guaranteed by the caller; c_free takes null, and glibc's blocks to glibc.
+    unsafe { PYMALLOC.c_free(p as *mut u8) }
+}
+
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
     match backend() {

@@ -8,7 +8,7 @@
 //! unit-test binary that exported `malloc` would run its own test harness on it.
 
 use crate::unwind::frame_pointer;
-use crate::{backend, trace};
+use crate::{backend, role, trace};
 use core::ffi::c_void;
 use core::ptr;
 
@@ -47,20 +47,46 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
     traced(or_enomem(p), size)
 }
 
+/// `malloc` and `free` serve the two common roles on short paths of their own (one test of
+/// the mode byte), and the rest (debug hooks, pymalloc while recording, the first call)
+/// through the backend's dispatch.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    traced(or_enomem(backend::malloc(size)), size)
+    match role::mode() {
+        role::RECORDING_GLIBC => {
+            let p = or_enomem(backend::glibc_malloc(size));
+            if !p.is_null() {
+                trace::on_alloc(p, size, frame_pointer());
+            }
+            p
+        }
+        role::PLAIN_PYMALLOC => or_enomem(backend::pymalloc_malloc(size)),
+        _ => traced(or_enomem(backend::malloc(size)), size),
+    }
 }
 
 /// # Safety
 /// `p` must be null or a live block from this allocator or glibc.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if trace::on() && !p.is_null() {
-        trace::on_free(p);
+    match role::mode() {
+        role::RECORDING_GLIBC => {
+            if !p.is_null() {
+                trace::on_free(p);
+            }
+            // SAFETY: guaranteed by the caller; while glibc serves, every block is glibc's.
+            unsafe { backend::glibc_free(p) }
+        }
+        // SAFETY: guaranteed by the caller.
+        role::PLAIN_PYMALLOC => unsafe { backend::pymalloc_free(p) },
+        _ => {
+            if trace::on() && !p.is_null() {
+                trace::on_free(p);
+            }
+            // SAFETY: guaranteed by the caller.
+            unsafe { backend::free(p) }
+        }
     }
-    // SAFETY: guaranteed by the caller.
-    unsafe { backend::free(p) }
 }
 
 #[no_mangle]

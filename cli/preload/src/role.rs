@@ -29,8 +29,12 @@ pub enum Backend {
     PymallocDebug = 3,
 }
 
-/// 0 until decided, then a `Backend` discriminant.
-static BACKEND: AtomicU8 = AtomicU8::new(0);
+/// The library's mode, which every export reads once: the backend in the low two bits (0
+/// until decided, then a `Backend` discriminant) and `TRACING` while a capture is being
+/// recorded. One byte, so that one load and compare sends a call down its role's short path.
+static MODE: AtomicU8 = AtomicU8::new(0);
+const BACKEND_BITS: u8 = 3;
+const TRACING: u8 = 4;
 /// Frames per recorded stack.
 static FRAMES: AtomicUsize = AtomicUsize::new(64);
 
@@ -52,11 +56,37 @@ pub fn parse_backend(value: Option<&[u8]>, recording: bool) -> Option<Backend> {
 /// The backend, deciding it from the environment on first use.
 #[inline(always)]
 pub fn backend() -> Backend {
-    match BACKEND.load(Ordering::Relaxed) {
+    match MODE.load(Ordering::Relaxed) & BACKEND_BITS {
         1 => Backend::Glibc,
         2 => Backend::Pymalloc,
         3 => Backend::PymallocDebug,
         _ => decide(),
+    }
+}
+
+/// The mode byte: compare it with `RECORDING_GLIBC` and `PLAIN_PYMALLOC`, the two roles
+/// whose calls the exports serve on a short path of their own.
+#[inline(always)]
+pub fn mode() -> u8 {
+    MODE.load(Ordering::Relaxed)
+}
+
+/// Glibc serves the program and every call is recorded (`tidemark run`).
+pub const RECORDING_GLIBC: u8 = Backend::Glibc as u8 | TRACING;
+/// Pymalloc serves the program and nothing is recorded (`tidemark run --allocator pymalloc`).
+pub const PLAIN_PYMALLOC: u8 = Backend::Pymalloc as u8;
+
+/// Is a capture being recorded? (Off in forked children that are not followed.)
+#[inline(always)]
+pub fn tracing() -> bool {
+    MODE.load(Ordering::Relaxed) & TRACING != 0
+}
+
+pub fn set_tracing(on: bool) {
+    if on {
+        MODE.fetch_or(TRACING, Ordering::SeqCst);
+    } else {
+        MODE.fetch_and(!TRACING, Ordering::SeqCst);
     }
 }
 
@@ -70,19 +100,20 @@ fn decide() -> Backend {
     if let Some(frames) = env::var(c"TIDEMARK_PRELOAD_NATIVE_FRAMES").and_then(env::parse_size) {
         FRAMES.store(frames.clamp(1, 1024), Ordering::Relaxed);
     }
-    // Racing threads read the same environment; the exchange picks who warns.
-    if BACKEND
-        .compare_exchange(0, b as u8, Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
-        && chosen.is_none()
-    {
+    // Racing threads read the same environment; the one that sets the bits warns.
+    let first = MODE
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+            (m & BACKEND_BITS == 0).then_some(m | b as u8)
+        })
+        .is_ok();
+    if first && chosen.is_none() {
         let mut err = tidemark_alloc::stderr::Stderr::new();
         err.write_bytes(
             b"tidemark: TIDEMARK_PRELOAD_ALLOCATOR must be malloc, pymalloc or pymalloc_debug; using pymalloc\n",
         );
         err.flush();
     }
-    match BACKEND.load(Ordering::Relaxed) {
+    match MODE.load(Ordering::Relaxed) & BACKEND_BITS {
         1 => Backend::Glibc,
         3 => Backend::PymallocDebug,
         _ => Backend::Pymalloc,

@@ -16,9 +16,6 @@ use tidemark_tracer::capture;
 /// The capture API code for the C malloc family.
 const API_C: u8 = 1;
 
-/// Recording is on in this process (off in forked children that are not followed).
-static ON: AtomicBool = AtomicBool::new(false);
-
 const IN_HOOK: u8 = 1;
 const CHECKED: u8 = 2;
 const SILENT: u8 = 4;
@@ -29,13 +26,14 @@ const FORKER: u8 = 16;
 /// This event is recorded without its stack: a fork kept the gate closed too long.
 const STACKLESS: u8 = 32;
 
+/// Recording is on in this process (off in forked children that are not followed).
 #[inline(always)]
 pub fn on() -> bool {
-    ON.load(Ordering::Relaxed)
+    crate::role::tracing()
 }
 
 pub fn set_on(on: bool) {
-    ON.store(on, Ordering::SeqCst);
+    crate::role::set_tracing(on);
 }
 
 // ---- the fork gate ----
