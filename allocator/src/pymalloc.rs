@@ -193,11 +193,11 @@ impl Pymalloc {
         }
     }
 
-    /// C `free`.
+    /// C `free`. (Always inlined: the preload's `free` is this and a jump.)
     ///
     /// # Safety
     /// `p` must be null or a live block from this allocator or glibc.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn c_free(&self, p: *mut u8) {
         if crate::arena_map::contains(p) {
             // SAFETY: inside one of our arenas, so a live pool block (per the contract).

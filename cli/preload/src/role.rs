@@ -32,7 +32,7 @@ pub enum Backend {
 /// The library's mode, which every export reads once: the backend in the low two bits (0
 /// until decided, then a `Backend` discriminant) and `TRACING` while a capture is being
 /// recorded. One byte, so that one load and compare sends a call down its role's short path.
-static MODE: AtomicU8 = AtomicU8::new(0);
+pub(crate) static MODE: AtomicU8 = AtomicU8::new(0);
 const BACKEND_BITS: u8 = 3;
 const TRACING: u8 = 4;
 /// Frames per recorded stack.
@@ -66,6 +66,7 @@ pub fn backend() -> Backend {
 
 /// The mode byte: compare it with `RECORDING_GLIBC` and `PLAIN_PYMALLOC`, the two roles
 /// whose calls the exports serve on a short path of their own.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))] // (there the exports test it in assembly)
 #[inline(always)]
 pub fn mode() -> u8 {
     MODE.load(Ordering::Relaxed)

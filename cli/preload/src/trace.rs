@@ -265,6 +265,38 @@ fn plain(slot: &ThreadSlot) -> bool {
 #[cold]
 #[inline(never)]
 pub fn on_alloc(p: *mut c_void, size: usize, frame: u64) {
+    record_new_block(p, size, frame);
+}
+
+/// `malloc` while glibc serves and every call is recorded (`tidemark run`): glibc's malloc
+/// and the hook in one frame. Inlined into the function the `malloc` export jumps to, whose
+/// frame record therefore holds the program's return address (the express lane starts
+/// there).
+#[inline(always)]
+pub fn malloc_recorded(size: usize) -> *mut c_void {
+    let p = crate::backend::glibc_malloc(size);
+    if !p.is_null() {
+        record_new_block(p, size, crate::unwind::frame_pointer());
+    }
+    p
+}
+
+/// `free` while glibc serves and every call is recorded.
+///
+/// # Safety
+/// `p` is null or a live glibc block.
+#[inline(always)]
+pub unsafe fn free_recorded(p: *mut c_void) {
+    if !p.is_null() {
+        record_free(p);
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { crate::backend::glibc_free(p) }
+}
+
+/// The body of `on_alloc`.
+#[inline(always)]
+fn record_new_block(p: *mut c_void, size: usize, frame: u64) {
     let slot = thread::slot();
     if plain(slot) {
         slot.flags.set(CHECKED | IN_HOOK);
@@ -319,6 +351,12 @@ fn record_alloc(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) {
 #[cold]
 #[inline(never)]
 pub fn on_free(p: *mut c_void) {
+    record_free(p);
+}
+
+/// The body of `on_free`.
+#[inline(always)]
+fn record_free(p: *mut c_void) {
     let slot = thread::slot();
     if plain(slot) {
         slot.flags.set(CHECKED | IN_HOOK);
