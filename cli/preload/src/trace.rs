@@ -311,11 +311,10 @@ fn record_new_block(p: *mut c_void, size: usize, frame: u64) {
 
 /// The express lane of `on_alloc`: false when the stack is not a recent one (nothing was
 /// recorded then). Everything else is out of line, so that this path needs few registers.
+/// (No `is_recording` test here: finding a recent stack costs nothing to skip, and
+/// `capture::on_alloc` makes that test itself.)
 #[inline(always)]
 fn express_alloc(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) -> bool {
-    if !capture::is_recording() {
-        return true;
-    }
     match unwind::express_stack(slot, frame) {
         Some(id) => {
             capture::on_alloc(p as usize, size, API_C, id);
@@ -325,9 +324,12 @@ fn express_alloc(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) -> 
     }
 }
 
-/// `on_alloc` past the express lane (which missed): the walk.
+/// `on_alloc` past the express lane (which missed): the walk, unless nothing is recorded.
 #[inline(never)]
 fn record_alloc_walking(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) {
+    if !capture::is_recording() {
+        return;
+    }
     let id = unwind::capture_walking(slot, frame);
     capture::on_alloc(p as usize, size, API_C, id);
 }
