@@ -13,7 +13,8 @@
 //! ```text
 //!   program: malloc / free / realloc / posix_memalign / ...
 //!        |
-//!   exports.rs    C conventions (errno, NULL, alignment checks); _exit flushes the capture
+//!   exports.rs    C conventions (errno, NULL, alignment checks); _exit flushes the capture;
+//!        |        malloc and free jump to their role's function (role.rs: one mode byte)
 //!        |---> trace.rs   recording: unwind/ (DWARF via framehop) → stack id → capture
 //!        |                  dwarf_memo.rs  per thread: unwind only the frames that changed
 //!        |                  recent_stacks.rs  per thread: the last few stacks, reused whole
