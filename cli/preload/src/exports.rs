@@ -26,8 +26,9 @@ fn or_enomem(p: *mut c_void) -> *mut c_void {
     p
 }
 
-/// Reports a new block to the tracer when recording. Inlined into the exports, so that the
-/// frame pointer read here is the export's.
+/// Reports a new block to the tracer when recording. Inlined into the exports (and the
+/// functions `malloc` jumps to), so that the frame record read here holds the program's
+/// return address.
 #[inline(always)]
 fn traced(p: *mut c_void, size: usize) -> *mut c_void {
     if trace::on() && !p.is_null() {
@@ -56,28 +57,36 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
 // express lane of a recorded call starts (`unwind::frame_pointer`). A Rust export would
 // call it from a frame of its own: 13 more instructions per recorded malloc.
 
-/// # Safety
-/// None beyond C's: any size.
+/// The body of a dispatching export on x86-64: jumps to `$recording` while glibc serves and
+/// every call is recorded, to `$plain` while pymalloc serves unrecorded, else to `$general`
+/// (each takes the export's arguments, untouched: only `eax` and the flags change).
+#[cfg(target_arch = "x86_64")]
+macro_rules! jump_by_role {
+    ($recording:path, $plain:path, $general:path) => {
+        core::arch::naked_asm!(
+            ".cfi_startproc",
+            "movzx eax, byte ptr [rip + {mode}]",
+            "cmp eax, {recording}",
+            "je {recording_fn}",
+            "cmp eax, {plain}",
+            "je {plain_fn}",
+            "jmp {general_fn}",
+            ".cfi_endproc",
+            mode = sym role::MODE,
+            recording = const role::RECORDING_GLIBC,
+            plain = const role::PLAIN_PYMALLOC,
+            recording_fn = sym $recording,
+            plain_fn = sym $plain,
+            general_fn = sym $general,
+        )
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    core::arch::naked_asm!(
-        ".cfi_startproc",
-        "movzx eax, byte ptr [rip + {mode}]",
-        "cmp eax, {recording}",
-        "je {recording_fn}",
-        "cmp eax, {plain}",
-        "je {plain_fn}",
-        "jmp {general_fn}",
-        ".cfi_endproc",
-        mode = sym role::MODE,
-        recording = const role::RECORDING_GLIBC,
-        plain = const role::PLAIN_PYMALLOC,
-        recording_fn = sym malloc_recording,
-        plain_fn = sym malloc_plain,
-        general_fn = sym malloc_general,
-    )
+    jump_by_role!(malloc_recording, malloc_plain, malloc_general)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -109,22 +118,7 @@ extern "C" fn malloc_general(size: usize) -> *mut c_void {
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    core::arch::naked_asm!(
-        ".cfi_startproc",
-        "movzx eax, byte ptr [rip + {mode}]",
-        "cmp eax, {recording}",
-        "je {recording_fn}",
-        "cmp eax, {plain}",
-        "je {plain_fn}",
-        "jmp {general_fn}",
-        ".cfi_endproc",
-        mode = sym role::MODE,
-        recording = const role::RECORDING_GLIBC,
-        plain = const role::PLAIN_PYMALLOC,
-        recording_fn = sym free_recording,
-        plain_fn = sym free_plain,
-        general_fn = sym free_general,
-    )
+    jump_by_role!(free_recording, free_plain, free_general)
 }
 
 /// # Safety

@@ -311,8 +311,8 @@ fn record_new_block(p: *mut c_void, size: usize, frame: u64) {
 
 /// The express lane of `on_alloc`: false when the stack is not a recent one (nothing was
 /// recorded then). Everything else is out of line, so that this path needs few registers.
-/// (No `is_recording` test here: finding a recent stack costs nothing to skip, and
-/// `capture::on_alloc` makes that test itself.)
+/// (It does not test `is_recording` first: `capture::on_alloc` does, and a recent stack found
+/// while nothing is recorded costs only the finding.)
 #[inline(always)]
 fn express_alloc(slot: &ThreadSlot, p: *mut c_void, size: usize, frame: u64) -> bool {
     match unwind::express_stack(slot, frame) {

@@ -140,7 +140,9 @@ pub fn capture_walking(slot: &ThreadSlot, frame: u64) -> u32 {
 /// [`capture_interned`]: read in an exported function, it saves the stack capture the walk
 /// through the hook's own frames, one frame record at a time (36 of the 398 instructions a
 /// traced malloc took in `bench/scripts/hook_instructions.sh`). 0 where the frame-pointer
-/// register is not known.
+/// register is not known. ("The export's frame" means the frame record whose return address
+/// is the program's: the export's own, or, for `malloc` and `free`, which jump to their
+/// role's function without a frame of their own, that function's.)
 #[inline(always)]
 pub fn frame_pointer() -> u64 {
     #[cfg(target_arch = "x86_64")]
