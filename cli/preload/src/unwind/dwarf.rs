@@ -181,7 +181,9 @@ fn leave_own_frames(bp: u64, stack: (u64, u64), own: (u64, u64)) -> Option<(u64,
 /// The frame record of the export the program called, found from here by this library's
 /// frame pointers, for a capture that was not handed it (the debug layer's tracebacks): it
 /// lets that capture take the express lane. 0 while the lane is closed to this thread or the
-/// frame pointers are not known to be sound (`OWN_BY_FP`).
+/// frame pointers are not known to be sound (`OWN_BY_FP`). Inlined, so that the walk starts
+/// one frame closer to the export.
+#[inline(always)]
 pub fn export_frame(slot: &ThreadSlot) -> u64 {
     let p = slot.express.get();
     if p.is_null() || OWN_BY_FP.load(Ordering::Relaxed) != 1 {

@@ -106,6 +106,7 @@ pub fn express_stack(slot: &ThreadSlot, frame: u64) -> Option<u32> {
 
 /// The frame record of the export the program called, for a capture that was not handed
 /// it (see dwarf.rs); 0: unknown (the capture then walks from where it is).
+#[inline(always)]
 pub fn export_frame(slot: &ThreadSlot) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
