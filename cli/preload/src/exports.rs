@@ -55,7 +55,7 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
 // there, so that the role's function runs as if the program had called it: only its own
 // registers are saved, and its frame record holds the program's return address, where the
 // express lane of a recorded call starts (`unwind::frame_pointer`). A Rust export would
-// call it from a frame of its own: 13 more instructions per recorded malloc.
+// call it from a frame of its own: 15 more instructions per recorded malloc.
 
 /// The body of a dispatching export on x86-64: jumps to `$recording` while glibc serves and
 /// every call is recorded, to `$plain` while pymalloc serves unrecorded, else to `$general`
@@ -82,6 +82,9 @@ macro_rules! jump_by_role {
     };
 }
 
+// SAFETY (naked): the body reads the mode byte and jumps, leaving the stack and the argument
+// registers as the caller set them; each target is an `extern "C"` function with this
+// signature.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
@@ -114,6 +117,7 @@ extern "C" fn malloc_general(size: usize) -> *mut c_void {
 
 /// # Safety
 /// `p` must be null or a live block from this allocator or glibc.
+// SAFETY (naked): as for `malloc`.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
