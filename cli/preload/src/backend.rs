@@ -29,7 +29,7 @@ fn debug_owns(p: *mut c_void) -> bool {
     debug::is_debug_block(p as *const u8) || tidemark_alloc::is_ours(p as *const u8)
 }
 
-/// `malloc` from glibc, without the role's dispatch (the exports' short path).
+/// `malloc` from glibc (also the exports' short path, without the role's dispatch).
 #[inline(always)]
 pub fn glibc_malloc(size: usize) -> *mut c_void {
     // SAFETY: __libc_malloc has no preconditions.
@@ -65,9 +65,8 @@ pub unsafe fn pymalloc_free(p: *mut c_void) {
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
     match backend() {
-        // SAFETY: __libc_malloc has no preconditions.
-        Backend::Glibc => unsafe { __libc_malloc(size) },
-        Backend::Pymalloc => PYMALLOC.c_malloc(size) as *mut c_void,
+        Backend::Glibc => glibc_malloc(size),
+        Backend::Pymalloc => pymalloc_malloc(size),
         // SAFETY: the result is released through this module only.
         Backend::PymallocDebug => unsafe { DEBUG.c_malloc(size) as *mut c_void },
     }
@@ -106,10 +105,10 @@ pub unsafe fn free(p: *mut c_void) {
     // SAFETY: guaranteed by the caller; foreign pointers are routed to glibc.
     unsafe {
         match backend() {
-            Backend::Glibc => __libc_free(p),
-            Backend::Pymalloc => PYMALLOC.c_free(p as *mut u8),
+            Backend::Glibc => glibc_free(p),
+            Backend::Pymalloc => pymalloc_free(p),
             Backend::PymallocDebug if debug_owns(p) => DEBUG.c_free(p as *mut u8),
-            Backend::PymallocDebug => __libc_free(p),
+            Backend::PymallocDebug => glibc_free(p),
         }
     }
 }
