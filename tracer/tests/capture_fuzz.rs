@@ -194,11 +194,21 @@ fn clear_errors_for_common_cases() {
         "{}",
         err(&v)
     );
+    // Cut inside the first chunk's header, then inside its body: the byte is named once.
     let v = valid_capture();
-    assert!(
-        err(&v[..20]).contains("truncated capture"),
-        "{}",
-        err(&v[..20])
+    assert_eq!(
+        err(&v[..20]),
+        "fuzz.tdm: truncated capture: the file ends inside its first chunk, the run's \
+         metadata (at byte 16)"
+    );
+    assert_eq!(
+        err(&v[..40]),
+        "fuzz.tdm: truncated capture: the file ends inside its first chunk, the run's \
+         metadata (at byte 16)"
+    );
+    assert_eq!(
+        err(&v[..16]),
+        "fuzz.tdm: truncated capture: the file ends before the run's metadata (at byte 16)"
     );
     let mut v = valid_capture();
     let n = v.len();

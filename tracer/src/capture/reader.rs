@@ -178,10 +178,11 @@ impl<R: Read> CaptureReader<R> {
                 ))
             }
             Chunk::Eof => {
-                let why = reader
-                    .truncated
-                    .take()
-                    .unwrap_or_else(|| "no metadata chunk".into());
+                // (`truncated` names the byte too, which the error's offset already says.)
+                let why = match reader.truncated {
+                    Some(_) => "the file ends inside its first chunk, the run's metadata",
+                    None => "the file ends before the run's metadata",
+                };
                 return Err(err(at, format!("truncated capture: {why}")));
             }
         }
