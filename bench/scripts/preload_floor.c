@@ -8,7 +8,9 @@
  *
  * EXTRA_LOADS=N or EXTRA_STORES=N add N loads from (or stores to) a hot per-thread cache line
  * per call: a stand-in for N instructions' worth of real work (a stack walk, a clock), to see
- * what each instruction per event costs on a given workload (preload_floor.sh). */
+ * what each instruction per event costs on a given workload (preload_floor.sh).
+ * MALLOC_LOADS=N or FREE_LOADS=N put the N loads in one of the two calls only (where in the
+ * program's loop the hook's work lands may matter as much as how much there is). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stddef.h>
@@ -18,6 +20,12 @@
 
 #ifndef EXTRA_LOADS
 #define EXTRA_LOADS 0
+#endif
+#ifndef MALLOC_LOADS
+#define MALLOC_LOADS EXTRA_LOADS
+#endif
+#ifndef FREE_LOADS
+#define FREE_LOADS EXTRA_LOADS
 #endif
 #ifndef EXTRA_STORES
 #define EXTRA_STORES 0
@@ -56,7 +64,7 @@ static void *boot_alloc(size_t n) {
     return boot_used <= sizeof boot ? p : NULL;
 }
 
-static inline void row(uint64_t a, uint64_t b) {
+static inline void row(uint64_t a, uint64_t b, int loads) {
     uint64_t *r = ring;
     if (__builtin_expect(!r, 0)) {
         if (mapping) return; /* mmap is not malloc, but stay safe */
@@ -66,7 +74,7 @@ static inline void row(uint64_t a, uint64_t b) {
         if (r == MAP_FAILED) return;
         ring = r;
     }
-    for (int i = 0; i < EXTRA_LOADS; i++) b ^= ((volatile uint64_t *)hot)[i & 7];
+    for (int i = 0; i < loads; i++) b ^= ((volatile uint64_t *)hot)[i & 7];
     for (int i = 0; i < EXTRA_STORES; i++) ((volatile uint64_t *)hot)[i & 7] = a + i;
     uint32_t i = ring_pos;
     r[2 * i] = a;
@@ -82,14 +90,14 @@ void *malloc(size_t n) {
         resolve();
     }
     void *p = real_malloc(n);
-    row((uint64_t)p, (uint64_t)n << 48 ^ CALLER);
+    row((uint64_t)p, (uint64_t)n << 48 ^ CALLER, MALLOC_LOADS);
     return p;
 }
 
 void free(void *p) {
     if ((char *)p >= boot && (char *)p < boot + sizeof boot) return;
     if (__builtin_expect(!real_free, 0)) resolve();
-    row((uint64_t)p, 0);
+    row((uint64_t)p, 0, FREE_LOADS);
     real_free(p);
 }
 
@@ -103,7 +111,7 @@ void *calloc(size_t count, size_t size) {
         resolve();
     }
     void *p = real_calloc(count, size);
-    row((uint64_t)p, (uint64_t)(count * size) << 48 ^ CALLER);
+    row((uint64_t)p, (uint64_t)(count * size) << 48 ^ CALLER, MALLOC_LOADS);
     return p;
 }
 
@@ -116,8 +124,8 @@ void *realloc(void *q, size_t n) {
         if (p) memcpy(p, q, n < room ? n : room);
         return p;
     }
-    row((uint64_t)q, 0);
+    row((uint64_t)q, 0, FREE_LOADS);
     void *p = real_realloc(q, n);
-    row((uint64_t)p, (uint64_t)n << 48 ^ CALLER);
+    row((uint64_t)p, (uint64_t)n << 48 ^ CALLER, MALLOC_LOADS);
     return p;
 }
