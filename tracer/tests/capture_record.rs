@@ -639,3 +639,45 @@ fn rows_of_every_width_come_back_as_recorded() {
         last_other
     );
 }
+
+/// An allocation is dated by the sample after it, not by the next free: with nothing freed
+/// for 300 ms (allocations only read the clock) the writer's samples still advance it.
+#[test]
+fn allocations_without_frees_are_dated_by_the_next_sample() {
+    let dir = tempdir();
+    let path = dir.join("sparse.tdm");
+    {
+        let _one = one_recording();
+        let guard = capture::record(&path, RecordOptions::default()).unwrap();
+        let (a, c) = (stack(SITE_A), stack(SITE_C));
+        capture::on_alloc(0x7500_0000, 10_000, 0, a);
+        std::thread::sleep(Duration::from_millis(200));
+        capture::on_alloc(0x7600_0000, 5_000, 0, c);
+        std::thread::sleep(Duration::from_millis(100));
+        capture::on_free(0x7500_0000, 0);
+        capture::on_free(0x7600_0000, 0);
+        guard.stop().unwrap();
+    }
+    let a = report::analyze(&path, &AnalyzeOptions::default()).unwrap();
+    assert_eq!(a.peak_bytes, 15_000);
+    // The peak came with the second allocation (at 200 ms), not with the first free (300 ms).
+    assert!(
+        (200_000_000..290_000_000).contains(&a.peak_time_ns),
+        "peak at {} ns",
+        a.peak_time_ns
+    );
+    // Before the second allocation only the first was live.
+    let w = report::analyze(
+        &path,
+        &AnalyzeOptions {
+            window_ns: Some((0, 150_000_000)),
+            progress: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(w.peak_bytes, 10_000);
+    assert_eq!(
+        by_site(&w, Moment::Peak),
+        HashMap::from([("site_a".into(), (10_000, 1))])
+    );
+}

@@ -14,7 +14,8 @@
 //!
 //! Events carry no timestamp. They carry an ordering key instead (`Event::seq`): a global
 //! clock that frees and reallocs advance and allocations only read, so the key is unique for
-//! frees and reallocs and shared by the allocations between them. Events sort by
+//! frees and reallocs and shared by the allocations between them (the writer advances it
+//! too, at each sample, so allocations never share a key across one). Events sort by
 //! `(seq, order_rank)` — at equal keys frees and reallocs come first — which is a valid replay
 //! order across threads (the argument is in the `buffers` module). Each thread's events are
 //! stored in that order; the writer emits a [`ChunkKind::Samples`] record every 10 ms holding

@@ -314,7 +314,9 @@ impl Writer {
         // The last tick of this process image (an exec nearly always succeeds): every event
         // drained comes before what it writes.
         let last = kind != Tick::Every;
-        let barrier = buffers::SEQ.load(Ordering::SeqCst);
+        // The writer advances the clock too: allocations only read it, so without this an
+        // allocation-only stretch would share one key until the next free, and be dated by it.
+        let barrier = buffers::SEQ.fetch_add(1, Ordering::SeqCst) + 1;
         let mut new_threads = Vec::new();
         // After this, every event keyed below `barrier` is committed to a block that is a
         // slot's current one or on the FULL list (see "Ordering" in `buffers`).

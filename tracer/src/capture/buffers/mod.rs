@@ -11,8 +11,10 @@
 //! # Ordering
 //!
 //! Events carry a key from the global clock `SEQ`: a free or realloc advances it
-//! (`fetch_add`, key = new value), an allocation only reads it. Replay needs exactly two
-//! cross-thread orders, and both follow from happens-before plus coherence of `SEQ`:
+//! (`fetch_add`, key = new value), an allocation only reads it, and the writer advances it
+//! at each sample barrier (so an allocation is dated by the next sample, not by the next
+//! free). Replay needs exactly two cross-thread orders, and both follow from happens-before
+//! plus coherence of `SEQ`:
 //!
 //! * a free in thread B of a block allocated in thread A: A's alloc event is recorded after
 //!   the allocation returned and before A's code could hand the pointer to B, so A's read
@@ -26,11 +28,12 @@
 //! later free, so each thread's stream is already sorted by (key, rank); the reader merges
 //! the streams. The writer's sample barriers need "every event keyed below S is committed":
 //! an owner marks itself `busy` (a plain store) before reading the clock and clears it after
-//! publishing; the writer reads `S`, runs `membarrier(PRIVATE_EXPEDITED)` (a full fence on
-//! every running thread, so the owners need none), then waits for each slot to be not busy.
-//! An owner that read the clock before the fence is seen busy or finished; one that reads it
-//! after gets a key ≥ S. Without membarrier (old kernels) a late event can miss its barrier
-//! by one tick (the reader still orders it; only its sample is off by 10 ms).
+//! publishing; the writer advances the clock to `S`, runs `membarrier(PRIVATE_EXPEDITED)`
+//! (a full fence on every running thread, so the owners need none), then waits for each slot
+//! to be not busy. An owner that read the clock before the fence is seen busy or finished;
+//! one that reads it after gets a key ≥ S. Without membarrier (old kernels) a late event can
+//! miss its barrier by one tick (the reader still orders it; only its sample is off by
+//! 10 ms).
 //!
 //! Nothing here allocates through the global allocator, panics, or takes a lock that is
 //! held across an allocation.
