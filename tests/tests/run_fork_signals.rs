@@ -1,4 +1,5 @@
-//! `tidemark run` across `fork` without `exec`, and deaths by SIGINT.
+//! `tidemark run` across `fork` without `exec`, deaths by SIGINT, and SIGTERM or SIGHUP
+//! sent to `tidemark run` itself.
 //!
 //! - `--follow-fork`: a forked child records its own capture (named with its pid) from the
 //!   moment of the fork, holding exactly its own allocations; the parent's capture holds
@@ -7,13 +8,15 @@
 //! - SIGINT: a program with no handler of its own dies by SIGINT (status passed through) with
 //!   its capture flushed; the preload's flush handler is invisible to the program, so CPython
 //!   still raises KeyboardInterrupt.
+//! - SIGTERM or SIGHUP sent to `tidemark run` alone (`kill`, `timeout`, a CI cancel) is passed
+//!   on to the program, which is never left running without its parent.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use tidemark_tests::{
     captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
-    tidemark_run, Capture,
+    tidemark_cli, tidemark_run, Capture,
 };
 
 /// C flags of code as distributions build it: no frame pointers (stacks need DWARF).
@@ -274,5 +277,67 @@ fn python_keeps_its_keyboard_interrupt() {
         let c = Capture::read(&path);
         assert!(c.complete, "{name}: the capture is complete");
         assert!(c.allocs > 2000, "{name}");
+    }
+}
+
+/// SIGTERM and SIGHUP sent to `tidemark run` go on to the program: it dies by the signal with
+/// its capture flushed, tidemark reports that and exits 128 + N, and no program is left
+/// running.
+#[test]
+fn sigterm_and_sighup_to_tidemark_are_passed_on_to_the_program() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+        let dir = scratch_dir(&format!("pass-on-{sig}"));
+        let mut run = Command::new(tidemark_cli())
+            .arg("run")
+            .arg("-o")
+            .arg(dir.join("t.%p.tdm"))
+            .args(["--", "sleep", "30"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The capture file appears when the program has started (the preload creates it).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let capture = loop {
+            if let Some(c) = captures_in(&dir).pop() {
+                break c;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the program never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let pid: i32 = capture
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("t.")?.strip_suffix(".tdm")?.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {}", capture.display()));
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(run.id() as i32, sig) };
+        let status = loop {
+            if let Some(status) = run.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: as above; the test fails below either way.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = run.kill();
+                panic!("tidemark run did not end after {name}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(128 + sig), "{name}: {err}");
+        assert!(
+            err.contains(&format!("was killed by signal {sig} ({name})")),
+            "{name}: {err}"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{name}: the program (pid {pid}) is still there"
+        );
+        assert!(Capture::read(&capture).complete, "{name}: capture flushed");
     }
 }

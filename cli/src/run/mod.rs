@@ -23,6 +23,7 @@
 pub mod elf;
 pub mod find;
 mod follow;
+mod signals;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -253,14 +254,13 @@ fn run(args: &RunArgs) -> Result<i32, String> {
     }
     let started = std::time::Instant::now();
     let started_at = std::time::SystemTime::now();
+    // The program's signals go to the program, while this process waits to report.
+    let mut standing = signals::before_spawn();
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", plan.program.display()))?;
-    // Ctrl-C goes to the whole foreground group: the program handles it (or dies and its
-    // capture is flushed); this process waits to report. Ignored only after the spawn: an
-    // ignored signal would stay ignored in the program.
-    let ignored = ignore_interrupts();
     let pid = child.id();
+    standing.program_started(pid);
     let follower = match (&plan.capture, args.quiet) {
         (Some(pattern), false) => follow::Follower::start(expand(pattern, pid), pid),
         _ => None,
@@ -268,7 +268,7 @@ fn run(args: &RunArgs) -> Result<i32, String> {
     let status = child
         .wait()
         .map_err(|e| format!("waiting for {}: {e}", plan.program.display()))?;
-    restore_interrupts(ignored);
+    drop(standing);
     let elapsed = started.elapsed();
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c,
@@ -493,25 +493,6 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGQUIT => "SIGQUIT",
         libc::SIGPIPE => "SIGPIPE",
         _ => "signal",
-    }
-}
-
-type Saved = [(i32, libc::sighandler_t); 2];
-
-fn ignore_interrupts() -> Saved {
-    // SAFETY: changes this process's dispositions only; restored by `restore_interrupts`.
-    unsafe {
-        [
-            (libc::SIGINT, libc::signal(libc::SIGINT, libc::SIG_IGN)),
-            (libc::SIGQUIT, libc::signal(libc::SIGQUIT, libc::SIG_IGN)),
-        ]
-    }
-}
-
-fn restore_interrupts(saved: Saved) {
-    for (sig, old) in saved {
-        // SAFETY: restoring the disposition saved by `ignore_interrupts`.
-        unsafe { libc::signal(sig, old) };
     }
 }
 
