@@ -7,6 +7,7 @@
 #   HOOK_DETAIL=1 bench/scripts/hook_instructions.sh   # and the count per function
 #   FLOOR_CFLAGS=-DEXTRA_LOADS=10 bench/scripts/hook_instructions.sh   # a floor variant
 #   PRELOAD=/tmp/old/libtidemark_preload.so bench/scripts/hook_instructions.sh   # another build
+#   CHURN=1 bench/scripts/hook_instructions.sh   # and one whole replacement of the churn (slow)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -39,3 +40,32 @@ report "tidemark (recording)" -ex "set environment LD_PRELOAD=$preload" \
     -ex "set environment TIDEMARK_PRELOAD_OUTPUT=$work/hook.tdm"
 report "tidemark (pymalloc role)" -ex "set environment LD_PRELOAD=$preload" \
     -ex "set environment TIDEMARK_PRELOAD_ALLOCATOR=pymalloc"
+
+# CHURN=1: also one whole replacement of the benchmark's churn built without frame pointers
+# (allocate, store, free the old object), from one `__rust_alloc` to the next after 110,000
+# of them: where the hook's cost shows in time (README, "What a preload costs per call").
+# A few minutes per row: gdb stops at every call it lets pass.
+[ "${CHURN:-}" = 1 ] || exit 0
+RUSTFLAGS="-C force-frame-pointers=no" cargo build -q --release -p tidemark-bench \
+    --bin bench-system --target-dir "$root/target/nofp"
+churn="$root/target/nofp/release/bench-system"
+loop=$(nm "$churn" | awk '/___rust_alloc$/ && !n++ {print $3}')
+churn_run() {
+    HOOK_LOOP=$loop HOOK_SKIP=110000 gdb -q -batch "$@" -ex "break main" -ex run \
+        -x "$here/hook_instructions.py" --args "$churn" churn --scale 0.05 2>/dev/null |
+        grep '^HOOK' | sed 's/^HOOK //'
+}
+churn_report() {
+    local label=$1; shift
+    local out; out=$(churn_run "$@" || true)
+    local n; n=$(echo "$out" | awk '$1=="iteration"{print $2}')
+    [ -n "$n" ] || { echo "hook_instructions: gdb could not step through the churn ($label)" >&2; exit 2; }
+    printf '%-24s %7s\n' "$label" "$n"
+    echo "$out" | grep -v '^iteration ' || true
+}
+echo
+printf '%-24s %7s\n' "per churn replacement" instructions
+churn_report "glibc"
+churn_report "floor preload ${FLOOR_CFLAGS:-}" -ex "set environment LD_PRELOAD=$work/floor.so"
+churn_report "tidemark (recording)" -ex "set environment LD_PRELOAD=$preload" \
+    -ex "set environment TIDEMARK_PRELOAD_OUTPUT=$work/churn.tdm"

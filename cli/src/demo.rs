@@ -37,7 +37,10 @@ pub fn run(dir: &Path) -> Result<(), String> {
     text.push_str(&report::stats::render_text(
         &analysis,
         &mut syms,
-        &report::stats::Options { top: 5 },
+        &report::stats::Options {
+            top: 5,
+            leaks: false,
+        },
     ));
     text.push_str(&format!(
         "\nNext: tidemark tree {0}   tidemark flamegraph --leaks {0}\n",

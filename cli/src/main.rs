@@ -219,7 +219,10 @@ fn run(command: Command) -> Result<()> {
         Command::Flamegraph(a) => flamegraph(a),
         Command::Stats(a) => {
             let (analysis, mut syms) = load(&a.common)?;
-            let opts = report::stats::Options { top: a.top };
+            let opts = report::stats::Options {
+                top: a.top,
+                leaks: a.common.leaks,
+            };
             if a.json {
                 let v = report::stats::render_json(&analysis, &mut syms, &opts);
                 print_out(&format!(

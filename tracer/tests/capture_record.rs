@@ -203,6 +203,28 @@ fn known_allocations_end_to_end() {
         stats["top_by_bytes"][0]["location"],
         "site_b at src/main.rs:258"
     );
+    // `stats --leaks`: the top sites of what is live at exit, A's 10 blocks then C's one.
+    let leaks_only = report::stats::Options {
+        leaks: true,
+        ..Default::default()
+    };
+    let stats = report::stats::render_json(&a, &mut syms, &leaks_only);
+    assert_eq!(stats["top_sites_of"], "memory live at exit");
+    assert_eq!(
+        stats["top_by_bytes"],
+        serde_json::json!([
+            {"location": "site_a at src/main.rs:257", "bytes": 10_000, "count": 10},
+            {"location": "site_c at src/main.rs:259", "bytes": 5000, "count": 1},
+        ])
+    );
+    let text = report::stats::render_text(&a, &mut syms, &leaks_only);
+    assert!(
+        text.contains(
+            "by bytes of the memory live at exit (leaks):\n\t- site_a at src/main.rs:257 -> \
+             9.8 KiB in 10 blocks\n\t- site_c at src/main.rs:259 -> 4.9 KiB in 1 block\n"
+        ),
+        "{text}"
+    );
     let mut html = Vec::new();
     report::flamegraph::write_html(&a, &mut syms, &Default::default(), &mut html).unwrap();
     let html = String::from_utf8(html).unwrap();

@@ -221,7 +221,7 @@ fn stats_text_and_json() {
     assert!(text.contains("Total allocations:\n\t5\n"), "{text}");
     assert!(text.contains("1.3 KiB"), "{text}");
     assert!(
-        text.contains("- cache at src/lib.rs:4 -> 1000 B in 1 allocations"),
+        text.contains("- cache at src/lib.rs:4 -> 1000 B in 1 allocation"),
         "{text}"
     );
     let j = report::stats::render_json(&a, &mut syms, &Default::default());

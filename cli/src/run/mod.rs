@@ -379,8 +379,8 @@ fn no_malloc_note(a: &report::Analysis) {
 fn totals_line(a: &report::Analysis) -> String {
     use tidemark_tracer::report::text;
     format!(
-        "{} allocations, peak {}, leaked {}{}",
-        text::count(a.totals.allocs),
+        "{}, peak {}, leaked {}{}",
+        text::counted(a.totals.allocs, "allocation", "allocations"),
         text::bytes(a.peak_bytes),
         text::bytes(a.leaked_bytes),
         match (&a.truncated, &a.end, &a.exec) {

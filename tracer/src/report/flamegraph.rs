@@ -291,9 +291,9 @@ pub fn write_html(
         out,
         "leaked",
         &format!(
-            "{} in {} blocks",
+            "{} in {}",
             text::bytes(a.leaked_bytes),
-            text::count(a.leaked_count)
+            text::counted(a.leaked_count, "block", "blocks")
         ),
     )?;
     writeln!(out, "</table>")?;

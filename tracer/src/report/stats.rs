@@ -1,10 +1,12 @@
 //! The stats report: totals, peak, leaks, size histogram, API mix, temporary allocations,
-//! and the top sites by bytes and by count (over the whole run), as text or JSON.
+//! and the top sites by bytes and by count (over the whole run, or, with `leaks`, of the
+//! memory live at exit), as text or JSON.
 
 use super::analysis::Analysis;
 use super::replay::IntMap;
 use super::symbols::Symbols;
 use super::text;
+use super::Moment;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
@@ -13,24 +15,39 @@ use std::fmt::Write;
 pub struct Options {
     /// Rows in each top-N list.
     pub top: usize,
+    /// Rank the sites by what they left live at exit (the leaks), not by all they allocated.
+    pub leaks: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { top: 10 }
+        Options {
+            top: 10,
+            leaks: false,
+        }
     }
 }
 
 /// Names of the API codes recorded in events.
 pub const API_NAMES: [&str; 4] = ["rust (GlobalAlloc)", "C malloc family", "realloc", "other"];
 
-/// Whole-run totals per allocation site (most recent frame): (location, bytes, count).
-fn site_totals(a: &Analysis, syms: &mut Symbols) -> Vec<(String, u64, u64)> {
+/// Per allocation site (most recent frame): (location, bytes, count) of everything it
+/// allocated over the run, or (`leaks`) of what it left live at exit; sites with none left
+/// out.
+fn site_totals(a: &Analysis, syms: &mut Symbols, leaks: bool) -> Vec<(String, u64, u64)> {
     let mut by: IntMap<u32, (u64, u64)> = IntMap::default();
     for s in &a.sites {
+        let (bytes, count) = if leaks {
+            Moment::End.value(s)
+        } else {
+            (s.total_bytes, s.total_count)
+        };
+        if count == 0 {
+            continue;
+        }
         let e = by.entry(syms.location_id(a, s.stack)).or_default();
-        e.0 += s.total_bytes;
-        e.1 += s.total_count;
+        e.0 += bytes;
+        e.1 += count;
     }
     by.into_iter()
         .map(|(l, (b, c))| (syms.label_text(l).to_string(), b, c))
@@ -83,9 +100,9 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     );
     let _ = writeln!(
         o,
-        "💧 Leaked (live at exit):\n\t{} in {} blocks",
+        "💧 Leaked (live at exit):\n\t{} in {}",
         text::bytes(a.leaked_bytes),
-        text::count(a.leaked_count)
+        text::counted(a.leaked_count, "block", "blocks")
     );
     let pct = if t.allocs > 0 {
         100.0 * t.temporary as f64 / t.allocs as f64
@@ -163,22 +180,27 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
             let _ = writeln!(o, "\t{:<20} {}", API_NAMES[i], text::count(c));
         }
     }
-    let sites = site_totals(a, syms);
-    let _ = writeln!(o, "\n🥇 Top {} allocation sites by bytes:", opts.top);
+    let sites = site_totals(a, syms, opts.leaks);
+    let (what, blocks) = if opts.leaks {
+        (" of the memory live at exit (leaks)", ("block", "blocks"))
+    } else {
+        ("", ("allocation", "allocations"))
+    };
+    let _ = writeln!(o, "\n🥇 Top {} allocation sites by bytes{what}:", opts.top);
     for (loc, b, c) in top_by(sites.clone(), opts.top, false) {
         let _ = writeln!(
             o,
-            "\t- {loc} -> {} in {} allocations",
+            "\t- {loc} -> {} in {}",
             text::bytes(b),
-            text::count(c)
+            text::counted(c, blocks.0, blocks.1)
         );
     }
-    let _ = writeln!(o, "\n🥇 Top {} allocation sites by count:", opts.top);
+    let _ = writeln!(o, "\n🥇 Top {} allocation sites by count{what}:", opts.top);
     for (loc, b, c) in top_by(sites, opts.top, true) {
         let _ = writeln!(
             o,
-            "\t- {loc} -> {} allocations ({})",
-            text::count(c),
+            "\t- {loc} -> {} ({})",
+            text::counted(c, blocks.0, blocks.1),
             text::bytes(b)
         );
     }
@@ -188,7 +210,7 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
 /// The JSON report (same content as the text one, numbers in bytes and nanoseconds).
 pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
     let t = &a.totals;
-    let sites = site_totals(a, syms);
+    let sites = site_totals(a, syms, opts.leaks);
     let list = |v: Vec<(String, u64, u64)>| {
         v.into_iter()
             .map(|(l, b, c)| json!({"location": l, "bytes": b, "count": c}))
@@ -215,6 +237,7 @@ pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
         "ended_by_exec": a.exec.as_ref().map(|e| &e.program),
         "size_histogram": histogram(a).into_iter().map(|(lo, hi, c, b)| json!({"min": lo, "max": hi, "count": c, "bytes": b})).collect::<Vec<_>>(),
         "api": t.api_counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| json!({"api": API_NAMES[i], "count": c})).collect::<Vec<_>>(),
+        "top_sites_of": if opts.leaks { "memory live at exit" } else { "all allocations" },
         "top_by_bytes": list(top_by(sites.clone(), opts.top, false)),
         "top_by_count": list(top_by(sites, opts.top, true)),
     })

@@ -46,6 +46,12 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `n` things, counted and named: `counted(1, "block", "blocks")` is "1 block",
+/// `counted(2048, ...)` "2,048 blocks".
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub fn html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -117,9 +117,9 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     let _ = writeln!(o, "{what}\n");
     let _ = writeln!(
         o,
-        "📂 {} ({} blocks) 100.00 % <all>",
+        "📂 {} ({}) 100.00 % <all>",
         text::bytes(root.bytes),
-        text::count(root.count)
+        text::counted(root.count, "block", "blocks")
     );
     let total = root.bytes.max(1);
     print_children(&root, "", total, opts, 0, &mut o);
@@ -151,10 +151,10 @@ fn print_children(
         let last = i + 1 == shown.len() && hidden.is_empty();
         let _ = writeln!(
             o,
-            "{prefix}{} {} ({} blocks) {:.2} % {}",
+            "{prefix}{} {} ({}) {:.2} % {}",
             if last { "└──" } else { "├──" },
             text::bytes(k.bytes),
-            text::count(k.count),
+            text::counted(k.count, "block", "blocks"),
             100.0 * k.bytes as f64 / total as f64,
             k.name
         );
@@ -165,9 +165,9 @@ fn print_children(
         let bytes: u64 = hidden.iter().map(|k| k.bytes).sum();
         let _ = writeln!(
             o,
-            "{prefix}└── {} in {} smaller branches",
+            "{prefix}└── {} in {}",
             text::bytes(bytes),
-            hidden.len()
+            text::counted(hidden.len() as u64, "smaller branch", "smaller branches")
         );
     }
 }
