@@ -66,7 +66,12 @@ struct Common {
     #[arg(long)]
     leaks: bool,
     /// The high-water mark inside a time window, e.g. `1.5s..3s`, `200ms..`, `..2s`.
-    #[arg(long, value_name = "FROM..TO", conflicts_with = "leaks")]
+    #[arg(
+        long,
+        value_name = "FROM..TO",
+        conflicts_with = "leaks",
+        allow_hyphen_values = true
+    )]
     temporal: Option<String>,
     /// Keep Rust runtime and tidemark frames at the top of stacks.
     #[arg(long)]
@@ -96,7 +101,7 @@ struct StatsArgs {
     #[arg(long)]
     json: bool,
     /// Rows in the top-N lists.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     top: usize,
 }
 
@@ -104,7 +109,8 @@ struct StatsArgs {
 struct SummaryArgs {
     #[command(flatten)]
     common: Common,
-    #[arg(long, default_value_t = 30)]
+    /// Functions shown.
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     rows: usize,
 }
 
@@ -113,10 +119,10 @@ struct TreeArgs {
     #[command(flatten)]
     common: Common,
     /// Children shown per node.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     max_children: usize,
-    /// Hide branches smaller than this percentage of the total.
-    #[arg(long, default_value_t = 0.5)]
+    /// Hide branches smaller than this percentage of the total (0 to 100).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = parse_percent)]
     min_percent: f64,
 }
 
@@ -132,7 +138,8 @@ struct DiffArgs {
     /// Compare memory live at exit instead of at the high-water marks.
     #[arg(long)]
     leaks: bool,
-    #[arg(long, default_value_t = 20)]
+    /// Rows of the table.
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
     rows: usize,
 }
 
@@ -197,10 +204,7 @@ fn main() {
                     },
                 );
             }
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("tidemark: error: {first} (see tidemark --help)");
+            eprintln!("tidemark: error: {}", usage_error(&e.to_string()));
             std::process::exit(2);
         }
     };
@@ -278,11 +282,46 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
+/// clap's error as one line: its message and the lines that detail it (the missing
+/// arguments, the possible values, a tip), without the usage block that follows; then where
+/// to read more.
+fn usage_error(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        let line = line.trim();
+        if !line.is_empty() {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut out = String::new();
+    for part in parts {
+        if !out.is_empty() {
+            out.push_str(if part.starts_with("tip:") { "; " } else { " " });
+        }
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out = "invalid arguments".into();
+    }
+    out + " (see tidemark --help)"
+}
+
 fn moment(c: &Common) -> Moment {
     if c.leaks {
         Moment::End
     } else {
         Moment::Peak
+    }
+}
+
+/// A percentage, 0 to 100.
+fn parse_percent(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err("a percentage from 0 to 100 is expected".into()),
     }
 }
 

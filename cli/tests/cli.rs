@@ -108,6 +108,40 @@ fn errors_are_one_line_with_status_2() {
         "{line}"
     );
 
+    // clap's detail stays on the one line: what is missing, the values allowed; a negative
+    // count is an invalid value, not an unknown flag.
+    for (args, line) in [
+        (
+            &["stats"][..],
+            "the following required arguments were not provided: <CAPTURE>",
+        ),
+        (
+            &["export", "x.tdm"][..],
+            "the following required arguments were not provided: --format <FORMAT>",
+        ),
+        (
+            &["run", "--allocator", "jemalloc", "--", "true"][..],
+            "invalid value 'jemalloc' for '--allocator <ALLOCATOR>' [possible values: \
+             pymalloc, malloc]; tip: a similar value exists: 'malloc'",
+        ),
+        (
+            &["stats", "--top", "-1", "x.tdm"][..],
+            "invalid value '-1' for '--top <TOP>': invalid digit found in string",
+        ),
+        (
+            &["tree", "--min-percent", "nan", "x.tdm"][..],
+            "invalid value 'nan' for '--min-percent <MIN_PERCENT>': a percentage from 0 to \
+             100 is expected",
+        ),
+    ] {
+        let o = tidemark(args);
+        assert_eq!(o.status.code(), Some(2));
+        assert_eq!(
+            stderr_line(&o),
+            format!("tidemark: error: {line} (see tidemark --help)\n")
+        );
+    }
+
     let o = tidemark(&["run", "--", "no-such-program-tidemark"]);
     assert_eq!(o.status.code(), Some(2));
     let line = stderr_line(&o);
