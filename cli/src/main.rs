@@ -414,11 +414,39 @@ fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
 fn load(c: &Common) -> Result<(Analysis, Symbols)> {
     let window = c.temporal.as_deref().map(parse_window).transpose()?;
     let a = analyze(&c.capture, window)?;
+    if let (Some(w), Some(text)) = (window, &c.temporal) {
+        check_window(&a, w, text)?;
+    }
     let syms = Symbols::new(&a).keep_runtime_frames(c.keep_runtime_frames);
     for w in syms.warnings() {
         eprintln!("tidemark: warning: {w}");
     }
     Ok((a, syms))
+}
+
+/// A `--temporal` window must hold one of the capture's memory samples (every 10 ms): events
+/// are dated by the samples around them, so a window between two samples holds no peak of its
+/// own, and an aggregate capture has no events to date.
+fn check_window(a: &Analysis, (from, to): (u64, u64), text: &str) -> Result<()> {
+    if a.meta.aggregate {
+        return Err(format!(
+            "--temporal: {} is an aggregate capture (run --aggregate): it keeps totals per \
+             site, not when they happened; record without --aggregate for time windows",
+            a.path
+        ));
+    }
+    if a.timeline.iter().any(|p| (from..to).contains(&p.time_ns)) {
+        return Ok(());
+    }
+    let length = report::text::duration(a.duration_ns);
+    Err(if from >= a.duration_ns {
+        format!("--temporal {text}: the window starts after the capture ends (at {length})")
+    } else {
+        format!(
+            "--temporal {text}: no memory sample falls in the window (one is taken every \
+             10 ms; the capture lasts {length}): widen it"
+        )
+    })
 }
 
 fn io_reason(e: &std::io::Error) -> String {

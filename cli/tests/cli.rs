@@ -155,6 +155,29 @@ fn errors_are_one_line_with_status_2() {
     let o = tidemark(&["flamegraph", "--temporal", "5..1", good.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr_line(&o).contains("--temporal"));
+    // Its one sample is at 5 ms and it ends at 6 ms: a window must hold the sample.
+    for (window, line) in [
+        (
+            "1ms..4ms",
+            "--temporal 1ms..4ms: no memory sample falls in the window (one is taken every \
+             10 ms; the capture lasts 6.0 ms): widen it",
+        ),
+        (
+            "7ms..",
+            "--temporal 7ms..: the window starts after the capture ends (at 6.0 ms)",
+        ),
+    ] {
+        let o = tidemark(&["stats", "--temporal", window, good.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert_eq!(stderr_line(&o), format!("tidemark: error: {line}\n"));
+    }
+    let o = tidemark(&["stats", "--temporal", "4ms..6ms", good.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let o = tidemark(&[
         "flamegraph",

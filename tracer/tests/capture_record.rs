@@ -250,6 +250,14 @@ fn known_allocations_end_to_end() {
         assert!((1..120_000_000).contains(&t), "{mode}: peak at {t} ns");
     }
     assert_eq!(g.leaked_bytes, 15_000);
+    // An aggregate capture cannot tell temporary allocations: stats says so, not "0".
+    let g_stats = report::stats::render_json(&g, &mut syms, &Default::default());
+    assert_eq!(g_stats["temporary_allocations"], serde_json::Value::Null);
+    assert!(
+        report::stats::render_text(&g, &mut syms, &Default::default()).contains(
+            "\n\tn/a (an aggregate capture keeps totals per site, not the order of events)\n"
+        )
+    );
     assert_eq!(by_site(&g, Moment::Peak), peak);
     assert_eq!(by_site(&g, Moment::End), leaks);
     assert!(g.timeline.iter().any(|p| p.heap == 15_000));

@@ -109,10 +109,14 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     } else {
         0.0
     };
+    let temporary = if a.meta.aggregate {
+        "n/a (an aggregate capture keeps totals per site, not the order of events)".to_string()
+    } else {
+        format!("{} ({pct:.1}%)", text::count(t.temporary))
+    };
     let _ = writeln!(
         o,
-        "⏱  Temporary allocations (freed right after, by the next event of the thread):\n\t{} ({pct:.1}%)",
-        text::count(t.temporary)
+        "⏱  Temporary allocations (freed right after, by the next event of the thread):\n\t{temporary}"
     );
     let _ = writeln!(o, "🕑 Duration:\n\t{}", text::duration(a.duration_ns));
     let _ = writeln!(
@@ -229,7 +233,7 @@ pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
         "peak_time_ns": a.peak_time_ns,
         "leaked_bytes": a.leaked_bytes,
         "leaked_blocks": a.leaked_count,
-        "temporary_allocations": t.temporary,
+        "temporary_allocations": (!a.meta.aggregate).then_some(t.temporary),
         "unmatched_frees": t.unmatched_frees,
         "threads": a.threads.len().max(t.threads_seen as usize),
         "truncated": a.truncated,
