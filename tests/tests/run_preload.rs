@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use tidemark_tests::{
-    captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text, Capture,
-    SiteView,
+    captures_in, compile_c, preload_library, python_executable, scratch_dir, site, text,
+    tidemark_cli, tidemark_run, Capture, SiteView,
 };
 use tidemark_tracer::report::{self, AnalyzeOptions};
 
@@ -322,6 +322,45 @@ fn debug_allocator_reports_corruption_with_c_frames() {
     let out = run_preloaded(&exe, &["fine"], &debug);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "survived fine\n");
+}
+
+/// `tidemark run --debug` checks the heap at exit: a write after free whose block is still in
+/// the quarantine when the program ends is reported with both tracebacks, and the run ends by
+/// SIGABRT. `TIDEMARK_CHECK_AT_EXIT=0` turns the check off (the program then survives).
+#[test]
+fn run_debug_finds_a_write_after_free_at_exit() {
+    let dir = scratch_dir("run-debug-exit");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let line_of = |function: &str, marker: &str| {
+        let s = site("run_corrupt.c", function, marker);
+        s.rsplit(':').next().unwrap().to_string()
+    };
+    let args = ["--debug", "--", exe.to_str().unwrap(), "after_free"];
+    let out = tidemark_run(&dir, &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    for line in [
+        "The byte at p+10 changed after the free: 0x5a *** OUCH".to_string(),
+        "Fatal error: tidemark check_heap: write after free".to_string(),
+        format!(
+            "run_corrupt.c\", line {}, in make_buffer",
+            line_of("make_buffer", "alloc")
+        ),
+        format!(
+            "run_corrupt.c\", line {}, in main",
+            line_of("main", "after_free")
+        ),
+    ] {
+        assert!(err.contains(&line), "{line}: {err}");
+    }
+    let out = Command::new(tidemark_cli())
+        .arg("run")
+        .args(args)
+        .env("TIDEMARK_CHECK_AT_EXIT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "survived after_free\n");
 }
 
 /// The debug reports' tracebacks after a thousand rounds from the same stacks, which the

@@ -58,13 +58,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub native_frames: u16,
-    /// Serve the program's allocations with this allocator (without --trace: no capture).
+    /// Serve the program's allocations with this allocator (no capture unless --trace or -o).
     #[arg(long, value_enum)]
     pub allocator: Option<AllocatorArg>,
-    /// Serve with pymalloc under the debug hooks: corruption is reported and aborts.
+    /// Serve with pymalloc under the debug hooks: corruption is reported and aborts; at exit
+    /// every live block's guards and the quarantine's freed blocks are checked too (unless
+    /// TIDEMARK_CHECK_AT_EXIT is set otherwise).
     #[arg(long)]
     pub debug: bool,
-    /// With --allocator or --debug: record a capture as well.
+    /// With --allocator or --debug: record a capture as well (-o implies it).
     #[arg(long)]
     pub trace: bool,
     /// No summary after the run.
@@ -84,7 +86,7 @@ pub struct RunArgs {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
     pub program: PathBuf,
-    /// `TIDEMARK_PRELOAD_*` variables to set.
+    /// `TIDEMARK_PRELOAD_*` variables to set (and, with --debug, `TIDEMARK_CHECK_AT_EXIT`).
     pub env: Vec<(&'static str, OsString)>,
     /// The capture name pattern (`%p` for the pid), when recording.
     pub capture: Option<PathBuf>,
@@ -130,6 +132,11 @@ pub fn plan(args: &RunArgs, program: PathBuf) -> Plan {
     }
     if args.follow_fork {
         env.push(("TIDEMARK_PRELOAD_FOLLOW_FORK", "1".into()));
+    }
+    // A write after free is caught when its block leaves the quarantine; one still there at
+    // exit only by the check at exit, which `--debug` therefore turns on.
+    if args.debug && std::env::var_os("TIDEMARK_CHECK_AT_EXIT").is_none() {
+        env.push(("TIDEMARK_CHECK_AT_EXIT", "1".into()));
     }
     Plan {
         program,
@@ -227,6 +234,12 @@ pub fn main(args: RunArgs) -> i32 {
 }
 
 fn run(args: &RunArgs) -> Result<i32, String> {
+    if args.debug && args.allocator == Some(AllocatorArg::Malloc) {
+        return Err(
+            "--debug runs the program on pymalloc with the debug hooks: drop --allocator malloc"
+                .into(),
+        );
+    }
     let (program, interpreter) = resolve_program_and_interpreter(&args.command[0])?;
     if let (Some(interp), false, false) = (&interpreter, args.follow_fork, args.quiet) {
         // pyenv's `python3`, for one, is a shell script that execs the real interpreter.
@@ -557,6 +570,7 @@ mod tests {
         );
         assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_OUTPUT").unwrap(), "/tmp/x.tdm");
         assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_FOLLOW_FORK").unwrap(), "1");
+        assert_eq!(env_of(&p, "TIDEMARK_CHECK_AT_EXIT").unwrap(), "1");
         let a = parse(&["--aggregate", "--native-frames", "8", "prog"]);
         let p = plan(&a, PathBuf::from("prog"));
         assert_eq!(env_of(&p, "TIDEMARK_PRELOAD_AGGREGATE").unwrap(), "1");

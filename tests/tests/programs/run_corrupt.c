@@ -1,6 +1,7 @@
 /* Heap misuse the debug allocator must report: argv[1] picks overflow, double free, a
  * double free after many rounds from the same stacks (whose tracebacks the preload's express
- * lane answers), or nothing. Built without frame pointers. */
+ * lane answers), a write after free that is still in the quarantine at exit, or nothing.
+ * Built without frame pointers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,9 @@ int main(int argc, char **argv) {
             release(p); /* SITE repeated_free */
         }
         release(p); /* SITE repeated_double */
+    } else if (strcmp(what, "after_free") == 0) {
+        release(p); /* SITE after_free */
+        ((volatile char *)p)[10] = 'Z';
     } else {
         release(p);
     }
