@@ -171,6 +171,15 @@ fn errors_are_one_line_with_status_2() {
         assert_eq!(o.status.code(), Some(2));
         assert_eq!(stderr_line(&o), format!("tidemark: error: {line}\n"));
     }
+    let o = tidemark(&["diff", good.to_str().unwrap(), d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr_line(&o),
+        format!(
+            "tidemark: error: {}: is a directory, not a capture file\n",
+            d.display()
+        )
+    );
     let o = tidemark(&["stats", "--temporal", "4ms..6ms", good.to_str().unwrap()]);
     assert_eq!(
         o.status.code(),

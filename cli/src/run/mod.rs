@@ -171,6 +171,15 @@ pub fn expand(pattern: &Path, pid: u32) -> PathBuf {
 fn check_writable(pattern: &Path) -> Result<(), String> {
     let probe = expand(pattern, std::process::id());
     let existed = probe.exists();
+    // A device or a FIFO takes the bytes (or refuses them later) but leaves nothing to read.
+    if let Ok(m) = std::fs::metadata(&probe) {
+        if !m.is_file() {
+            return Err(format!(
+                "cannot write the capture {}: not a regular file",
+                pattern.display()
+            ));
+        }
+    }
     match std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -196,7 +205,13 @@ fn resolve_program_and_interpreter(prog: &OsStr) -> Result<(PathBuf, Option<Path
     let Some(path) = find::in_path(prog, std::env::var_os("PATH")) else {
         let shown = prog.to_string_lossy();
         return Err(if prog.as_bytes().contains(&b'/') {
-            format!("{shown}: no such executable file")
+            match std::fs::metadata(prog) {
+                Ok(m) if m.is_dir() => format!("{shown}: is a directory, not a program"),
+                Ok(_) => {
+                    format!("{shown}: not executable (chmod +x it, or run it with its interpreter)")
+                }
+                Err(_) => format!("{shown}: no such file"),
+            }
         } else {
             format!("{shown}: program not found in PATH")
         });
@@ -588,6 +603,24 @@ mod tests {
         let e =
             resolve_program_and_interpreter(OsStr::new("no-such-program-tidemark")).unwrap_err();
         assert_eq!(e, "no-such-program-tidemark: program not found in PATH");
+        let text = std::env::temp_dir().join(format!("tidemark-not-exec-{}", std::process::id()));
+        std::fs::write(&text, b"not a program").unwrap();
+        let text_name = text.to_str().unwrap();
+        let not_exec =
+            format!("{text_name}: not executable (chmod +x it, or run it with its interpreter)");
+        for (prog, why) in [
+            ("/", "/: is a directory, not a program"),
+            (text_name, not_exec.as_str()),
+            ("/no/such/prog", "/no/such/prog: no such file"),
+        ] {
+            let e = resolve_program_and_interpreter(OsStr::new(prog)).unwrap_err();
+            assert_eq!(e, why);
+        }
+        std::fs::remove_file(&text).unwrap();
+        assert_eq!(
+            check_writable(Path::new("/dev/full")),
+            Err("cannot write the capture /dev/full: not a regular file".into())
+        );
         let e = check_writable(Path::new("/proc/no/such/dir/x.tdm")).unwrap_err();
         assert!(
             e.starts_with("cannot write the capture /proc/no/such/dir/x.tdm: "),
