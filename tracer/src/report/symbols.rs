@@ -284,9 +284,35 @@ impl Symbols {
 }
 
 /// Runtime frames: the tracer's rule, plus the `#[global_allocator]` shims (`__rustc::__rust_alloc`
-/// and friends, whose line info points at the `static` that names the allocator).
+/// and friends, whose line info points at the `static` that names the allocator), and C++'s
+/// allocation functions: every C++ allocation passes `operator new` (and, without inlining,
+/// the standard allocator's `allocate`), which would otherwise be the top site of them all.
 fn is_runtime(f: &Frame) -> bool {
-    is_runtime_frame(f) || f.function.starts_with("__rustc::") || f.function.starts_with("__rust_")
+    let name = f.function.as_str();
+    is_runtime_frame(f)
+        || name.starts_with("__rustc::")
+        || name.starts_with("__rust_")
+        || is_cxx_allocation(name)
+}
+
+/// `operator new` and `operator new[]` (any overload; demangled or not: `_Znwm`, `_Znam`, ...),
+/// and the standard library's allocators' `allocate`.
+fn is_cxx_allocation(name: &str) -> bool {
+    if name.starts_with("operator new(") || name.starts_with("operator new[](") {
+        return true;
+    }
+    if let Some(rest) = name.strip_prefix("_Zn") {
+        return rest.starts_with("wm") || rest.starts_with("am");
+    }
+    [
+        "std::allocator<",
+        "std::__new_allocator<",
+        "__gnu_cxx::new_allocator<",
+        "std::allocator_traits<",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        && name.contains(">::allocate(")
 }
 
 /// Frames that only carry control from the entry point (or a thread start) to user code.
@@ -382,4 +408,36 @@ pub fn file_build_id(path: &std::path::Path) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cxx_allocation_functions_are_runtime_frames() {
+        let frame = |name: &str| Frame {
+            filename: "??".into(),
+            lineno: 0,
+            function: name.into(),
+        };
+        for name in [
+            "operator new(unsigned long)",
+            "operator new[](unsigned long)",
+            "operator new(unsigned long, std::align_val_t)",
+            "_Znwm",
+            "_ZnamRKSt9nothrow_t",
+            "std::__new_allocator<int>::allocate(unsigned long, void const*)",
+            "std::allocator_traits<std::allocator<char> >::allocate(std::allocator<char>&, unsigned long)",
+        ] {
+            assert!(is_runtime(&frame(name)), "{name}");
+        }
+        for name in [
+            "operator newline_count(int)",
+            "_Z4name",
+            "make_buffer",
+        ] {
+            assert!(!is_runtime(&frame(name)), "{name}");
+        }
+    }
 }
