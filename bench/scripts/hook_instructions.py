@@ -4,9 +4,10 @@
 # Callgrind would count them too, but it does not see the calls a preload library
 # interposes here, so this steps through them instead (a few seconds per call).
 # Environment: HOOK_SKIP (calls to let pass first, so that caches are warm),
-# HOOK_DETAIL=1 (also the count per function), HOOK_LOOP=FUNCTION (instead: one whole
-# iteration of the program's loop, from an entry of FUNCTION, which the loop calls once per
-# iteration, to the next).
+# HOOK_DETAIL=1 (also the count per function), HOOK_LOOP=OFFSET (instead: one whole
+# iteration of the program's loop, from an entry of the function at OFFSET in the program's
+# file, which the loop calls once per iteration, to the next; an offset, not a name: a
+# preload library may define a symbol of the same name).
 import os
 
 import gdb
@@ -57,8 +58,17 @@ def report(label, steps, per_function):
             print("HOOK   %5d  %s" % (n, name[:100]))
 
 
+def program_base():
+    """Where the program's file is mapped (its first mapping has file offset 0)."""
+    path = gdb.current_progspace().filename
+    for line in gdb.execute("info proc mappings", to_string=True).splitlines():
+        if line.rstrip().endswith(path):
+            return int(line.split()[0], 16)
+    raise RuntimeError("no mapping of " + path)
+
+
 if LOOP:
-    report("iteration", *count("'%s'" % LOOP, back_in_main=False))
+    report("iteration", *count(program_base() + int(LOOP, 16), back_in_main=False))
 else:
     for label, site in (("malloc", "alloc_site"), ("free", "free_site")):
         report(label, *count(site))

@@ -49,7 +49,7 @@ report "tidemark (pymalloc role)" -ex "set environment LD_PRELOAD=$preload" \
 RUSTFLAGS="-C force-frame-pointers=no" cargo build -q --release -p tidemark-bench \
     --bin bench-system --target-dir "$root/target/nofp"
 churn="$root/target/nofp/release/bench-system"
-loop=$(nm "$churn" | awk '/___rust_alloc$/ && !n++ {print $3}')
+loop=0x$(nm "$churn" | awk '/___rust_alloc$/ && !n++ {print $1}')
 churn_run() {
     HOOK_LOOP=$loop HOOK_SKIP=110000 gdb -q -batch "$@" -ex "break main" -ex run \
         -x "$here/hook_instructions.py" --args "$churn" churn --scale 0.05 2>/dev/null |
