@@ -246,6 +246,7 @@ fn verbs_on_a_known_capture() {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(j["dhatFileVersion"], 2);
+    assert_eq!(j["mode"], "rust-heap");
 
     let newer = d.join("newer.tdm");
     write_capture(&newer, 300);

@@ -282,6 +282,7 @@ fn summary_tree_exports() {
     );
     let dhat = report::export::dhat(&a, &mut syms);
     assert_eq!(dhat["dhatFileVersion"], 2);
+    assert_eq!(dhat["mode"], "rust-heap");
     let pps = dhat["pps"].as_array().unwrap();
     let total: u64 = pps.iter().map(|p| p["tb"].as_u64().unwrap()).sum();
     assert_eq!(total, 1350);

@@ -75,9 +75,15 @@ pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
     }
     let mut pps: Vec<(Vec<usize>, Pp)> = pps.into_iter().collect();
     pps.sort_by(|x, y| y.1.tb.cmp(&x.1.tb).then(x.0.cmp(&y.0)));
+    // DHAT's own mode for the C heap is "heap"; dhat-rs writes "rust-heap".
+    let mode = if a.totals.api_counts[0] > 0 {
+        "rust-heap"
+    } else {
+        "heap"
+    };
     json!({
         "dhatFileVersion": 2,
-        "mode": "rust-heap",
+        "mode": mode,
         "verb": "Allocated",
         "bklt": true,
         "bkacc": false,
@@ -97,4 +103,19 @@ pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
         })).collect::<Vec<_>>(),
         "ftbl": ftbl,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dhat_mode_follows_the_api() {
+        let mut syms = Symbols::with_resolver(|_| Vec::new());
+        let mut a = Analysis::default();
+        a.totals.api_counts = [0, 5, 0, 0];
+        assert_eq!(dhat(&a, &mut syms)["mode"], "heap");
+        a.totals.api_counts = [1, 5, 0, 0];
+        assert_eq!(dhat(&a, &mut syms)["mode"], "rust-heap");
+    }
 }

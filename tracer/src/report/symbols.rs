@@ -432,11 +432,7 @@ mod tests {
         ] {
             assert!(is_runtime(&frame(name)), "{name}");
         }
-        for name in [
-            "operator newline_count(int)",
-            "_Z4name",
-            "make_buffer",
-        ] {
+        for name in ["operator newline_count(int)", "_Z4name", "make_buffer"] {
             assert!(!is_runtime(&frame(name)), "{name}");
         }
     }
