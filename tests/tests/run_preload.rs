@@ -363,6 +363,28 @@ fn run_debug_finds_a_write_after_free_at_exit() {
     assert_eq!(text(&out.stdout), "survived after_free\n");
 }
 
+/// Under the debug hooks, `free` of a stack buffer is reported (glibc would only say
+/// "free(): invalid pointer") with the call's traceback.
+#[test]
+fn run_debug_reports_a_free_of_a_stack_buffer() {
+    let dir = scratch_dir("run-debug-stack");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap(), "stack"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    let stack_line = site("run_corrupt.c", "main", "stack");
+    let stack_line = stack_line.rsplit(':').next().unwrap();
+    for line in [
+        ": not a tidemark debug block\n    free was called with a pointer tidemark did not hand \
+         out:\n    it points into the calling thread's stack.\n"
+            .to_string(),
+        format!("run_corrupt.c\", line {stack_line}, in main"),
+        "Fatal error: tidemark debug free: invalid free".to_string(),
+    ] {
+        assert!(err.contains(&line), "{line}: {err}");
+    }
+}
+
 /// The debug reports' tracebacks after a thousand rounds from the same stacks, which the
 /// express lane answers (recent stacks): the block's own allocation and first free, with the
 /// lines of the loop that made and freed it.

@@ -108,8 +108,27 @@ pub unsafe fn free(p: *mut c_void) {
             Backend::Glibc => glibc_free(p),
             Backend::Pymalloc => pymalloc_free(p),
             Backend::PymallocDebug if debug_owns(p) => DEBUG.c_free(p as *mut u8),
-            Backend::PymallocDebug => glibc_free(p),
+            Backend::PymallocDebug => {
+                refuse_stack_pointer(p, false);
+                glibc_free(p)
+            }
         }
+    }
+}
+
+/// Under the debug hooks, a pointer the layer does not know goes to glibc (a block from
+/// before the library took over), unless it points into the calling thread's stack: that
+/// is a bug the program's `free` or `realloc` would otherwise leave to glibc's terse
+/// "free(): invalid pointer", so it gets the debug report, with the call's traceback.
+#[cold]
+fn refuse_stack_pointer(p: *mut c_void, realloc: bool) {
+    let (low, high) = tidemark_tracer::thread_stack_bounds();
+    if (low..high).contains(&(p as usize)) {
+        debug::invalid_pointer(
+            p as *mut u8,
+            realloc,
+            "it points into the calling thread's stack",
+        );
     }
 }
 
@@ -138,6 +157,7 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// # Safety
 /// `p` is a live glibc block.
 unsafe fn realloc_foreign_into_debug(p: *mut c_void, size: usize) -> *mut c_void {
+    refuse_stack_pointer(p, true);
     if size == 0 {
         // SAFETY: guaranteed by the caller.
         unsafe { __libc_free(p) };

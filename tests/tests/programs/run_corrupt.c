@@ -1,6 +1,7 @@
 /* Heap misuse the debug allocator must report: argv[1] picks overflow, double free, a
  * double free after many rounds from the same stacks (whose tracebacks the preload's express
- * lane answers), a write after free that is still in the quarantine at exit, or nothing.
+ * lane answers), a write after free that is still in the quarantine at exit, a free of a
+ * stack buffer, or nothing.
  * Built without frame pointers. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,11 @@ int main(int argc, char **argv) {
             release(p); /* SITE repeated_free */
         }
         release(p); /* SITE repeated_double */
+    } else if (strcmp(what, "stack") == 0) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%s", what);
+        release(buf); /* SITE stack */
+        release(p);
     } else if (strcmp(what, "after_free") == 0) {
         release(p); /* SITE after_free */
         ((volatile char *)p)[10] = 'Z';
