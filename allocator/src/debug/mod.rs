@@ -152,18 +152,24 @@ mod scan;
 pub use check::check_heap;
 pub use config::parse_quarantine;
 
-/// Reports `p`, which a caller outside the debug layer found to be no block at all (the
-/// preload: a pointer into the thread's stack), as an invalid `free` (or `realloc`) with
-/// `reason`, and aborts: the same report the layer writes for an interior pointer.
+/// Reports the pointer `addr`, which a caller outside the debug layer found to be no block at
+/// all (the preload: a pointer into the thread's stack), as an invalid `free` (or `realloc`)
+/// with `reason`, and aborts: the same report the layer writes for an interior pointer.
 #[cold]
-pub fn invalid_pointer(p: *mut u8, realloc: bool, reason: &'static str) -> ! {
+pub fn invalid_pointer(addr: usize, realloc: bool, reason: &'static str) -> ! {
     let op = if realloc {
         report::Op::CRealloc
     } else {
         report::Op::Free
     };
     // SAFETY: an InvalidFree report reads nothing at `p`.
-    unsafe { report::fatal(op, p, report::Defect::InvalidFree { reason }) }
+    unsafe {
+        report::fatal(
+            op,
+            core::ptr::without_provenance_mut(addr),
+            report::Defect::InvalidFree { reason },
+        )
+    }
 }
 pub(crate) use fork::{fork_prepare, fork_release};
 pub use layout::{Api, CLEANBYTE, DEADBYTE, FORBIDDENBYTE};

@@ -125,7 +125,7 @@ fn refuse_stack_pointer(p: *mut c_void, realloc: bool) {
     let (low, high) = tidemark_tracer::thread_stack_bounds();
     if (low..high).contains(&(p as usize)) {
         debug::invalid_pointer(
-            p as *mut u8,
+            p as usize,
             realloc,
             "it points into the calling thread's stack",
         );
