@@ -171,11 +171,15 @@ pub fn expand(pattern: &Path, pid: u32) -> PathBuf {
 fn check_writable(pattern: &Path) -> Result<(), String> {
     let probe = expand(pattern, std::process::id());
     let existed = probe.exists();
-    // A device or a FIFO takes the bytes (or refuses them later) but leaves nothing to read.
+    // A device or a FIFO takes the bytes (or refuses them later: /dev/full) but leaves
+    // nothing to read; /dev/null is welcome, to time a run with the recording's cost.
     if let Ok(m) = std::fs::metadata(&probe) {
-        if !m.is_file() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let null = std::fs::metadata("/dev/null").map(|n| n.rdev());
+        if !m.is_file() && !(m.file_type().is_char_device() && null.ok() == Some(m.rdev())) {
             return Err(format!(
-                "cannot write the capture {}: not a regular file",
+                "cannot write the capture {}: not a regular file (only /dev/null is taken, to \
+                 time a run)",
                 pattern.display()
             ));
         }
@@ -619,8 +623,13 @@ mod tests {
         std::fs::remove_file(&text).unwrap();
         assert_eq!(
             check_writable(Path::new("/dev/full")),
-            Err("cannot write the capture /dev/full: not a regular file".into())
+            Err(
+                "cannot write the capture /dev/full: not a regular file (only /dev/null is \
+                 taken, to time a run)"
+                    .into()
+            )
         );
+        assert_eq!(check_writable(Path::new("/dev/null")), Ok(()));
         let e = check_writable(Path::new("/proc/no/such/dir/x.tdm")).unwrap_err();
         assert!(
             e.starts_with("cannot write the capture /proc/no/such/dir/x.tdm: "),
