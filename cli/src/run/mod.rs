@@ -176,7 +176,8 @@ fn check_writable(pattern: &Path) -> Result<(), String> {
     if let Ok(m) = std::fs::metadata(&probe) {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let null = std::fs::metadata("/dev/null").map(|n| n.rdev());
-        if !m.is_file() && !(m.file_type().is_char_device() && null.ok() == Some(m.rdev())) {
+        let is_null = m.file_type().is_char_device() && null.ok() == Some(m.rdev());
+        if !(m.is_file() || is_null) {
             return Err(format!(
                 "cannot write the capture {}: not a regular file (only /dev/null is taken, to \
                  time a run)",
