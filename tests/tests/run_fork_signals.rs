@@ -287,27 +287,25 @@ fn python_keeps_its_keyboard_interrupt() {
 fn sigterm_and_sighup_to_tidemark_are_passed_on_to_the_program() {
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
         let dir = scratch_dir(&format!("pass-on-{sig}"));
+        let exe = compile_c("run_wait.c", &dir, &[]);
         let mut run = Command::new(tidemark_cli())
             .arg("run")
             .arg("-o")
             .arg(dir.join("t.%p.tdm"))
-            .args(["--", "sleep", "30"])
-            .stdout(std::process::Stdio::null())
+            .arg("--")
+            .arg(&exe)
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // The capture file appears when the program has started (the preload creates it).
+        // "ready" comes from the program's main, which runs after the preload's constructor
+        // started the recording and put its flush handlers in place.
+        let mut out = std::io::BufReader::new(run.stdout.take().unwrap());
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+        assert_eq!(ready, "ready\n");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let capture = loop {
-            if let Some(c) = captures_in(&dir).pop() {
-                break c;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the program never started"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        let capture = captures_in(&dir).pop().expect("the capture exists");
         let pid: i32 = capture
             .file_name()
             .and_then(|n| n.to_str())
