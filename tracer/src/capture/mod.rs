@@ -60,6 +60,7 @@ pub use writer::{RecordOptions, RecordSummary};
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -186,10 +187,16 @@ fn start(
     let stop2 = stop.clone();
     buffers::register_fence();
     buffers::ACCEPTING.store(true, Ordering::SeqCst);
-    let handle = std::thread::Builder::new()
-        .name("tidemark-writer".into())
-        .spawn(move || writer::run(writer, stop2))
-        .inspect_err(|_| buffers::ACCEPTING.store(false, Ordering::SeqCst))?;
+    // The writer is born with every signal blocked (a new thread inherits its creator's
+    // mask): a signal delivered to it before it could block them itself would run the
+    // program's handler there, and a handler that flushes the capture would wait for this
+    // very thread.
+    let handle = with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("tidemark-writer".into())
+            .spawn(move || writer::run(writer, stop2))
+    })
+    .inspect_err(|_| buffers::ACCEPTING.store(false, Ordering::SeqCst))?;
     crate::hook::set_recording(true, max_frames);
     *active = Some(Active {
         path: path.clone(),
@@ -200,6 +207,23 @@ fn start(
     });
     register_process_handlers();
     Ok(RecordingGuard { path })
+}
+
+/// Runs `f` with every signal blocked in the calling thread, then restores its mask.
+fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the sets are locals; pthread_sigmask changes only this thread's mask, and the
+    // old mask is put back below.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
 }
 
 /// Stops the running recording, if any, and waits for the file to be complete. Does nothing
@@ -216,6 +240,14 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
     crate::hook::set_recording(false, crate::hook::DEFAULT_RECORD_FRAMES);
     active.stop.store(true, Ordering::Release);
     active.handle.thread().unpark();
+    // Never on the writer itself (it blocks every signal, so no flush handler runs there):
+    // joining it from inside would fail.
+    // SAFETY: pthread_self has no preconditions.
+    if active.handle.as_pthread_t() as libc::pthread_t == unsafe { libc::pthread_self() } {
+        return Some(Err(io::Error::other(
+            "the recording cannot be stopped from its own writer thread",
+        )));
+    }
     let result = match active.handle.join() {
         Ok(r) => r,
         Err(_) => Err(io::Error::other("the capture writer thread panicked")),
