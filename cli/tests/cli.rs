@@ -198,6 +198,30 @@ fn errors_are_one_line_with_status_2() {
     assert!(stderr_line(&o).contains("/nonexistent/dir/x.html: cannot write"));
 }
 
+/// A `TIDEMARK_RECORD` exported for the user's own program does not make the command record
+/// itself over the capture it reads.
+#[test]
+fn the_commands_own_allocations_ignore_tidemark_record() {
+    let d = dir();
+    let path = d.join("kept.tdm");
+    write_capture(&path, 100);
+    let before = std::fs::read(&path).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["stats", "--json", path.to_str().unwrap()])
+        .env("TIDEMARK_RECORD", &path)
+        .env("TIDEMARK_TRACE", "8")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the capture is untouched"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["total_allocations"], 2);
+}
+
 #[test]
 fn verbs_on_a_known_capture() {
     let d = dir();

@@ -75,9 +75,9 @@ pub use statistics::{format_size, KeyType, Statistic, StatisticDiff};
 pub use symbolize::Frame;
 pub use traceback::{Trace, Traceback};
 pub use tracer::{
-    clear_traces, is_tracing, lost_traces, object_traceback, reset_peak, start, stop,
-    take_snapshot, take_snapshot_with, traceback_limit, traceback_of, traced_memory, tracer_memory,
-    track, untrack, SnapshotOptions,
+    clear_traces, ignore_environment, is_tracing, lost_traces, object_traceback, reset_peak, start,
+    stop, take_snapshot, take_snapshot_with, traceback_limit, traceback_of, traced_memory,
+    tracer_memory, track, untrack, SnapshotOptions,
 };
 pub use unwind::{capture_stack, stack_bounds as thread_stack_bounds};
 

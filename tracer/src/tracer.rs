@@ -219,6 +219,18 @@ pub(crate) fn symbolic_traceback(
     Traceback::with_total(frames, total.max(1))
 }
 
+/// Makes `TIDEMARK_TRACE` and `TIDEMARK_RECORD` of no effect in this process. For a program
+/// that wraps its allocator in [`crate::Traced`] for its own use and must not start tracing
+/// or recording because the user's environment asks that of *their* program (the `tidemark`
+/// command, which would otherwise record itself over the capture it was asked to read).
+/// Call it before the first allocation through `Traced` (from a constructor); later it
+/// changes nothing.
+pub fn ignore_environment() {
+    if hook::claim_env_init() {
+        hook::finish_env_init();
+    }
+}
+
 /// Starts tracing if `TIDEMARK_TRACE=N` is set (1 ≤ N ≤ 1024), like PYTHONTRACEMALLOC. Called
 /// once, from the first allocation, inside the hook (so its own allocations are not traced).
 pub(crate) fn init_from_env() {
