@@ -90,6 +90,11 @@ pub fn traceback_of(domain: u32, ptr: usize, options: &SnapshotOptions) -> Optio
     if !is_tracing() {
         return None;
     }
+    // The symbolizer's tables and the traceback are the tracer's memory, not the program's.
+    hook::with_reentrancy_guard(|| traceback_of_untraced(domain, ptr, options))
+}
+
+fn traceback_of_untraced(domain: u32, ptr: usize, options: &SnapshotOptions) -> Option<Traceback> {
     let e = table::get(domain, ptr)?;
     let mut sym = symbolizer();
     let sym = sym.get_or_insert_with(|| Symbolizer::new(current_modules()));
@@ -145,6 +150,12 @@ pub fn take_snapshot_with(options: &SnapshotOptions) -> Result<Snapshot, TraceEr
     if !is_tracing() {
         return Err(TraceError::NotTracing);
     }
+    // Like tracemalloc's, the snapshot and the symbolizer's tables (megabytes of line tables)
+    // are not traced: they would show up as the program's memory in the next snapshot.
+    Ok(hook::with_reentrancy_guard(|| snapshot_untraced(options)))
+}
+
+fn snapshot_untraced(options: &SnapshotOptions) -> Snapshot {
     let limit = traceback_limit();
     let mut entries: MapVec<TraceEntry> = MapVec::new();
     // Shard locks are held only while copying into mmap'd memory.
@@ -165,7 +176,7 @@ pub fn take_snapshot_with(options: &SnapshotOptions) -> Result<Snapshot, TraceEr
             traceback: tb,
         });
     }
-    Ok(Snapshot::from_traces(traces, limit))
+    Snapshot::from_traces(traces, limit)
 }
 
 static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
