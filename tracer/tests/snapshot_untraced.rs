@@ -16,7 +16,10 @@ fn snapshots_and_the_symbolizer_are_not_traced() {
     let second = tidemark_tracer::take_snapshot().unwrap();
     assert!(tidemark_tracer::object_traceback(kept.as_ptr()).is_some());
     let (after_second, _) = tidemark_tracer::traced_memory();
-    assert_eq!(after_second, after_first, "the first snapshot is not traced");
+    assert_eq!(
+        after_second, after_first,
+        "the first snapshot is not traced"
+    );
     let total = |s: &Snapshot| s.traces().iter().map(|t| t.size).sum::<usize>();
     assert_eq!(total(&second), total(&first));
     assert_eq!(first.traces().iter().filter(|t| t.size == 1000).count(), 1);

@@ -3,10 +3,10 @@
 //!
 //! When the recording starts, each signal of [`HANDLED`] whose action is the default gets
 //! [`on_fatal_signal`]: it stops and flushes the recording (the writer thread writes what is
-//! buffered and the end marker; a watchdog ends the wait after 1 s), then restores the
-//! default action and raises the signal again. A signal whose action is not the default at
-//! load (an ignored SIGINT in a background job, a handler inherited across exec) is left
-//! alone.
+//! buffered and the end marker; a watchdog ends the wait once the writer makes no progress
+//! for a second), then restores the default action and raises the signal again. A signal
+//! whose action is not the default at load (an ignored SIGINT in a background job, a handler
+//! inherited across exec) is left alone.
 //!
 //! The program must not notice the handler: CPython installs its KeyboardInterrupt handler
 //! only where it finds SIG_DFL at startup, and shells and `signal.getsignal` look at the
@@ -25,7 +25,7 @@
 //! SIGKILL cannot be caught: a killed program leaves its capture readable up to the writer's
 //! last tick (10 ms), without the end marker.
 
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 extern "C" {
     /// glibc's `sigaction` under its other exported name: `sigaction` itself is interposed
@@ -206,14 +206,32 @@ pub fn die_by(sig: i32) {
     }
 }
 
+/// The writer's CPU time at the watchdog's last look (0: not looked yet), and how many
+/// seconds it has granted.
+static WRITER_SEEN: AtomicU64 = AtomicU64::new(0);
+static GRANTED: AtomicU32 = AtomicU32::new(0);
+/// The longest a flush may take while the writer keeps working.
+const MAX_FLUSH_SECONDS: u32 = 30;
+
+/// Every second of the flush: another second while the writer thread has used CPU since the
+/// last look (it is compressing and writing: four forked workers flushing at once on a
+/// loaded machine took over a second), else the process dies by its signal now.
 extern "C" fn watchdog(_sig: i32) {
+    let seen = tidemark_tracer::capture::writer_cpu_ns().unwrap_or(0);
+    let before = WRITER_SEEN.swap(seen, Ordering::SeqCst);
+    if seen > before && GRANTED.fetch_add(1, Ordering::SeqCst) < MAX_FLUSH_SECONDS {
+        // SAFETY: alarm is async-signal-safe.
+        unsafe { libc::alarm(1) };
+        return;
+    }
     die_by(DYING_BY.load(Ordering::SeqCst));
 }
 
 /// Best effort: the flush is not async-signal-safe (the writer thread compresses and writes
 /// what is buffered, and the handler joins it), so a watchdog ends the process by the same
-/// signal if it takes over 1 s (a lock held by the interrupted code, a corrupt heap). The
-/// first signal wins: another handled one arriving meanwhile ends the process at once.
+/// signal once the writer has made no progress for a second (a lock held by the interrupted
+/// code, a corrupt heap), or after 30 s. The first signal wins: another handled one arriving
+/// meanwhile ends the process at once.
 extern "C" fn on_fatal_signal(sig: i32) {
     if DYING_BY
         .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
@@ -223,7 +241,13 @@ extern "C" fn on_fatal_signal(sig: i32) {
         alarm.sa_sigaction = watchdog as extern "C" fn(i32) as libc::sighandler_t;
         real_sigaction(libc::SIGALRM, &alarm, core::ptr::null_mut());
         // SAFETY: alarm is async-signal-safe.
+        WRITER_SEEN.store(
+            tidemark_tracer::capture::writer_cpu_ns().unwrap_or(0),
+            Ordering::SeqCst,
+        );
         unsafe { libc::alarm(1) };
+        // This thread may have been stopped inside an event's append: it never finishes it.
+        tidemark_tracer::capture::abandon_this_threads_event();
         crate::lifecycle::flush_before_exit();
     }
     die_by(sig);

@@ -197,6 +197,13 @@ fn start(
             .spawn(move || writer::run(writer, stop2))
     })
     .inspect_err(|_| buffers::ACCEPTING.store(false, Ordering::SeqCst))?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the thread is alive (just spawned, joined only by `stop`); `clock` is a local.
+    if unsafe { libc::pthread_getcpuclockid(handle.as_pthread_t() as libc::pthread_t, &mut clock) }
+        == 0
+    {
+        WRITER_CLOCK.store(clock as i64, Ordering::Release);
+    }
     crate::hook::set_recording(true, max_frames);
     *active = Some(Active {
         path: path.clone(),
@@ -208,6 +215,32 @@ fn start(
     register_process_handlers();
     Ok(RecordingGuard { path })
 }
+
+/// The writer thread's CPU-time clock (`NO_CLOCK`: none), for [`writer_cpu_ns`].
+static WRITER_CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(NO_CLOCK);
+const NO_CLOCK: i64 = i64::MIN;
+
+/// CPU time the writer thread has used, if it runs: a flush that waits for it can tell a
+/// writer at work (compressing a big stack table in a forked child, on a loaded machine) from
+/// one that is stuck. Async-signal-safe (`clock_gettime`).
+pub fn writer_cpu_ns() -> Option<u64> {
+    let clock = WRITER_CLOCK.load(Ordering::Acquire);
+    if clock == NO_CLOCK {
+        return None;
+    }
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-pointer; a stale clock id only makes the call fail.
+    let ok = unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut t) } == 0;
+    ok.then(|| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+/// Before a flush from a fatal signal's handler: the interrupted thread will never finish the
+/// event it may have been appending, so the final flush must not wait for it (it would wait
+/// out the handler's watchdog, and the capture would end without its end marker).
+pub use buffers::abandon_this_threads_event;
 
 /// Runs `f` with every signal blocked in the calling thread, then restores its mask.
 fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
@@ -239,6 +272,7 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
     })?;
     crate::hook::set_recording(false, crate::hook::DEFAULT_RECORD_FRAMES);
     active.stop.store(true, Ordering::Release);
+    // (The writer's clock stays readable until the join: a flush handler watches it.)
     active.handle.thread().unpark();
     // Never on the writer itself (it blocks every signal, so no flush handler runs there):
     // joining it from inside would fail.
@@ -408,6 +442,8 @@ pub fn forget_after_fork() {
         // undefined. Leaked, with the path and the stop flag (a few bytes per fork).
         std::mem::forget(active);
     }
+    // The writer's clock names the parent's thread.
+    WRITER_CLOCK.store(NO_CLOCK, Ordering::Release);
     crate::hook::set_recording(false, crate::hook::DEFAULT_RECORD_FRAMES);
     buffers::reset_after_fork();
 }

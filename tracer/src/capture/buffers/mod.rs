@@ -51,7 +51,7 @@ mod slots;
 mod writer_view;
 
 pub use rows::{EventList, RowSink};
-pub use slots::suppress_this_thread;
+pub use slots::{abandon_this_threads_event, suppress_this_thread};
 use slots::{event_buf, mine, own_slot, set_identity};
 pub use writer_view::{retire, snapshot_slots, RowSpan};
 

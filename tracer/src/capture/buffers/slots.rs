@@ -167,3 +167,13 @@ pub(super) fn set_identity(s: &ThreadBuf) {
         Ordering::Release,
     );
 }
+
+/// For a thread that will never return to the event it was interrupted in (a fatal signal's
+/// handler, about to flush the capture and die): gives up that event's row, so that the
+/// writer's barrier does not wait for it. The row is lost unless it was published already.
+/// Async-signal-safe: one load and one store.
+pub fn abandon_this_threads_event() {
+    if let Ok(buf) = own_slot() {
+        buf.busy.store(0, Ordering::Release);
+    }
+}
