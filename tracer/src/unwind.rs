@@ -144,6 +144,10 @@ fn dwarf_capture(skip: usize, out: &mut [u64], count_limit: usize) -> (usize, us
     // that it would otherwise lock; libgcc's _Unwind_Backtrace is thread-safe on Linux.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
+            // The outermost frame's return address (after `_start`) is 0: no frame.
+            if frame.ip().is_null() {
+                return false;
+            }
             if seen >= skip {
                 if n < out.len() {
                     out[n] = frame.ip() as u64;
@@ -232,6 +236,14 @@ mod tests {
         let (n, total) = capture_counted(0, &mut small, 1 << 16);
         assert_eq!(n, 3);
         assert_eq!(total, depth);
+    }
+
+    #[test]
+    fn dwarf_stacks_end_without_a_null_frame() {
+        let mut out = [0u64; 256];
+        let (n, _) = dwarf_capture(0, &mut out, 1 << 16);
+        assert!(n > 2, "{n}");
+        assert!(out[..n].iter().all(|&ip| ip != 0), "{:x?}", &out[..n]);
     }
 
     #[test]
