@@ -240,11 +240,11 @@ extern "C" fn on_fatal_signal(sig: i32) {
         let mut alarm = default_action();
         alarm.sa_sigaction = watchdog as extern "C" fn(i32) as libc::sighandler_t;
         real_sigaction(libc::SIGALRM, &alarm, core::ptr::null_mut());
-        // SAFETY: alarm is async-signal-safe.
         WRITER_SEEN.store(
             tidemark_tracer::capture::writer_cpu_ns().unwrap_or(0),
             Ordering::SeqCst,
         );
+        // SAFETY: alarm is async-signal-safe.
         unsafe { libc::alarm(1) };
         // This thread may have been stopped inside an event's append: it never finishes it.
         tidemark_tracer::capture::abandon_this_threads_event();

@@ -58,6 +58,11 @@ pub use format::CaptureError;
 pub use reader::{Batch, CaptureReader, Item};
 pub use writer::{RecordOptions, RecordSummary};
 
+/// Before a flush from a fatal signal's handler: the interrupted thread will never finish the
+/// event it may have been appending, so the final flush must not wait for it (it would wait
+/// out the handler's watchdog, and the capture would end without its end marker).
+pub use buffers::abandon_this_threads_event;
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
@@ -237,11 +242,6 @@ pub fn writer_cpu_ns() -> Option<u64> {
     ok.then(|| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
 }
 
-/// Before a flush from a fatal signal's handler: the interrupted thread will never finish the
-/// event it may have been appending, so the final flush must not wait for it (it would wait
-/// out the handler's watchdog, and the capture would end without its end marker).
-pub use buffers::abandon_this_threads_event;
-
 /// Runs `f` with every signal blocked in the calling thread, then restores its mask.
 fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: the sets are locals; pthread_sigmask changes only this thread's mask, and the
@@ -286,6 +286,7 @@ pub fn stop() -> Option<io::Result<RecordSummary>> {
         Ok(r) => r,
         Err(_) => Err(io::Error::other("the capture writer thread panicked")),
     };
+    WRITER_CLOCK.store(NO_CLOCK, Ordering::Release);
     if let Ok(summary) = &result {
         LAST_EVENTS.store(summary.events, Ordering::Relaxed);
     }
