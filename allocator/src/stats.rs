@@ -312,7 +312,26 @@ static EXIT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::n
 
 extern "C" fn print_stats_at_exit() {
     let mut out = crate::stderr::Stderr::to_fd(EXIT_FD.load(Ordering::Relaxed));
-    let _ = fmt::Write::write_fmt(&mut out, format_args!("{}", stats()));
+    // Which process: with the preload, every program of a pipeline or a build prints its own.
+    let mut name = [0u8; 17];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL-terminated, into the buffer;
+    // getpid has no preconditions.
+    let (named, pid) = unsafe {
+        (
+            libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) == 0,
+            libc::getpid(),
+        )
+    };
+    let len = name.iter().position(|&b| b == 0).unwrap_or(0);
+    let comm = core::str::from_utf8(&name[..len]).unwrap_or("?");
+    let _ = fmt::Write::write_fmt(
+        &mut out,
+        format_args!(
+            "tidemark allocator statistics of pid {pid} ({}):\n{}",
+            if named { comm } else { "?" },
+            stats()
+        ),
+    );
 }
 
 /// Registers the `TIDEMARK_MALLOCSTATS=1` exit hook (called once, outside any allocator lock).

@@ -41,6 +41,16 @@ fn blocks_really_come_from_tidemark() {
         "{stderr}"
     );
     assert!(stderr.contains("# arenas allocated current"), "{stderr}");
+    // Each program of the pipeline prints its own, named.
+    for program in ["sort", "head"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("tidemark allocator statistics of pid ")
+                    && l.ends_with(&format!(" ({program}):"))),
+            "{program}: {stderr}"
+        );
+    }
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
 }
 
