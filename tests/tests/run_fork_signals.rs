@@ -339,3 +339,45 @@ fn sigterm_and_sighup_to_tidemark_are_passed_on_to_the_program() {
         assert!(Capture::read(&capture).complete, "{name}: capture flushed");
     }
 }
+
+/// multiprocessing's Pool ends its workers with SIGTERM, often while they are exiting by
+/// themselves and flushing their captures: the flush finishes first, so every worker's
+/// capture ends with its end marker (before the fix, about one in seven did not).
+#[test]
+fn pool_workers_terminated_while_exiting_leave_complete_captures() {
+    let Some(py) = python_executable() else {
+        eprintln!("python3 not installed: skipped");
+        return;
+    };
+    let dir = scratch_dir("pool-terminate");
+    let script = dir.join("pool.py");
+    std::fs::write(
+        &script,
+        "import multiprocessing as mp\n\
+         def f(x):\n    return len({i: str(i) * 10 for i in range(20000 + x)})\n\
+         if __name__ == '__main__':\n    mp.set_start_method('fork')\n\
+         \x20   with mp.Pool(4) as p:\n        p.map(f, range(16))\n",
+    )
+    .unwrap();
+    for round in 0..3 {
+        let pattern = dir.join(format!("r{round}.tdm"));
+        let out = Command::new(tidemark_cli())
+            .args(["run", "-q", "--follow-fork", "-o"])
+            .arg(&pattern)
+            .arg("--")
+            .arg(&py)
+            .arg(&script)
+            .env("PYTHONMALLOC", "malloc")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let workers: Vec<PathBuf> = captures_in(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e != "tdm"))
+        .collect();
+    assert_eq!(workers.len(), 12, "{workers:?}");
+    for w in workers {
+        assert!(Capture::read(&w).complete, "{}", w.display());
+    }
+}

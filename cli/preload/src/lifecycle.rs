@@ -206,9 +206,40 @@ pub fn flush_before_exit() {
     {
         return;
     }
+    // A fatal signal during this flush (multiprocessing's Pool sends SIGTERM to workers that
+    // may be exiting already) must not end the process half-way: this thread holds the
+    // asynchronous ones until the flush is done, and a handler on another thread waits for it
+    // (`wait_for_exit_flush`).
+    // SAFETY: gettid has no preconditions.
+    FLUSHER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    let held = crate::signals::hold_async_signals();
     trace::stop();
+    crate::signals::release_held_signals(held);
+    FLUSHER.store(0, Ordering::SeqCst);
     if STATS.load(Ordering::Relaxed) {
         print_stats();
+    }
+}
+
+/// The thread running `flush_before_exit`'s flush (0: none).
+static FLUSHER: AtomicI32 = AtomicI32::new(0);
+
+/// Waits until a flush that another thread of this process runs is done. Async-signal-safe;
+/// the fatal-signal handler's watchdog bounds the wait.
+pub fn wait_for_exit_flush() {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    loop {
+        let flusher = FLUSHER.load(Ordering::SeqCst);
+        if flusher == 0 || flusher == me {
+            return;
+        }
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        // SAFETY: nanosleep is async-signal-safe and reads only the local timespec.
+        unsafe { libc::nanosleep(&pause, core::ptr::null_mut()) };
     }
 }
 

@@ -206,6 +206,42 @@ pub fn die_by(sig: i32) {
     }
 }
 
+/// The signals of [`HANDLED`] that arrive from outside (not from a fault of the code running).
+const ASYNC: [i32; 9] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+];
+
+/// Blocks the asynchronous handled signals in the calling thread; returns its previous mask
+/// for [`release_held_signals`]. One that arrives meanwhile waits, and is delivered (or, if
+/// the process exits first, dropped) after.
+pub fn hold_async_signals() -> libc::sigset_t {
+    // SAFETY: the sets are locals; pthread_sigmask changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in ASYNC {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+/// Restores the mask [`hold_async_signals`] returned.
+pub fn release_held_signals(old: libc::sigset_t) {
+    // SAFETY: `old` is a mask pthread_sigmask returned.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
+}
+
 /// The writer's CPU time at the watchdog's last look (0: not looked yet), and how many
 /// seconds it has granted.
 static WRITER_SEEN: AtomicU64 = AtomicU64::new(0);
@@ -248,6 +284,8 @@ extern "C" fn on_fatal_signal(sig: i32) {
         unsafe { libc::alarm(1) };
         // This thread may have been stopped inside an event's append: it never finishes it.
         tidemark_tracer::capture::abandon_this_threads_event();
+        // An exit's flush under way on another thread finishes first.
+        crate::lifecycle::wait_for_exit_flush();
         crate::lifecycle::flush_before_exit();
     }
     die_by(sig);
