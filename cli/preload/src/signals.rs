@@ -34,7 +34,8 @@ extern "C" {
 }
 
 /// The signals whose default action ends the process and whose death should leave a
-/// complete capture. SIGALRM, SIGVTALRM and SIGPROF are left to timers and profilers.
+/// complete capture. SIGALRM, SIGVTALRM and SIGPROF are left to timers and profilers. The
+/// first [`ASYNC`] come from outside the process; the rest from a fault of the code running.
 pub const HANDLED: [i32; 14] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -206,18 +207,8 @@ pub fn die_by(sig: i32) {
     }
 }
 
-/// The signals of [`HANDLED`] that arrive from outside (not from a fault of the code running).
-const ASYNC: [i32; 9] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGPIPE,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGXCPU,
-    libc::SIGXFSZ,
-];
+/// How many of [`HANDLED`], from the first, arrive from outside (SIGINT to SIGXFSZ).
+const ASYNC: usize = 9;
 
 /// Blocks the asynchronous handled signals in the calling thread; returns its previous mask
 /// for [`release_held_signals`]. One that arrives meanwhile waits, and is delivered (or, if
@@ -228,7 +219,7 @@ pub fn hold_async_signals() -> libc::sigset_t {
         let mut set: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in ASYNC {
+        for &sig in &HANDLED[..ASYNC] {
             libc::sigaddset(&mut set, sig);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
