@@ -157,7 +157,10 @@ struct DiffArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
+    /// `frame;frame;frame bytes` lines, for any flamegraph tool.
     Folded,
+    /// DHAT's JSON, for Valgrind's dh_view.html (a capture with events, not --aggregate;
+    /// lifetimes are dated by the 10 ms memory samples).
     Dhat,
 }
 
@@ -280,6 +283,14 @@ fn run(command: Command) -> Result<()> {
                     },
                 ),
                 ExportFormat::Dhat => {
+                    if analysis.meta.aggregate {
+                        return Err(format!(
+                            "export --format dhat: {} is an aggregate capture (run \
+                             --aggregate): it keeps peak, end and total bytes per site, not \
+                             the maxima and lifetimes DHAT shows; record without --aggregate",
+                            analysis.path
+                        ));
+                    }
                     let v = report::export::dhat(&analysis, &mut syms);
                     serde_json::to_string(&v).map_err(|e| e.to_string())? + "\n"
                 }

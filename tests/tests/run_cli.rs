@@ -45,6 +45,21 @@ fn records_and_says_what_next() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.join("named.tdm").is_file());
+    // An aggregate capture keeps no maxima or times: DHAT's format would show zeros.
+    let out = Command::new(tidemark())
+        .args(["export", "--format", "dhat"])
+        .arg(dir.join("named.tdm"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with(&format!(
+            "tidemark: error: export --format dhat: {} is an aggregate capture (run --aggregate)",
+            dir.join("named.tdm").display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Into /dev/null (timing a run): the program runs as usual, and there is nothing to read.
     let out = tidemark_run(

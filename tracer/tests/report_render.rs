@@ -290,6 +290,14 @@ fn summary_tree_exports() {
     assert_eq!(gb, 1350);
     let eb: u64 = pps.iter().map(|p| p["eb"].as_u64().unwrap()).sum();
     assert_eq!(eb, 1000);
+    // Lifetimes, dated by the samples: the three parse blocks and the evil one were allocated
+    // before the 10 ms sample and freed after it (10 ms each); the cache block lives from the
+    // start to the end (25 ms).
+    let tl = |tb: u64| {
+        let p = pps.iter().find(|p| p["tb"] == tb).unwrap();
+        p["tl"].as_u64().unwrap()
+    };
+    assert_eq!((tl(300), tl(50), tl(1000)), (30_000, 10_000, 25_000));
     let ftbl = dhat["ftbl"].as_array().unwrap();
     assert_eq!(ftbl[0], "[root]");
     // dh_view parses frames as `0xADDR: function (file:line:col)`.

@@ -29,7 +29,10 @@ pub fn folded(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
 }
 
 /// DHAT's JSON format (`dhatFileVersion` 2, as written by DHAT and dhat-rs): one program
-/// point per stack with totals, maximum, at-global-peak and at-end bytes and blocks.
+/// point per stack with totals, maximum, at-global-peak and at-end bytes and blocks, and the
+/// blocks' summed lifetime in µs (see [`super::replay::Site::total_lifetime_ns`] for its
+/// precision). Needs a capture with events: an aggregate capture keeps neither maxima nor
+/// times (the CLI refuses it).
 pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
     #[derive(Default)]
     struct Pp {
@@ -41,6 +44,7 @@ pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
         gbk: u64,
         eb: u64,
         ebk: u64,
+        tl_ns: u64,
     }
     let mut ftbl: Vec<String> = vec!["[root]".into()];
     let mut frame_index: HashMap<String, usize> = HashMap::new();
@@ -72,6 +76,7 @@ pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
         pp.gbk += s.peak_count;
         pp.eb += s.cur_bytes;
         pp.ebk += s.cur_count;
+        pp.tl_ns += s.total_lifetime_ns(a.duration_ns);
     }
     let mut pps: Vec<(Vec<usize>, Pp)> = pps.into_iter().collect();
     pps.sort_by(|x, y| y.1.tb.cmp(&x.1.tb).then(x.0.cmp(&y.0)));
@@ -95,7 +100,7 @@ pub fn dhat(a: &Analysis, syms: &mut Symbols) -> Value {
         "tg": a.peak_time_ns / 1000,
         "te": a.duration_ns / 1000,
         "pps": pps.iter().map(|(fs, p)| json!({
-            "tb": p.tb, "tbk": p.tbk, "tl": 0,
+            "tb": p.tb, "tbk": p.tbk, "tl": p.tl_ns / 1000,
             "mb": p.mb, "mbk": p.mbk,
             "gb": p.gb, "gbk": p.gbk,
             "eb": p.eb, "ebk": p.ebk,
