@@ -23,14 +23,17 @@
 //! Blocks wait in an outbox until it fills, until the freeing thread frees for another owner
 //! in that class, enters the allocation slow path, or exits: at most 64 blocks per class per
 //! thread are held back. Until they are collected, blocks in outboxes and inboxes count as in
-//! use in their pools (and in `stats()`).
+//! use in their pools; `stats()` counts them as available ([`in_transit`]), from counters
+//! that each thread keeps in its own heap: what its outboxes hold and have sent, and what its
+//! inbox has received. None is shared, so the senders do not write one more cache line of the
+//! owner's: the blocks on their way are the sum of all sent minus the sum of all received.
 
 use crate::free::return_to_pool;
 use crate::heap::{sentinel_heap, Heap};
 use crate::pool::{Block, Pool};
 use crate::size_class::NUM_CLASSES;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Blocks an outbox gathers before it sends them.
 const BATCH: u32 = 64;
@@ -45,6 +48,9 @@ pub struct Inbox {
     stacks: [AtomicPtr<Block>; NUM_CLASSES],
     /// Batches taken off `stacks` and not yet spliced into a cache (owner only).
     taken: [*mut Block; NUM_CLASSES],
+    /// Blocks of each class taken off `stacks` into the cache or the pools, ever (for
+    /// statistics; written by the owner only).
+    received: [AtomicU64; NUM_CLASSES],
 }
 
 impl Inbox {
@@ -52,15 +58,66 @@ impl Inbox {
         Inbox {
             stacks: [const { AtomicPtr::new(ptr::null_mut()) }; NUM_CLASSES],
             taken: [ptr::null_mut(); NUM_CLASSES],
+            received: [const { AtomicU64::new(0) }; NUM_CLASSES],
         }
     }
+
+    /// The owner took a batch of `count` blocks of `class` out of the inbox.
+    fn taken_out(&self, class: usize, count: u32) {
+        add(&self.received[class], count as u64);
+    }
+}
+
+/// Adds to a counter only its owner writes (a plain load and store: no locked instruction).
+#[inline(always)]
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Blocks of each class sent by threads without a heap (the sentinel's, never written).
+static SENT_WITHOUT_HEAP: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
+
+/// Blocks freed by a thread that does not own them and not yet back in their owner's cache
+/// or pools, per class: in outboxes, and sent but not received. Exact at rest; while threads
+/// free and collect, a sum read across heaps may be off by the batches that moved meanwhile
+/// (never below zero).
+pub fn in_transit(heaps: impl FnOnce(&mut dyn FnMut(&Heap))) -> [usize; NUM_CLASSES] {
+    let mut sent = [0u64; NUM_CLASSES];
+    let mut received = [0u64; NUM_CLASSES];
+    for (class, n) in sent.iter_mut().enumerate() {
+        *n = SENT_WITHOUT_HEAP[class].load(Ordering::Relaxed);
+    }
+    heaps(&mut |heap: &Heap| {
+        for class in 0..NUM_CLASSES {
+            let outbox = &heap.outbox[class];
+            sent[class] = sent[class]
+                .wrapping_add(outbox.sent.load(Ordering::Relaxed))
+                .wrapping_add(outbox.len() as u64);
+            received[class] =
+                received[class].wrapping_add(heap.inbox.received[class].load(Ordering::Relaxed));
+        }
+    });
+    let mut out = [0usize; NUM_CLASSES];
+    for class in 0..NUM_CLASSES {
+        let n = sent[class].wrapping_sub(received[class]);
+        // A batch received whose sending was not seen yet reads as a huge count: none.
+        out[class] = if n > u32::MAX as u64 { 0 } else { n as usize };
+    }
+    out
 }
 
 /// The sender's side, per class: blocks freed for one owner, not yet sent.
 pub struct Outbox {
     owner: *mut Heap,
     head: *mut Block,
-    count: u32,
+    /// Blocks on `head` (written by the sender only; an atomic because statistics read it
+    /// from other threads: plain loads and stores on x86-64).
+    count: AtomicU32,
+    /// Blocks sent from here, ever (for statistics; written by the sender only).
+    sent: AtomicU64,
 }
 
 impl Outbox {
@@ -68,8 +125,14 @@ impl Outbox {
         Outbox {
             owner: ptr::null_mut(),
             head: ptr::null_mut(),
-            count: 0,
+            count: AtomicU32::new(0),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// Blocks held here, not yet sent (for statistics).
+    pub fn len(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
     }
 }
 
@@ -100,6 +163,7 @@ pub unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut Block) {
         let class = (*pool).class.load(Ordering::Relaxed) as usize;
         if me == sentinel_heap() {
             (*block).next = ptr::null_mut();
+            SENT_WITHOUT_HEAP[class].fetch_add(1, Ordering::Relaxed);
             push_batch(owner, class, block, 1);
             return;
         }
@@ -110,8 +174,9 @@ pub unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut Block) {
         }
         (*block).next = outbox.head;
         outbox.head = block;
-        outbox.count += 1;
-        if outbox.count == BATCH {
+        let count = outbox.len() + 1;
+        outbox.count.store(count, Ordering::Relaxed);
+        if count == BATCH {
             send(outbox, class);
         } else {
             (*me).outbox_pending |= 1 << class;
@@ -122,11 +187,13 @@ pub unsafe fn free_remote(me: *mut Heap, pool: *mut Pool, block: *mut Block) {
 /// Sends an outbox's blocks to their owner.
 #[inline]
 unsafe fn send(outbox: &mut Outbox, class: usize) {
-    if outbox.count != 0 {
+    let count = outbox.len();
+    if count != 0 {
         // SAFETY: the outbox holds `count` free blocks of `owner`'s pools of `class`.
-        unsafe { push_batch(outbox.owner, class, outbox.head, outbox.count) };
+        unsafe { push_batch(outbox.owner, class, outbox.head, count) };
         outbox.head = ptr::null_mut();
-        outbox.count = 0;
+        outbox.count.store(0, Ordering::Relaxed);
+        add(&outbox.sent, count as u64);
     }
 }
 
@@ -178,10 +245,12 @@ impl Heap {
         unsafe {
             let word = *batch_word(batch);
             self.inbox.taken[class] = (word & NEXT_MASK) as *mut Block;
+            let count = (word >> COUNT_SHIFT) as u32;
             let cache = &mut self.cache[class];
             debug_assert!(cache.head.is_null());
             cache.head = batch;
-            cache.set_count((word >> COUNT_SHIFT) as u32);
+            cache.set_count(count);
+            self.inbox.taken_out(class, count);
         }
         true
     }
@@ -200,7 +269,9 @@ impl Heap {
                 while !batch.is_null() {
                     // SAFETY: as in `take_remote_batch`; each block goes back to its pool.
                     unsafe {
-                        let next_batch = (*batch_word(batch) & NEXT_MASK) as *mut Block;
+                        let word = *batch_word(batch);
+                        let next_batch = (word & NEXT_MASK) as *mut Block;
+                        self.inbox.taken_out(class, (word >> COUNT_SHIFT) as u32);
                         let mut block = batch;
                         while !block.is_null() {
                             let next = (*block).next;

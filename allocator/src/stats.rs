@@ -8,6 +8,7 @@
 use crate::arena;
 use crate::heap::{self, RawCounters};
 use crate::pool::UNUSED;
+use crate::remote;
 use crate::size_class::{
     block_size, blocks_per_pool, ARENA_SIZE, NUM_CLASSES, POOL_OVERHEAD, POOL_SIZE,
     SMALL_REQUEST_THRESHOLD,
@@ -119,7 +120,12 @@ pub fn stats() -> Stats {
             cached[class] += cache.len() as usize;
         }
     });
-    // Blocks in a heap's class cache are free, though their pools count them as handed out.
+    let in_transit = remote::in_transit(|visit| thread::visit_heaps(visit));
+    for (class, n) in in_transit.iter().enumerate() {
+        cached[class] += n;
+    }
+    // Blocks in a heap's class cache are free, though their pools count them as handed out;
+    // so are the blocks freed by other threads on their way back (remote.rs).
     for (class, c) in stats.classes.iter_mut().enumerate() {
         let n = cached[class].min(c.blocks_in_use);
         c.blocks_in_use -= n;
