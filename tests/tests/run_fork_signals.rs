@@ -68,6 +68,14 @@ fn assert_parent_capture(c: &Capture, s: &ForkSites) {
         (0, 0, 0),
         "the child's allocations: {all}"
     );
+    // Nothing of the preload's own: with --follow-fork its constructor sets the children's
+    // capture pattern in the environment after the recording started (it showed as leaks).
+    assert!(
+        !c.sites
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.contains("tidemark_preload::"))),
+        "{all}"
+    );
 }
 
 #[test]
