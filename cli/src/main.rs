@@ -14,6 +14,15 @@
 //!
 //! Every failure prints one line (`tidemark: error: ...`) and exits with status 2.
 
+/// `eprintln!` that ignores a failed write: stderr may be a pipe whose reader has gone
+/// (`2>&1 | head`), and `eprintln!` panics then, inside the panic hook too, which aborts.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod demo;
 mod run;
 
@@ -200,7 +209,7 @@ fn main() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("tidemark: internal error: {msg}{at}");
+        say!("tidemark: internal error: {msg}{at}");
         std::process::exit(2);
     }));
     let cli = match Cli::try_parse() {
@@ -219,7 +228,7 @@ fn main() {
                     },
                 );
             }
-            eprintln!("tidemark: error: {}", usage_error(&e.to_string()));
+            say!("tidemark: error: {}", usage_error(&e.to_string()));
             std::process::exit(2);
         }
     };
@@ -228,7 +237,7 @@ fn main() {
         other => other,
     };
     if let Err(e) = run(command) {
-        eprintln!("tidemark: error: {e}");
+        say!("tidemark: error: {e}");
         std::process::exit(2);
     }
 }
@@ -426,7 +435,7 @@ fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
     }
     let a = result?;
     if let Some(why) = &a.truncated {
-        eprintln!(
+        say!(
             "tidemark: warning: {}: capture incomplete ({why}); reporting what was recorded",
             path.display()
         );
@@ -442,7 +451,7 @@ fn load(c: &Common) -> Result<(Analysis, Symbols)> {
     }
     let syms = Symbols::new(&a).keep_runtime_frames(c.keep_runtime_frames);
     for w in syms.warnings() {
-        eprintln!("tidemark: warning: {w}");
+        say!("tidemark: warning: {w}");
     }
     Ok((a, syms))
 }

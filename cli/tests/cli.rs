@@ -198,6 +198,20 @@ fn errors_are_one_line_with_status_2() {
     assert!(stderr_line(&o).contains("/nonexistent/dir/x.html: cannot write"));
 }
 
+/// An error line written into a pipe nobody reads (`tidemark ... 2>&1 | head` after head
+/// exited) still ends with status 2: it aborted with SIGABRT (a panic inside the panic hook).
+#[test]
+fn an_error_into_a_closed_stderr_still_exits_2() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["stats", "/nonexistent/x.tdm"])
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{status:?}");
+}
+
 /// A `TIDEMARK_RECORD` exported for the user's own program does not make the command record
 /// itself over the capture it reads.
 #[test]

@@ -247,7 +247,7 @@ pub fn main(args: RunArgs) -> i32 {
     match run(&args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tidemark: error: {e}");
+            say!("tidemark: error: {e}");
             2
         }
     }
@@ -263,7 +263,7 @@ fn run(args: &RunArgs) -> Result<i32, String> {
     let (program, interpreter) = resolve_program_and_interpreter(&args.command[0])?;
     if let (Some(interp), false, false) = (&interpreter, args.follow_fork, args.quiet) {
         // pyenv's `python3`, for one, is a shell script that execs the real interpreter.
-        eprintln!(
+        say!(
             "tidemark: note: {} is a script run by {}: programs it execs are traced only with --follow-fork",
             program.display(),
             interp.display()
@@ -307,7 +307,7 @@ fn run(args: &RunArgs) -> Result<i32, String> {
         (Some(c), _) => c,
         (None, Some(sig)) => {
             if !args.quiet {
-                eprintln!(
+                say!(
                     "tidemark: {} was killed by signal {sig} ({})",
                     plan.program.display(),
                     signal_name(sig)
@@ -337,7 +337,7 @@ fn summarize(
 ) {
     use tidemark_tracer::report::text;
     if analysis.is_none() && !capture.exists() {
-        eprintln!(
+        say!(
             "tidemark: no capture was written at {} (the program did not start, or is not dynamically linked)",
             capture.display()
         );
@@ -345,7 +345,7 @@ fn summarize(
     }
     if analysis.is_none() && !capture.is_file() {
         // /dev/null (to time a run), a FIFO another program reads: nothing to read back.
-        eprintln!(
+        say!(
             "tidemark: recorded into {} (not a regular file: no summary)",
             capture.display()
         );
@@ -356,27 +356,27 @@ fn summarize(
     let mut next = capture.to_path_buf();
     match analysis {
         Ok(a) => {
-            eprintln!(
+            say!(
                 "tidemark: recorded {} in {}: {}",
                 capture.display(),
                 text::duration(elapsed.as_nanos() as u64),
                 totals_line(&a)
             );
             if a.end.is_none() && a.exec.is_some() && children.is_none() {
-                eprintln!(
+                say!(
                     "tidemark: the program it exec'd was not recorded (--follow-fork records it too)"
                 );
             }
             no_malloc_note(&a);
         }
-        Err(e) => eprintln!("tidemark: recorded {} ({e})", capture.display()),
+        Err(e) => say!("tidemark: recorded {} ({e})", capture.display()),
     }
     if let Some(since) = children {
         let children = child_captures(capture, pattern, since);
         // With follow-fork, what the program exec'd recorded under the same pid: a `#!`
         // shim's real program, say. Its capture is the one to look at next.
         if let Some((path, a)) = exec_successor(capture, &children) {
-            eprintln!(
+            say!(
                 "tidemark: the program it exec'd recorded {} in {}: {}",
                 path.display(),
                 text::duration(a.duration_ns),
@@ -386,13 +386,13 @@ fn summarize(
             next = path;
         }
         if !children.is_empty() {
-            eprintln!("tidemark: child processes wrote:");
+            say!("tidemark: child processes wrote:");
             for c in children {
-                eprintln!("  {}", c.display());
+                say!("  {}", c.display());
             }
         }
     }
-    eprintln!("tidemark: next: tidemark flamegraph {}", shell_quote(&next));
+    say!("tidemark: next: tidemark flamegraph {}", shell_quote(&next));
 }
 
 /// A program that ran to its end without one call to the C malloc family either needs no heap
@@ -400,7 +400,7 @@ fn summarize(
 /// never reach the preload: say so, rather than leave an empty capture unexplained.
 fn no_malloc_note(a: &report::Analysis) {
     if a.totals.allocs == 0 && a.end.is_some() {
-        eprintln!(
+        say!(
             "tidemark: no call to malloc was recorded: the program needs no heap, or has its \
              own allocator linked in (rustc's jemalloc, a static mimalloc), which the preload \
              cannot see"
