@@ -281,6 +281,9 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Diff(a) => diff(a),
         Command::Export(a) => {
+            if let Some(out) = &a.output {
+                refuse_overwriting(out, &[&a.common.capture])?;
+            }
             let (analysis, mut syms) = load(&a.common)?;
             let text = match a.format {
                 ExportFormat::Folded => report::export::folded(
@@ -500,19 +503,63 @@ fn print_out(text: &str) -> Result<()> {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes)
-        .map_err(|e| format!("{}: cannot write: {}", path.display(), io_reason(&e)))
+    std::fs::write(path, bytes).map_err(|e| {
+        use std::io::ErrorKind;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let reason = match e.kind() {
+            ErrorKind::NotFound if parent.is_some_and(|p| !p.is_dir()) => format!(
+                "the directory {} does not exist",
+                parent.unwrap_or(Path::new(".")).display()
+            ),
+            ErrorKind::IsADirectory => "it is a directory (-o names the output file)".into(),
+            ErrorKind::PermissionDenied => "permission denied (-o FILE writes elsewhere)".into(),
+            _ => io_reason(&e),
+        };
+        format!("{}: cannot write: {reason}", path.display())
+    })
 }
 
+/// An output that is one of the inputs would replace it (`flamegraph run.tdm -o run.tdm`):
+/// refused before anything is read.
+fn refuse_overwriting(out: &Path, inputs: &[&Path]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(o) = std::fs::metadata(out) else {
+        return Ok(());
+    };
+    for input in inputs {
+        if std::fs::metadata(input).is_ok_and(|i| (i.dev(), i.ino()) == (o.dev(), o.ino())) {
+            return Err(format!(
+                "{}: that is the input ({}): the output would replace it; name another file \
+                 with -o",
+                out.display(),
+                input.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `CAPTURE.SUFFIX.html` beside the capture, or in the current directory when the capture is
+/// read through `/dev` or `/proc` (`/dev/stdin`, `/proc/self/fd/3`) or is not a regular file
+/// (a pipe): such a directory is no place for reports.
 fn default_output(capture: &Path, suffix: &str) -> PathBuf {
     let stem = capture
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "capture".into());
-    capture.with_file_name(format!("{stem}.{suffix}.html"))
+    let name = format!("{stem}.{suffix}.html");
+    let special = capture.starts_with("/dev") || capture.starts_with("/proc");
+    if !special && std::fs::metadata(capture).is_ok_and(|m| m.is_file()) {
+        capture.with_file_name(name)
+    } else {
+        PathBuf::from(name)
+    }
 }
 
 fn flamegraph(a: FlamegraphArgs) -> Result<()> {
+    if let Some(out) = &a.output {
+        refuse_overwriting(out, &[&a.common.capture])?;
+    }
     let (analysis, mut syms) = load(&a.common)?;
     let opts = report::flamegraph::Options {
         moment: moment(&a.common),
@@ -554,6 +601,9 @@ fn load_profile(path: &Path, moment: Moment) -> Result<report::diff::Profile> {
 
 fn diff(a: DiffArgs) -> Result<()> {
     let moment = if a.leaks { Moment::End } else { Moment::Peak };
+    if let Some(out) = &a.output {
+        refuse_overwriting(out, &[&a.old, &a.new])?;
+    }
     let old = load_profile(&a.old, moment)?;
     let new = load_profile(&a.new, moment)?;
     let changes = report::diff::compare(&old, &new);

@@ -198,6 +198,44 @@ fn errors_are_one_line_with_status_2() {
     assert!(stderr_line(&o).contains("/nonexistent/dir/x.html: cannot write"));
 }
 
+/// `-o` naming an input is refused before anything is written: the capture stays.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let d = dir();
+    let path = d.join("precious.tdm");
+    write_capture(&path, 100);
+    let before = std::fs::read(&path).unwrap();
+    let p = path.to_str().unwrap();
+    let other = d.join("other.tdm");
+    write_capture(&other, 200);
+    for args in [
+        vec!["flamegraph", p, "-o", p],
+        vec!["export", p, "--format", "folded", "-o", p],
+        vec!["diff", other.to_str().unwrap(), p, "-o", p],
+    ] {
+        let o = tidemark(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr_line(&o),
+            format!(
+                "tidemark: error: {p}: that is the input ({p}): the output would replace it; \
+                 name another file with -o\n"
+            ),
+            "{args:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{args:?}");
+    }
+    // A capture read from a pipe: the report goes to the current directory, not to /dev.
+    let o = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["flamegraph", "/dev/stdin"])
+        .current_dir(&d)
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(d.join("stdin.flamegraph.html").is_file());
+}
+
 /// An error line written into a pipe nobody reads (`tidemark ... 2>&1 | head` after head
 /// exited) still ends with status 2: it aborted with SIGABRT (a panic inside the panic hook).
 #[test]
