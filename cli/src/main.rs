@@ -438,8 +438,14 @@ fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
     }
     let a = result?;
     if let Some(why) = &a.truncated {
+        // With its end marker read, the capture is whole and only what follows is amiss.
+        let state = if a.end.is_some() {
+            "damaged"
+        } else {
+            "incomplete"
+        };
         say!(
-            "tidemark: warning: {}: capture incomplete ({why}); reporting what was recorded",
+            "tidemark: warning: {}: capture {state} ({why}); reporting what was recorded",
             path.display()
         );
     }

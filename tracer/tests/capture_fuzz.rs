@@ -221,11 +221,36 @@ fn clear_errors_for_common_cases() {
         a.truncated
             .as_deref()
             .unwrap()
-            .contains("ends inside a End chunk"),
+            .contains("ends inside an End chunk"),
         "{:?}",
         a.truncated
     );
     assert!(a.end.is_none());
+    // Bytes after the end marker are not the capture's: all of it reads, and they are named.
+    let mut v = valid_capture();
+    let end = v.len();
+    v.extend_from_slice(b"stray bytes, more than a chunk header");
+    let a = read_all(&v).unwrap();
+    assert!(a.end.is_some());
+    assert_eq!((a.totals.allocs, a.leaked_bytes), (52, 77));
+    assert_eq!(
+        a.truncated.as_deref(),
+        Some(
+            format!(
+                "bytes follow the end marker (from byte {end}): not part of the capture, ignored"
+            )
+            .as_str()
+        )
+    );
+    // A chunk header whose length no chunk can have: corrupt, with the length it claims.
+    let mut v = valid_capture();
+    let first_chunk = 16 + 14 + u32::from_le_bytes(v[22..26].try_into().unwrap()) as usize;
+    v[first_chunk + 6..first_chunk + 10].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(
+        err(&v).contains(&format!("a chunk header claims {} bytes", u32::MAX)),
+        "{}",
+        err(&v)
+    );
     // Opening a missing file names it.
     let e = CaptureReader::open("/nonexistent/x.tdm")
         .err()

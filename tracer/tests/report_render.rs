@@ -410,6 +410,21 @@ fn temporal_window_and_aggregate_capture() {
             500
         )]
     );
+    // What it does not keep is null in the JSON stats, not zero.
+    let j = report::stats::render_json(&g, &mut syms, &Default::default());
+    for unknown in [
+        "reallocs",
+        "unmatched_frees",
+        "temporary_allocations",
+        "api",
+        "size_histogram",
+    ] {
+        assert!(j[unknown].is_null(), "{unknown}: {}", j[unknown]);
+    }
+    assert_eq!(
+        (j["total_allocations"].as_u64(), j["frees"].as_u64()),
+        (Some(9), Some(8))
+    );
 }
 
 /// The flamegraph hands inferno only what it draws: a site below inferno's `min_width`

@@ -230,6 +230,14 @@ impl<R: Read> CaptureReader<R> {
         if n == 0 {
             return Ok(Chunk::Eof);
         }
+        if self.ended.is_some() {
+            // Nothing is written after the end marker: these bytes are not the recording's
+            // (a copy gone wrong, a file appended to). What came before is whole.
+            self.truncated = Some(format!(
+                "bytes follow the end marker (from byte {start}): not part of the capture, ignored"
+            ));
+            return Ok(Chunk::Eof);
+        }
         if n < CHUNK_HEADER_LEN {
             self.truncated = Some(format!(
                 "the file ends inside a chunk header at byte {start}"
@@ -246,7 +254,14 @@ impl<R: Read> CaptureReader<R> {
             return Err(self.error(start, format!("unknown chunk codec {codec}")));
         }
         if raw_len > MAX_CHUNK || stored_len > MAX_CHUNK {
-            return Err(self.error(start, format!("chunk too large ({raw_len} bytes)")));
+            let claimed = raw_len.max(stored_len);
+            return Err(self.error(
+                start,
+                format!(
+                    "a chunk header claims {claimed} bytes, more than a chunk holds \
+                     ({MAX_CHUNK}): corrupt file"
+                ),
+            ));
         }
         if codec == CODEC_RAW && raw_len != stored_len {
             return Err(self.error(start, "uncompressed chunk with mismatched lengths"));
@@ -263,8 +278,14 @@ impl<R: Read> CaptureReader<R> {
             }
         };
         if got < stored.len() {
+            let kind = format!("{kind:?}");
+            let article = if kind.starts_with(['A', 'E', 'I', 'O', 'U']) {
+                "an"
+            } else {
+                "a"
+            };
             self.truncated = Some(format!(
-                "the file ends inside a {kind:?} chunk at byte {start} ({got} of {stored_len} bytes present)"
+                "the file ends inside {article} {kind} chunk at byte {start} ({got} of {stored_len} bytes present)"
             ));
             self.stored = stored;
             return Ok(Chunk::Eof);

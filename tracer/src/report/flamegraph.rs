@@ -298,9 +298,14 @@ pub fn write_html(
     )?;
     writeln!(out, "</table>")?;
     if let Some(t) = &a.truncated {
+        let state = if a.end.is_some() {
+            "damaged"
+        } else {
+            "incomplete"
+        };
         writeln!(
             out,
-            "<p class=\"warn\">Capture incomplete: {} — showing data up to there.</p>",
+            "<p class=\"warn\">Capture {state}: {} — showing data up to there.</p>",
             text::html(t)
         )?;
     }

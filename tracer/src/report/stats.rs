@@ -141,7 +141,12 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
         }
     }
     if let Some(why) = &a.truncated {
-        let _ = writeln!(o, "⚠  Capture incomplete: {why}");
+        let state = if a.end.is_some() {
+            "damaged"
+        } else {
+            "incomplete"
+        };
+        let _ = writeln!(o, "⚠  Capture {state}: {why}");
     } else if let (None, Some(exec)) = (&a.end, &a.exec) {
         let _ = writeln!(
             o,
@@ -228,19 +233,20 @@ pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
         "total_allocations": t.allocs,
         "total_bytes": t.alloc_bytes,
         "frees": t.frees,
-        "reallocs": t.reallocs,
+        // An aggregate capture keeps totals per site only: what it cannot know is null.
+        "reallocs": (!a.meta.aggregate).then_some(t.reallocs),
         "peak_bytes": a.peak_bytes,
         "peak_time_ns": a.peak_time_ns,
         "leaked_bytes": a.leaked_bytes,
         "leaked_blocks": a.leaked_count,
         "temporary_allocations": (!a.meta.aggregate).then_some(t.temporary),
-        "unmatched_frees": t.unmatched_frees,
+        "unmatched_frees": (!a.meta.aggregate).then_some(t.unmatched_frees),
         "threads": a.threads.len().max(t.threads_seen as usize),
         "truncated": a.truncated,
         "complete": a.end.is_some() || a.exec.is_some(),
         "ended_by_exec": a.exec.as_ref().map(|e| &e.program),
-        "size_histogram": histogram(a).into_iter().map(|(lo, hi, c, b)| json!({"min": lo, "max": hi, "count": c, "bytes": b})).collect::<Vec<_>>(),
-        "api": t.api_counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| json!({"api": API_NAMES[i], "count": c})).collect::<Vec<_>>(),
+        "size_histogram": if a.meta.aggregate { Value::Null } else { histogram(a).into_iter().map(|(lo, hi, c, b)| json!({"min": lo, "max": hi, "count": c, "bytes": b})).collect::<Vec<_>>().into() },
+        "api": if a.meta.aggregate { Value::Null } else { t.api_counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| json!({"api": API_NAMES[i], "count": c})).collect::<Vec<_>>().into() },
         "top_sites_of": if opts.leaks { "memory live at exit" } else { "all allocations" },
         "top_by_bytes": list(top_by(sites.clone(), opts.top, false)),
         "top_by_count": list(top_by(sites, opts.top, true)),
