@@ -94,6 +94,13 @@ fn an_empty_capture_says_why() {
          allocator linked in (rustc's jemalloc, a static mimalloc), which the preload cannot see"
     );
     assert_eq!(lines[2], "tidemark: next: tidemark flamegraph none.tdm");
+    // No frees either, but one: glibc's entry for the destructor of std's spawn-hook
+    // thread-local, made (unrecorded) when the preload started its writer from this thread
+    // and freed (recorded) at its exit. Four, when the capture's first chunks were
+    // compressed on this thread (zstd's context and two destructor entries).
+    use tidemark_tracer::report::{analyze, AnalyzeOptions};
+    let a = analyze(dir.join("none.tdm"), &AnalyzeOptions::default()).unwrap();
+    assert_eq!((a.totals.frees, a.totals.unmatched_frees), (1, 1));
 
     // A program that allocates gets no such line.
     let exe = compile_c("run_sites.c", &dir, &[]);

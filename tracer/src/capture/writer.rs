@@ -203,17 +203,16 @@ impl Writer {
         };
         let mut out = Vec::with_capacity(1 << 20);
         out.extend_from_slice(&header_bytes(options.aggregate));
+        // Stored uncompressed (a few KiB): this runs on the program's thread, and a
+        // compression context there would live in a thread-local until the thread's exit,
+        // whose frees (zstd's, glibc's destructor list) the preload then records as frees of
+        // blocks never allocated (the writer thread compresses everything after this).
         let mut e = Encoder::default();
         meta.encode(&mut e);
-        put_chunk(&mut out, ChunkKind::Meta, &e.buf, options.compression_level);
+        put_chunk(&mut out, ChunkKind::Meta, &e.buf, 0);
         let mut e = Encoder::default();
         encode_modules(&module_records(), &mut e);
-        put_chunk(
-            &mut out,
-            ChunkKind::Modules,
-            &e.buf,
-            options.compression_level,
-        );
+        put_chunk(&mut out, ChunkKind::Modules, &e.buf, 0);
         file.write_all(&out)?;
         let bytes_written = out.len() as u64;
         out.clear();
