@@ -19,6 +19,7 @@
 //!   take_snapshot()  tracer.rs    copy the table, then symbolize each distinct stack once
 //!   Snapshot         snapshot.rs  statistics / compare_to / filter_traces / dump / load
 //!   symbolize.rs     dl_iterate_phdr modules + addr2line + demangling; trims runtime frames
+//!     elf_symbols.rs names code without DWARF by the symbol whose size covers it
 //!   fork.rs          pthread_atfork: the interner and table locks are free in a child
 //! ```
 //!

@@ -4,7 +4,16 @@
 //! `dl_iterate_phdr` (path, build id, load base, executable segments), so a capture file can
 //! carry them and symbolize later; addr2line reads each object's DWARF once, lazily, and every
 //! resolved ip is cached. Inlined calls become frames of their own, innermost first.
+//!
+//! Code without DWARF is named from the object's ELF symbol tables, and only by a function
+//! whose bytes hold the address ([`elf_symbols`]): stripped binaries and libc (which has only
+//! `.dynsym`) keep most of their functions out of any table, and the nearest exported function
+//! before them is not their name. Such a frame is called `module+0xoffset` (`libc.so.6+0x29d90`),
+//! as perf and heaptrack call it.
 
+mod elf_symbols;
+
+use elf_symbols::ElfSymbols;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -173,27 +182,46 @@ pub fn demangle(name: &str) -> String {
     name.to_string()
 }
 
+/// What one module's file says about its code, read the first time an ip in it is resolved.
+struct ModuleDebug {
+    /// Its DWARF, through addr2line (`None` when the file cannot be read or parsed).
+    dwarf: Option<addr2line::Loader>,
+    /// Its function symbols, each with its size (empty when the file cannot be read).
+    symbols: ElfSymbols,
+}
+
+impl ModuleDebug {
+    fn load(path: &Path) -> ModuleDebug {
+        ModuleDebug {
+            dwarf: addr2line::Loader::new(path).ok(),
+            symbols: ElfSymbols::load(path),
+        }
+    }
+}
+
 /// Resolves ips to frames, caching per ip and per object.
 pub struct Symbolizer {
     modules: Vec<Module>,
-    loaders: Vec<Option<Option<addr2line::Loader>>>,
+    /// Per module: `None` until an ip in it is resolved.
+    debug: Vec<Option<ModuleDebug>>,
     cache: HashMap<u64, Vec<Frame>>,
 }
 
 impl Symbolizer {
     pub fn new(modules: Vec<Module>) -> Self {
-        let loaders = modules.iter().map(|_| None).collect();
+        let debug = modules.iter().map(|_| None).collect();
         Symbolizer {
             modules,
-            loaders,
+            debug,
             cache: HashMap::new(),
         }
     }
 
-    /// Drops the debug information loaded so far; it is loaded again when an ip needs it.
+    /// Drops the debug information and symbol tables loaded so far; they are loaded again when
+    /// an ip needs them.
     pub fn release_debug_info(&mut self) {
-        for loader in &mut self.loaders {
-            *loader = None;
+        for debug in &mut self.debug {
+            *debug = None;
         }
     }
 
@@ -215,7 +243,9 @@ impl Symbolizer {
 
     /// Frames for the return address `ip`: innermost (inlined) first, outermost (the function
     /// that contains the call) last. The lookup uses `ip - 1`, inside the call instruction.
-    /// An unknown ip gives one frame with function `0x...` and filename `??`.
+    /// An ip in no known module (or in one whose path is unknown) gives one frame with function
+    /// `0x...` and filename `??`; an ip in a module that neither DWARF nor a symbol names gives
+    /// `<file name>+0x<offset>` (see [`Symbolizer::resolve_uncached`]).
     pub fn resolve(&mut self, ip: u64) -> Vec<Frame> {
         if let Some(f) = self.cache.get(&ip) {
             return f.clone();
@@ -226,26 +256,34 @@ impl Symbolizer {
     }
 
     /// [`Symbolizer::resolve`] without the per-ip cache, for callers that keep their own.
+    ///
+    /// Names come from DWARF first. Code without DWARF is named by the ELF function symbol
+    /// whose `[address, address + size)` holds the ip, and failing that it is called
+    /// `<file name>+0x<offset>`: `libc.so.6+0x29d90`, `git+0x1a2b3c`. The offset is the
+    /// return address minus the module's load bias, the address in the module's own terms that
+    /// `addr2line -e`, `objdump` and perf take (for shared libraries and position-independent
+    /// executables linked by GNU ld it is also the offset in the file).
     pub fn resolve_uncached(&mut self, ip: u64) -> Vec<Frame> {
-        let unknown = || vec![Frame::with_function(format!("{ip:#x}"), "??", 0)];
         let Some(m) = self.module_of(ip) else {
-            return unknown();
+            return vec![address_frame(ip)];
         };
-        if self.loaders[m].is_none() {
-            let path = &self.modules[m].path;
-            let loader = if path.as_os_str().is_empty() || !Path::new(path).exists() {
-                None
-            } else {
-                addr2line::Loader::new(path).ok()
-            };
-            self.loaders[m] = Some(loader);
+        let module = &self.modules[m];
+        if module.path.as_os_str().is_empty() {
+            // Nothing to read, and no name to give: a capture's module whose file is gone.
+            return vec![address_frame(ip)];
         }
-        let Some(Some(loader)) = &self.loaders[m] else {
-            return unknown();
+        let debug = self.debug[m].get_or_insert_with(|| ModuleDebug::load(&module.path));
+        let probe = ip.wrapping_sub(1).wrapping_sub(module.base);
+        let unnamed = || {
+            let file = module.path.file_name().unwrap_or(module.path.as_os_str());
+            format!(
+                "{}+{:#x}",
+                file.to_string_lossy(),
+                ip.wrapping_sub(module.base)
+            )
         };
-        let probe = ip.wrapping_sub(1).wrapping_sub(self.modules[m].base);
         let mut out = Vec::new();
-        if let Ok(mut iter) = loader.find_frames(probe) {
+        if let Some(Ok(mut iter)) = debug.dwarf.as_ref().map(|d| d.find_frames(probe)) {
             while let Ok(Some(f)) = iter.next() {
                 let function = f
                     .function
@@ -264,13 +302,12 @@ impl Symbolizer {
                 });
             }
         }
-        let symbol = || loader.find_symbol(probe).map(demangle);
+        let symbol = || debug.symbols.find(probe).map(demangle);
         if out.is_empty() {
-            let function = symbol().unwrap_or_else(|| format!("{ip:#x}"));
             out.push(Frame {
                 filename: "??".into(),
                 lineno: 0,
-                function,
+                function: symbol().unwrap_or_else(unnamed),
             });
         } else if let Some(last) = out.last_mut() {
             // The outermost frame is the function the code belongs to; with line-tables-only
@@ -278,11 +315,31 @@ impl Symbolizer {
             if !last.function.contains("::") {
                 if let Some(full) = symbol() {
                     last.function = full;
+                } else if last.function.is_empty() {
+                    // Line tables but no function (assembly built with -g): still say where.
+                    last.function = unnamed();
                 }
             }
         }
         out
     }
+}
+
+/// The frame of an ip that no module names: its address.
+fn address_frame(ip: u64) -> Frame {
+    Frame::with_function(format!("{ip:#x}"), "??", 0)
+}
+
+/// The module file name of a frame that no DWARF or symbol names (`libc.so.6` of
+/// `libc.so.6+0x29d90`, as [`Symbolizer::resolve_uncached`] writes it), or `None` for any other
+/// frame.
+pub fn unnamed_frame_module(frame: &Frame) -> Option<&str> {
+    if frame.filename != "??" || frame.lineno != 0 {
+        return None;
+    }
+    let (module, offset) = frame.function.rsplit_once("+0x")?;
+    let is_hex = !offset.is_empty() && offset.bytes().all(|b| b.is_ascii_hexdigit());
+    (is_hex && !module.is_empty()).then_some(module)
 }
 
 fn strip_generic_open(name: &str) -> &str {
@@ -402,6 +459,25 @@ mod tests {
         assert_eq!(s.resolve(ip), frames, "cached");
         let unknown = s.resolve(8);
         assert_eq!(unknown, vec![Frame::with_function("0x8", "??", 0)]);
+    }
+
+    #[test]
+    fn unnamed_frames_give_their_module() {
+        let f = |function: &str, filename: &str, lineno| {
+            unnamed_frame_module(&Frame::with_function(function, filename, lineno))
+                .map(String::from)
+        };
+        assert_eq!(
+            f("libc.so.6+0x29d90", "??", 0).as_deref(),
+            Some("libc.so.6")
+        );
+        assert_eq!(f("git+0x1A2b3c", "??", 0).as_deref(), Some("git"));
+        assert_eq!(f("a+b+0x10", "??", 0).as_deref(), Some("a+b"));
+        assert_eq!(f("libc.so.6+0x29d90", "x.c", 3), None);
+        assert_eq!(f("libc.so.6+0x", "??", 0), None);
+        assert_eq!(f("+0x10", "??", 0), None);
+        assert_eq!(f("0x7f0012345678", "??", 0), None);
+        assert_eq!(f("operator+", "??", 0), None);
     }
 
     #[test]

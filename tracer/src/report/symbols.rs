@@ -1,7 +1,8 @@
 //! Stack ids → symbolized frames, with the capture's own module list.
 //!
-//! When the recorded binary is gone (or has no debug info) frames fall back to `0x…`
-//! addresses: reports still render, just less readable.
+//! When the recorded binary is gone frames fall back to `0x…` addresses; code that neither
+//! DWARF nor a symbol names is `module+0x…` (see [`Symbolizer::resolve_uncached`]): reports
+//! still render, just less readable.
 //!
 //! Reports walk every site's stack, and a capture has many more stacks than distinct
 //! instruction pointers (stacks share their outer frames), so everything is interned:
@@ -18,7 +19,7 @@
 
 use super::analysis::Analysis;
 use super::replay::IntMap;
-use crate::symbolize::{is_runtime_frame, Frame, Module, Symbolizer};
+use crate::symbolize::{is_runtime_frame, unnamed_frame_module, Frame, Module, Symbolizer};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -316,6 +317,12 @@ fn is_cxx_allocation(name: &str) -> bool {
 }
 
 /// Frames that only carry control from the entry point (or a thread start) to user code.
+///
+/// The C library's own entry frames (`__libc_start_call_main`, `start_thread`, `clone3`) are
+/// static functions: libc's only symbol table is `.dynsym`, so they have no name and show as
+/// `libc.so.6+0x…`. Every unnamed frame of the C library or the dynamic loader counts as
+/// plumbing: besides those entry frames, the unnamed ones are internal helpers of an exported
+/// function (`printf`, `dlopen`, `pthread_create`), whose own frame stays and names the call.
 pub fn is_plumbing(f: &Frame) -> bool {
     const ENTRY: [&str; 8] = [
         "main",
@@ -329,6 +336,23 @@ pub fn is_plumbing(f: &Frame) -> bool {
     ];
     is_runtime(f)
         || (f.filename.is_empty() || f.filename == "??") && ENTRY.contains(&f.function.as_str())
+        || unnamed_frame_module(f).is_some_and(is_c_runtime_module)
+}
+
+/// Is `file_name` (a module's file name) the C library, its thread library or the dynamic
+/// loader (glibc, as installed since 2.34 and before; musl)?
+fn is_c_runtime_module(file_name: &str) -> bool {
+    [
+        "libc.so.",
+        "libc-2.",
+        "libpthread.so.",
+        "libpthread-2.",
+        "ld-linux",
+        "ld-2.",
+        "ld-musl-",
+    ]
+    .iter()
+    .any(|p| file_name.starts_with(p))
 }
 
 /// `function at file:line` (or what is known of it).
@@ -435,5 +459,45 @@ mod tests {
         for name in ["operator newline_count(int)", "_Z4name", "make_buffer"] {
             assert!(!is_runtime(&frame(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn unnamed_frames_of_the_c_runtime_are_plumbing() {
+        let frame = |name: &str| Frame::with_function(name, "??", 0);
+        for name in [
+            "libc.so.6+0x29d90",
+            "libc.so.6+0x8a8fa",
+            "libc-2.31.so+0x24083",
+            "libpthread.so.0+0x8609",
+            "ld-linux-x86-64.so.2+0x1b2c0",
+            "ld-musl-x86_64.so.1+0x5f3e",
+            "__libc_start_main",
+            "__libc_start_call_main",
+            "start_thread",
+            "clone3",
+        ] {
+            assert!(is_plumbing(&frame(name)), "{name}");
+        }
+        for name in [
+            // The program's own code, and other libraries: unnamed, but the reader's.
+            "git+0x1a2b3c",
+            "libcrypto.so.3+0x1234",
+            "libcurl.so.4+0x40f0",
+            // Named libc functions are the call that allocates.
+            "strdup",
+            "printf",
+            // Not the symbolizer's form.
+            "libc.so.6+0x",
+            "libc.so.6+0xzz",
+            "libc.so.6",
+        ] {
+            assert!(!is_plumbing(&frame(name)), "{name}");
+        }
+        // A frame with a file and line is never the unnamed form.
+        assert!(!is_plumbing(&Frame::with_function(
+            "libc.so.6+0x29d90",
+            "src/main.c",
+            3
+        )));
     }
 }
