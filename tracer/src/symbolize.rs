@@ -166,6 +166,14 @@ fn find_build_id(mut notes: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The name to show for a DWARF or symbol table `name`: demangled, without a symbol version
+/// (`__libc_start_main@GLIBC_2.2.5`, as a debug file's `.symtab` has it) and without the
+/// prefix of glibc's internal aliases (`__GI___clone3` is `__clone3`).
+fn symbol_name(name: &str) -> String {
+    let name = name.split('@').next().unwrap_or(name);
+    demangle(name.strip_prefix("__GI_").unwrap_or(name))
+}
+
 /// Demangles a Rust (v0 or legacy, without the `::h<hash>` suffix) or C++ symbol name;
 /// anything else is returned as is.
 pub fn demangle(name: &str) -> String {
@@ -191,19 +199,51 @@ struct ModuleDebug {
 }
 
 impl ModuleDebug {
-    fn load(path: &Path) -> ModuleDebug {
-        ModuleDebug {
-            dwarf: addr2line::Loader::new(path).ok(),
-            symbols: ElfSymbols::load(path),
-        }
+    /// From the module's separate debug file when one is installed under `debug_root` (its
+    /// DWARF and its full symbol table: libc's `start_thread`, ld.so's `allocate_dtv`), else
+    /// from the module.
+    fn load(module: &Module, debug_root: &Path) -> ModuleDebug {
+        let path = module.path.as_path();
+        let separate = separate_debug_file(debug_root, &module.build_id);
+        let dwarf = separate
+            .as_deref()
+            .and_then(|p| addr2line::Loader::new(p).ok())
+            .or_else(|| addr2line::Loader::new(path).ok());
+        let symbols = separate
+            .as_deref()
+            .map(ElfSymbols::load)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| ElfSymbols::load(path));
+        ModuleDebug { dwarf, symbols }
     }
 }
+
+/// Where distributions install what they strip from their binaries (the DWARF and the full
+/// symbol table; Debian's `libc6-dbg` and `*-dbgsym` packages, Fedora's debuginfo), named by
+/// the binary's build id, as gdb, perf and heaptrack look it up: the file is the one built
+/// with it, whatever its path.
+fn separate_debug_file(debug_root: &Path, build_id: &[u8]) -> Option<PathBuf> {
+    if build_id.len() < 2 {
+        return None;
+    }
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    let path = debug_root
+        .join(".build-id")
+        .join(&hex[..2])
+        .join(format!("{}.debug", &hex[2..]));
+    path.is_file().then_some(path)
+}
+
+/// Where separate debug files are installed, by default.
+const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// Resolves ips to frames, caching per ip and per object.
 pub struct Symbolizer {
     modules: Vec<Module>,
     /// Per module: `None` until an ip in it is resolved.
     debug: Vec<Option<ModuleDebug>>,
+    /// Where separate debug files are looked up (`DEBUG_ROOT`).
+    debug_root: PathBuf,
     cache: HashMap<u64, Vec<Frame>>,
 }
 
@@ -213,8 +253,16 @@ impl Symbolizer {
         Symbolizer {
             modules,
             debug,
+            debug_root: PathBuf::from(DEBUG_ROOT),
             cache: HashMap::new(),
         }
+    }
+
+    /// Looks separate debug files up under `root` (`root/.build-id/ab/cdef….debug`) instead
+    /// of `/usr/lib/debug`: a sysroot's, or a test's.
+    pub fn with_debug_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.debug_root = root.into();
+        self
     }
 
     /// Drops the debug information and symbol tables loaded so far; they are loaded again when
@@ -272,7 +320,8 @@ impl Symbolizer {
             // Nothing to read, and no name to give: a capture's module whose file is gone.
             return vec![address_frame(ip)];
         }
-        let debug = self.debug[m].get_or_insert_with(|| ModuleDebug::load(&module.path));
+        let debug =
+            self.debug[m].get_or_insert_with(|| ModuleDebug::load(module, &self.debug_root));
         let probe = ip.wrapping_sub(1).wrapping_sub(module.base);
         let unnamed = || {
             let file = module.path.file_name().unwrap_or(module.path.as_os_str());
@@ -289,7 +338,7 @@ impl Symbolizer {
                     .function
                     .as_ref()
                     .and_then(|n| n.raw_name().ok())
-                    .map(|n| demangle(&n))
+                    .map(|n| symbol_name(&n))
                     .unwrap_or_default();
                 let (filename, lineno) = match &f.location {
                     Some(loc) => (loc.file.unwrap_or("??").to_string(), loc.line.unwrap_or(0)),
@@ -302,7 +351,7 @@ impl Symbolizer {
                 });
             }
         }
-        let symbol = || debug.symbols.find(probe).map(demangle);
+        let symbol = || debug.symbols.find(probe).map(symbol_name);
         if out.is_empty() {
             out.push(Frame {
                 filename: "??".into(),
@@ -312,8 +361,11 @@ impl Symbolizer {
         } else if let Some(last) = out.last_mut() {
             // The outermost frame is the function the code belongs to; with line-tables-only
             // debug info its DWARF name lacks the path (`main`), the symbol table has it all.
+            // (Only a path replaces it: a C function's DWARF name, `__libc_start_main_impl`,
+            // is better than its symbol's, `__libc_start_main`.)
             if !last.function.contains("::") {
-                if let Some(full) = symbol() {
+                let full = symbol();
+                if let Some(full) = full.filter(|f| f.contains("::") || last.function.is_empty()) {
                     last.function = full;
                 } else if last.function.is_empty() {
                     // Line tables but no function (assembly built with -g): still say where.
@@ -486,6 +538,18 @@ mod tests {
         assert!(!m.is_empty());
         assert!(!m[0].segments.is_empty());
         assert!(m[0].path.exists());
+    }
+
+    #[test]
+    fn symbol_names_lose_versions_and_glibc_alias_prefixes() {
+        assert_eq!(
+            symbol_name("__libc_start_main@GLIBC_2.2.5"),
+            "__libc_start_main"
+        );
+        assert_eq!(symbol_name("memcpy@@GLIBC_2.14"), "memcpy");
+        assert_eq!(symbol_name("__GI___clone3"), "__clone3");
+        assert_eq!(symbol_name("__GI__dl_allocate_tls"), "_dl_allocate_tls");
+        assert_eq!(symbol_name("_ZN3foo3barEv"), "foo::bar()");
     }
 
     #[test]

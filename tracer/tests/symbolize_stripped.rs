@@ -222,3 +222,73 @@ fn a_static_function_of_a_stripped_library_shows_as_module_and_offset() {
         }
     }
 }
+
+/// A stripped library whose debug information a distribution installed apart (as Debian's
+/// `libc6-dbg` does for glibc): found by the library's build id under the debug root, it names
+/// the static function with its DWARF, file and line.
+#[test]
+fn a_separate_debug_file_is_found_by_build_id() {
+    let lib = build_library("tmdebug");
+    let dir = lib.full.parent().unwrap().to_path_buf();
+    let with_dwarf = dir.join("libtmdebug-g.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O0", "-g", "-Wl,--build-id", "-o"])
+        .arg(&with_dwarf)
+        .arg(dir.join("tm.c"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // What a distribution ships: the library stripped of everything (the build id note stays),
+    // and its DWARF and symbol table in `.build-id/ab/cdef….debug`.
+    let shipped = dir.join("libtmdebug-shipped.so");
+    let objcopy = |args: &[&str], from: &Path, to: &Path| {
+        let status = Command::new("objcopy")
+            .args(args)
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("objcopy runs (install binutils)");
+        assert!(status.success(), "objcopy {args:?}");
+    };
+    objcopy(&["--strip-all"], &with_dwarf, &shipped);
+    let data = std::fs::read(&shipped).unwrap();
+    let build_id = {
+        use object::Object;
+        object::File::parse(&*data)
+            .unwrap()
+            .build_id()
+            .unwrap()
+            .expect("a build id")
+            .to_vec()
+    };
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    let root = dir.join("debug-root");
+    let debug_dir = root.join(".build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&debug_dir).unwrap();
+    objcopy(
+        &["--only-keep-debug"],
+        &with_dwarf,
+        &debug_dir.join(format!("{}.debug", &hex[2..])),
+    );
+
+    let (hidden, _) = lib.function("tm_hidden");
+    let base = 0x7f00_0000_0000;
+    let module = Module {
+        build_id,
+        ..module_at(&shipped, base)
+    };
+    // Without the debug file: module and offset (the layout is the first test's library's).
+    let mut s = Symbolizer::new(vec![module.clone()]).with_debug_root(dir.join("nowhere"));
+    assert_eq!(
+        s.resolve(base + hidden + 5),
+        unnamed(format!("libtmdebug-shipped.so+{:#x}", hidden + 5))
+    );
+    // With it: the function, its file and line.
+    let mut s = Symbolizer::new(vec![module]).with_debug_root(&root);
+    let frames = s.resolve(base + hidden + 5);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].function, "tm_hidden");
+    assert!(frames[0].filename.ends_with("tm.c"), "{frames:?}");
+    // tm_hidden's lines of LIBRARY (which begins with a newline): its opening line to its end.
+    assert!((7..=10).contains(&frames[0].lineno), "{frames:?}");
+}

@@ -323,19 +323,28 @@ fn is_cxx_allocation(name: &str) -> bool {
 /// `libc.so.6+0x…`. Every unnamed frame of the C library or the dynamic loader counts as
 /// plumbing: besides those entry frames, the unnamed ones are internal helpers of an exported
 /// function (`printf`, `dlopen`, `pthread_create`), whose own frame stays and names the call.
+///
+/// With the C library's separate debug file installed (`libc6-dbg`) those frames have names
+/// and source files (`start_thread at ./nptl/pthread_create.c:442`): the entry names are the C
+/// library's own, so they count whatever their file. `main` only without a file: a `main`
+/// with debug information is the program's code.
 pub fn is_plumbing(f: &Frame) -> bool {
-    const ENTRY: [&str; 8] = [
-        "main",
+    const ENTRY: [&str; 10] = [
         "_start",
         "__libc_start_main",
+        "__libc_start_main_impl",
         "__libc_start_call_main",
         "__libc_init_first",
         "start_thread",
         "clone",
+        "__clone",
         "clone3",
+        "__clone3",
     ];
+    let no_file = f.filename.is_empty() || f.filename == "??";
     is_runtime(f)
-        || (f.filename.is_empty() || f.filename == "??") && ENTRY.contains(&f.function.as_str())
+        || ENTRY.contains(&f.function.as_str())
+        || no_file && f.function == "main"
         || unnamed_frame_module(f).is_some_and(is_c_runtime_module)
 }
 
@@ -499,5 +508,27 @@ mod tests {
             "src/main.c",
             3
         )));
+    }
+
+    /// With glibc's debug file installed its entry frames have files and lines; they are
+    /// still plumbing. A `main` with a file is the program's.
+    #[test]
+    fn entry_frames_with_debug_information_are_plumbing() {
+        for (name, file) in [
+            ("start_thread", "./nptl/pthread_create.c"),
+            (
+                "__clone3",
+                "./misc/../sysdeps/unix/sysv/linux/x86_64/clone3.S",
+            ),
+            ("__libc_start_main_impl", "./csu/../csu/libc-start.c"),
+            (
+                "__libc_start_call_main",
+                "../sysdeps/nptl/libc_start_call_main.h",
+            ),
+        ] {
+            assert!(is_plumbing(&Frame::with_function(name, file, 1)), "{name}");
+        }
+        assert!(!is_plumbing(&Frame::with_function("main", "src/main.c", 3)));
+        assert!(is_plumbing(&Frame::with_function("main", "??", 0)));
     }
 }

@@ -82,6 +82,11 @@ impl ElfSymbols {
         }
     }
 
+    /// No function symbol at all (a file without symbol tables, or none that could be read).
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
     /// The function symbols of a parsed object file.
     pub fn of<'data>(object: &impl Object<'data>) -> ElfSymbols {
         let mut candidates = Vec::new();
@@ -170,13 +175,6 @@ impl ElfSymbols {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.functions.len()
-    }
-
-    /// Does the table hold no function (a file that could not be read, or one without any
-    /// symbol table)?
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.functions.is_empty()
     }
 }
 
