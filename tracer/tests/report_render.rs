@@ -363,6 +363,31 @@ fn temporal_window_and_aggregate_capture() {
     .unwrap();
     assert_eq!(a.peak_bytes, 1000);
     assert_eq!(a.peak_of(None), (1000, 1));
+    // Every report says which peak it shows.
+    let mut syms = symbols();
+    let stats = report::stats::render_text(&a, &mut syms, &Default::default());
+    assert!(
+        stats.contains(
+            "📈 Peak memory usage (high-water mark after 15.0 ms):\n\t1000 B at 20.0 ms\n\t(only \
+             the peak is the window's: the totals, leaks and sites are the whole run's)\n"
+        ),
+        "{stats}"
+    );
+    let json = report::stats::render_json(&a, &mut syms, &Default::default());
+    assert_eq!(
+        json["peak_window_ns"],
+        serde_json::json!([15_000_000, u64::MAX])
+    );
+    let summary = report::summary::render_text(&a, &mut syms, &Default::default());
+    assert!(
+        summary.starts_with("Memory by function at the high-water mark after 15.0 ms (1000 B)\n"),
+        "{summary}"
+    );
+    let tree = report::tree::render_text(&a, &mut syms, &Default::default());
+    assert!(
+        tree.starts_with("Allocation paths at the high-water mark after 15.0 ms\n"),
+        "{tree}"
+    );
 
     // An aggregate capture carries per-site numbers only.
     let mut b = CaptureBuilder::new(&Meta {

@@ -233,14 +233,9 @@ pub fn write_html(
     opts: &Options,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let what = match (opts.moment, a.window_ns) {
-        (Moment::End, _) => "memory leaked (live at exit)".to_string(),
-        (Moment::Peak, Some((f, t))) => format!(
-            "memory live at the high-water mark between {} and {}",
-            text::duration(f),
-            text::duration(t)
-        ),
-        (Moment::Peak, None) => "memory live at the high-water mark".to_string(),
+    let what = match opts.moment {
+        Moment::End => "memory leaked (live at exit)".to_string(),
+        Moment::Peak => format!("memory live at {}", text::peak_moment(a.window_ns)),
     };
     let title = opts
         .title

@@ -94,10 +94,17 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     );
     let _ = writeln!(
         o,
-        "📈 Peak memory usage (high-water mark):\n\t{} at {}",
+        "📈 Peak memory usage ({}):\n\t{} at {}",
+        text::peak_moment(a.window_ns).trim_start_matches("the "),
         text::bytes(a.peak_bytes),
         text::duration(a.peak_time_ns)
     );
+    if a.window_ns.is_some() {
+        let _ = writeln!(
+            o,
+            "\t(only the peak is the window's: the totals, leaks and sites are the whole run's)"
+        );
+    }
     let _ = writeln!(
         o,
         "💧 Leaked (live at exit):\n\t{} in {}",
@@ -237,6 +244,8 @@ pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
         "reallocs": (!a.meta.aggregate).then_some(t.reallocs),
         "peak_bytes": a.peak_bytes,
         "peak_time_ns": a.peak_time_ns,
+        // The --temporal window the peak was taken in, [from, to) ns (null: the whole run).
+        "peak_window_ns": a.window_ns.map(|(from, to)| [from, to]),
         "leaked_bytes": a.leaked_bytes,
         "leaked_blocks": a.leaked_count,
         "temporary_allocations": (!a.meta.aggregate).then_some(t.temporary),

@@ -89,7 +89,11 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     let rows = rows(a, syms, opts);
     let mut o = String::new();
     let what = match opts.moment {
-        Moment::Peak => format!("at the high-water mark ({})", text::bytes(a.peak_bytes)),
+        Moment::Peak => format!(
+            "at {} ({})",
+            text::peak_moment(a.window_ns),
+            text::bytes(a.peak_bytes)
+        ),
         Moment::End => format!("leaked at exit ({})", text::bytes(a.leaked_bytes)),
     };
     let _ = writeln!(o, "Memory by function {what}\n");

@@ -33,6 +33,22 @@ pub fn duration(ns: u64) -> String {
     }
 }
 
+/// What "the peak" of an analysis is: `the high-water mark`, or with a `--temporal` window
+/// `the high-water mark between 450.0 ms and 550.0 ms` (`after ...`, `before ...` when the
+/// window is open at one end).
+pub fn peak_moment(window_ns: Option<(u64, u64)>) -> String {
+    match window_ns {
+        None => "the high-water mark".to_string(),
+        Some((0, to)) => format!("the high-water mark before {}", duration(to)),
+        Some((from, u64::MAX)) => format!("the high-water mark after {}", duration(from)),
+        Some((from, to)) => format!(
+            "the high-water mark between {} and {}",
+            duration(from),
+            duration(to)
+        ),
+    }
+}
+
 /// Thousands separators: `1,234,567`.
 pub fn count(n: u64) -> String {
     let s = n.to_string();
