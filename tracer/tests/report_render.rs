@@ -249,7 +249,7 @@ fn summary_tree_exports() {
     let a = analysis(1000);
     let mut syms = symbols();
     let rows = report::summary::rows(&a, &mut syms, &Default::default());
-    assert_eq!(rows[0].function, "main at src/lib.rs:1");
+    assert_eq!(rows[0].function, "main at src/lib.rs");
     assert_eq!((rows[0].total_bytes, rows[0].own_bytes), (1350, 0));
     let cache = rows
         .iter()
@@ -258,6 +258,31 @@ fn summary_tree_exports() {
     assert_eq!(
         (cache.own_bytes, cache.own_count, cache.total_bytes),
         (1000, 1, 1000)
+    );
+    // One row per function: two lines of `parse` (where the cache block is allocated too) are
+    // one row with both totals.
+    let mut same_function = Symbols::with_resolver(|ip| {
+        let (name, line) = match ip {
+            MAIN => ("main", 1),
+            PARSE => ("parse", 2),
+            CACHE => ("parse", 9),
+            _ => ("evil", 3),
+        };
+        vec![Frame::with_function(name, "src/lib.rs", line)]
+    });
+    let rows = report::summary::rows(&a, &mut same_function, &Default::default());
+    let parse: Vec<_> = rows
+        .iter()
+        .filter(|r| r.function.starts_with("parse"))
+        .collect();
+    assert_eq!(parse.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            parse[0].function.as_str(),
+            parse[0].own_bytes,
+            parse[0].own_count
+        ),
+        ("parse at src/lib.rs", 1300, 4)
     );
 
     let tree = report::tree::render_text(&a, &mut syms, &Default::default());

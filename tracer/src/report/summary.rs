@@ -4,8 +4,9 @@
 //! counts allocations with the function anywhere on the stack, once per stack.
 
 use super::analysis::Analysis;
-use super::symbols::Symbols;
+use super::symbols::{function_label, Symbols};
 use super::{text, Moment};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Summary options.
@@ -25,7 +26,7 @@ impl Default for Options {
     }
 }
 
-/// One row: a function (with its file and line) and its numbers.
+/// One row: a function (with its file) and its numbers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row {
     pub function: String,
@@ -37,8 +38,15 @@ pub struct Row {
 
 /// The rows, biggest total first.
 pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
-    // Per label id: the numbers, and the last site that counted it (a function counts once
-    // per stack, however often it recurses; `u32::MAX`: never counted, no row).
+    // One row per function (and file), whatever line of it the stacks pass through, as
+    // memray's summary groups them: a function that allocates on four lines is one row with
+    // its whole total, not four with parts of it.
+    let mut row_of_frame: Vec<u32> = Vec::new();
+    let mut row_ids: HashMap<String, u32> = HashMap::new();
+    let mut names: Vec<String> = Vec::new();
+    // Per row: the numbers, and the last site that counted it (a function counts once per
+    // stack, however often it recurses or however many of its lines the stack holds;
+    // `u32::MAX`: never counted, no row).
     let mut by_label: Vec<(Row, u32)> = Vec::new();
     let mut ids = Vec::new();
     for (n, s) in a.sites.iter().enumerate() {
@@ -48,7 +56,19 @@ pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
         }
         syms.user_frame_ids(a, s.stack, &mut ids);
         for (i, &f) in ids.iter().enumerate() {
-            let l = syms.label_id(f) as usize;
+            if f as usize >= row_of_frame.len() {
+                row_of_frame.resize(f as usize + 1, u32::MAX);
+            }
+            if row_of_frame[f as usize] == u32::MAX {
+                let name = function_label(syms.frame(f));
+                let next = row_ids.len() as u32;
+                let row = *row_ids.entry(name.clone()).or_insert_with(|| {
+                    names.push(name);
+                    next
+                });
+                row_of_frame[f as usize] = row;
+            }
+            let l = row_of_frame[f as usize] as usize;
             if l >= by_label.len() {
                 by_label.resize(l + 1, (Row::default(), u32::MAX));
             }
@@ -70,7 +90,7 @@ pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
         .enumerate()
         .filter(|(_, (_, seen))| *seen != u32::MAX)
         .map(|(l, (r, _))| Row {
-            function: syms.label_text(l as u32).to_string(),
+            function: std::mem::take(&mut names[l]),
             ..r
         })
         .collect();

@@ -378,6 +378,20 @@ pub fn label(f: &Frame) -> String {
     }
 }
 
+/// `function at file` (or what is known of it): the function, whatever line of it.
+pub fn function_label(f: &Frame) -> String {
+    let function = if f.function.is_empty() {
+        "?"
+    } else {
+        f.function.as_str()
+    };
+    if f.filename.is_empty() || f.filename == "??" {
+        function.to_string()
+    } else {
+        format!("{function} at {}", f.filename)
+    }
+}
+
 /// A frame label safe inside folded-stack lines (no `;`, no newlines).
 pub fn folded_label(f: &Frame) -> String {
     folded_text(&label(f))
