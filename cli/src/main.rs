@@ -448,6 +448,12 @@ fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
             "tidemark: warning: {}: capture {state} ({why}); reporting what was recorded",
             path.display()
         );
+    } else if a.end.is_none() && a.exec.is_none() {
+        say!(
+            "tidemark: warning: {}: the capture has no end marker (the run was killed, or is \
+             still recording); reporting what was recorded",
+            path.display()
+        );
     }
     Ok(a)
 }

@@ -198,6 +198,47 @@ fn errors_are_one_line_with_status_2() {
     assert!(stderr_line(&o).contains("/nonexistent/dir/x.html: cannot write"));
 }
 
+/// A capture without its end marker (a killed run) is reported, with one warning line.
+#[test]
+fn a_capture_without_an_end_marker_is_reported_with_a_warning() {
+    let d = dir();
+    let path = d.join("killed.tdm");
+    let mut b = CaptureBuilder::new(&Meta::default());
+    b.stacks(1, &[(0x1000, 0)]);
+    let alloc = EventKind::Alloc {
+        ptr: 0x10,
+        size: 300,
+        api: 1,
+        stack: 1,
+    };
+    b.events(
+        0,
+        &[Event {
+            seq: 0,
+            thread: 0,
+            kind: alloc,
+        }],
+    );
+    std::fs::write(&path, b.bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    for verb in ["summary", "tree", "stats"] {
+        let o = tidemark(&[verb, p]);
+        assert!(o.status.success(), "{verb}");
+        assert_eq!(
+            stderr_line(&o),
+            format!(
+                "tidemark: warning: {p}: the capture has no end marker (the run was killed, or \
+                 is still recording); reporting what was recorded\n"
+            ),
+            "{verb}"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("300 B"),
+            "{verb}"
+        );
+    }
+}
+
 /// `-o` naming an input is refused before anything is written: the capture stays.
 #[test]
 fn an_output_that_is_an_input_is_refused() {
