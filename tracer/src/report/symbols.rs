@@ -341,10 +341,9 @@ pub fn is_plumbing(f: &Frame) -> bool {
         "clone3",
         "__clone3",
     ];
-    let no_file = f.filename.is_empty() || f.filename == "??";
     is_runtime(f)
         || ENTRY.contains(&f.function.as_str())
-        || no_file && f.function == "main"
+        || !has_file(f) && f.function == "main"
         || unnamed_frame_module(f).is_some_and(is_c_runtime_module)
 }
 
@@ -366,15 +365,9 @@ fn is_c_runtime_module(file_name: &str) -> bool {
 
 /// `function at file:line` (or what is known of it).
 pub fn label(f: &Frame) -> String {
-    let function = if f.function.is_empty() {
-        "?"
-    } else {
-        f.function.as_str()
-    };
-    if f.filename.is_empty() || f.filename == "??" {
-        function.to_string()
-    } else {
-        format!("{function} at {}:{}", f.filename, f.lineno)
+    match function_label(f) {
+        l if has_file(f) => format!("{l}:{}", f.lineno),
+        l => l,
     }
 }
 
@@ -385,11 +378,15 @@ pub fn function_label(f: &Frame) -> String {
     } else {
         f.function.as_str()
     };
-    if f.filename.is_empty() || f.filename == "??" {
-        function.to_string()
-    } else {
+    if has_file(f) {
         format!("{function} at {}", f.filename)
+    } else {
+        function.to_string()
     }
+}
+
+fn has_file(f: &Frame) -> bool {
+    !(f.filename.is_empty() || f.filename == "??")
 }
 
 /// A frame label safe inside folded-stack lines (no `;`, no newlines).
