@@ -385,6 +385,36 @@ fn run_debug_reports_a_free_of_a_stack_buffer() {
     }
 }
 
+/// Under the debug hooks, `free` of a pointer inside a block over 512 bytes (which glibc
+/// backs) is reported too: handed to glibc, its free could take it for a chunk and give it out
+/// again while the block is live. The traceback has no C library entry frames.
+#[test]
+fn run_debug_reports_a_free_inside_a_big_block() {
+    let dir = scratch_dir("run-debug-interior");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let out = tidemark_run(
+        &dir,
+        &["--debug", "--", exe.to_str().unwrap(), "interior_big"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    let line = site("run_corrupt.c", "main", "interior_big");
+    let line = line.rsplit(':').next().unwrap();
+    for expected in [
+        ": not a tidemark debug block\n    free was called with a pointer tidemark did not hand \
+         out:\n    it points inside a debug block of over 512 bytes (in glibc's memory), not at \
+         its start.\n"
+            .to_string(),
+        format!("run_corrupt.c\", line {line}, in main"),
+        "Fatal error: tidemark debug free: invalid free".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected}: {err}");
+    }
+    for entry in ["in _start", "__libc_start"] {
+        assert!(!err.contains(entry), "{entry}: {err}");
+    }
+}
+
 /// The debug reports' tracebacks after a thousand rounds from the same stacks, which the
 /// express lane answers (recent stacks): the block's own allocation and first free, with the
 /// lines of the loop that made and freed it.

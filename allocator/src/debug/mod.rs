@@ -151,6 +151,7 @@ mod scan;
 
 pub use check::check_heap;
 pub use config::parse_quarantine;
+pub use probe::block_holding;
 
 /// Reports the pointer `addr`, which a caller outside the debug layer found to be no block at
 /// all (the preload: a pointer into the thread's stack), as an invalid `free` (or `realloc`)

@@ -1,7 +1,8 @@
 //! Invalid-free detection: is there a debug header before a pointer the program hands back?
 //! The pointer may be anything, so the bytes before it are read only where that cannot fault.
 
-use super::layout::{header_of, Api, Block, FREED, HEAD, LIVE, MAGIC, RELEASED};
+use super::layout::{header_of, user_of, Api, Block, FREED, GUARD, HEAD, LIVE, MAGIC, RELEASED};
+use super::live;
 
 /// What sits before a pointer handed to free/realloc/dealloc.
 pub enum Probe {
@@ -86,6 +87,25 @@ pub fn is_mapped(addr: usize, page: usize) -> bool {
     // SAFETY: mincore only inspects the mapping; `vec` has room for one page's entry.
     let rc = unsafe { libc::mincore((addr & !(page - 1)) as *mut libc::c_void, 1, &mut vec) };
     rc == 0
+}
+
+/// The user pointer of the registered debug block (live or quarantined) whose bytes, from its
+/// header to its trailer, hold `addr`: for a pointer that [`probe`] found foreign and that is
+/// not in a tidemark arena either. Blocks over 512 bytes live in glibc's memory, and a pointer
+/// into one of them (`free(p + 32)`) would otherwise go to glibc's `free`, which may take it
+/// for a chunk and hand it out again while the block is live. A walk of the whole registry
+/// (O(blocks)), so only for such pointers, which are rare: blocks glibc made before the
+/// debug layer took over, and bugs.
+pub fn block_holding(addr: usize) -> Option<*mut u8> {
+    live::RELEASE.with(|()| {
+        live::find_map(|h| {
+            let b = Block { p: user_of(h) };
+            // SAFETY: `h` is registered, so its header is readable; the release lock keeps it
+            // from being returned meanwhile.
+            let end = unsafe { b.tail() } as usize + GUARD;
+            (h as usize..end).contains(&addr).then_some(b.p)
+        })
+    })
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub unsafe fn free(p: *mut c_void) {
             Backend::Pymalloc => pymalloc_free(p),
             Backend::PymallocDebug if debug_owns(p) => DEBUG.c_free(p as *mut u8),
             Backend::PymallocDebug => {
-                refuse_stack_pointer(p, false);
+                refuse_invalid_pointer(p, false);
                 glibc_free(p)
             }
         }
@@ -117,17 +117,26 @@ pub unsafe fn free(p: *mut c_void) {
 }
 
 /// Under the debug hooks, a pointer the layer does not know goes to glibc (a block from
-/// before the library took over), unless it points into the calling thread's stack: that
-/// is a bug the program's `free` or `realloc` would otherwise leave to glibc's terse
-/// "free(): invalid pointer", so it gets the debug report, with the call's traceback.
+/// before the library took over), unless it points into the calling thread's stack or into
+/// a debug block (`free(p + 32)` of a block over 512 bytes, which glibc backs: glibc could
+/// take it for a chunk and hand it out again while the block is live). Those are bugs the
+/// program's `free` or `realloc` would otherwise leave to glibc, so they get the debug
+/// report, with the call's traceback.
 #[cold]
-fn refuse_stack_pointer(p: *mut c_void, realloc: bool) {
+fn refuse_invalid_pointer(p: *mut c_void, realloc: bool) {
     let (low, high) = tidemark_tracer::thread_stack_bounds();
     if (low..high).contains(&(p as usize)) {
         debug::invalid_pointer(
             p as usize,
             realloc,
             "it points into the calling thread's stack",
+        );
+    }
+    if debug::block_holding(p as usize).is_some() {
+        debug::invalid_pointer(
+            p as usize,
+            realloc,
+            "it points inside a debug block of over 512 bytes (in glibc's memory), not at its start",
         );
     }
 }
@@ -157,7 +166,7 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// # Safety
 /// `p` is a live glibc block.
 unsafe fn realloc_foreign_into_debug(p: *mut c_void, size: usize) -> *mut c_void {
-    refuse_stack_pointer(p, true);
+    refuse_invalid_pointer(p, true);
     if size == 0 {
         // SAFETY: guaranteed by the caller.
         unsafe { __libc_free(p) };

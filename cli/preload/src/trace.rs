@@ -499,7 +499,10 @@ fn debug_write(id: u64, line: &mut dyn FnMut(&str)) {
             if frames.is_empty() {
                 line(&format!("  {ip:#x}"));
             }
-            for f in frames {
+            // The C library's entry frames (`_start`, `__libc_start_call_main`, ...) are
+            // trimmed, as in the reports: they say nothing about the bug.
+            let plumbing = tidemark_tracer::report::symbols::is_plumbing;
+            for f in frames.iter().filter(|f| !plumbing(f)) {
                 line(&format!(
                     "  File \"{}\", line {}, in {}",
                     f.filename, f.lineno, f.function

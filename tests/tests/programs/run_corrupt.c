@@ -1,7 +1,7 @@
 /* Heap misuse the debug allocator must report: argv[1] picks overflow, double free, a
  * double free after many rounds from the same stacks (whose tracebacks the preload's express
  * lane answers), a write after free that is still in the quarantine at exit, a free of a
- * stack buffer, or nothing.
+ * stack buffer, a free of a pointer inside a block over 512 bytes, or nothing.
  * Built without frame pointers. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +40,13 @@ int main(int argc, char **argv) {
         char buf[32];
         snprintf(buf, sizeof buf, "%s", what);
         release(buf); /* SITE stack */
+        release(p);
+    } else if (strcmp(what, "interior_big") == 0) {
+        /* Over 512 bytes: a debug block in glibc's memory. Filled with words that read as a
+           plausible chunk size, so that glibc's own free would accept the interior pointer. */
+        size_t *big = (size_t *)make_buffer(1000);
+        for (int i = 0; i < 125; i++) big[i] = 0x31;
+        release((char *)&big[4]); /* SITE interior_big */
         release(p);
     } else if (strcmp(what, "after_free") == 0) {
         release(p); /* SITE after_free */
