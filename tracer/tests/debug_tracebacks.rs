@@ -59,3 +59,43 @@ fn double_free_report_shows_allocation_and_free_sites() {
     }
     assert!(stderr.contains("double free"), "{stderr}");
 }
+
+/// A report's symbolizing allocates (megabytes of debug information), which pushes older
+/// blocks out of the quarantine and verifies them: one written after its free must not cut the
+/// report under way short ("heap corruption found while reporting one" and nothing else).
+#[test]
+fn a_second_defect_found_while_reporting_does_not_cut_the_report() {
+    if std::env::var_os(CHILD).is_some() {
+        tidemark_tracer::start(16).unwrap();
+        let layout = Layout::from_size_align(40, 8).unwrap();
+        // SAFETY: non-zero size; the write after the free and the overflow are the defects.
+        unsafe {
+            let p = std::hint::black_box(alloc(layout));
+            dealloc(p, layout);
+            *p.add(5) = 0x57; // written after its free: found when it leaves the quarantine
+            let q = std::hint::black_box(alloc(layout));
+            *q.add(40) = 1; // one byte past the end: found at the dealloc, and reported
+            dealloc(q, layout);
+        }
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_second_defect_found_while_reporting_does_not_cut_the_report",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        // A quarantine the symbolizer's allocations overflow at once.
+        .env("TIDEMARK_QUARANTINE", "4K")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("while reporting one"), "{stderr}");
+    assert!(
+        stderr.contains("Fatal error: tidemark debug dealloc: bad trailing pad byte"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("debug_tracebacks.rs\", line "), "{stderr}");
+}

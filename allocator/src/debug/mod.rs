@@ -439,8 +439,12 @@ impl<A: GlobalAlloc> Debug<A> {
             let b = Block { p: user_of(e.h) };
             // SAFETY: the block is registered and owned by this call until it is deallocated.
             if let Some(defect) = unsafe { check::verify(b, true) } {
-                // SAFETY: the block is still ours and readable.
-                unsafe { fatal(Op::Quarantine, b.p, defect) };
+                // (While this thread reports a defect, the process aborts once it is written:
+                // another one found meanwhile, maybe the same block, waits for no report.)
+                if !report::reporting_here() {
+                    // SAFETY: the block is still ours and readable.
+                    unsafe { fatal(Op::Quarantine, b.p, defect) };
+                }
             }
         }
         // SAFETY: as required by this function.

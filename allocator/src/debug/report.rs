@@ -85,6 +85,16 @@ impl Defect {
 /// Thread id of the thread writing a report (0 = none).
 static REPORTER: AtomicI32 = AtomicI32::new(0);
 
+/// Is this thread writing a report? Its tracer hook allocates while it symbolizes the
+/// tracebacks (megabytes of debug information), which can push the very block being reported
+/// out of the quarantine: that second finding must not cut the first report short. Called on
+/// the failure path only (one `gettid` system call).
+pub fn reporting_here() -> bool {
+    let owner = REPORTER.load(Ordering::Acquire);
+    // SAFETY: gettid has no preconditions.
+    owner != 0 && owner == unsafe { libc::gettid() }
+}
+
 /// Writes the report for the block at `p` and aborts the process.
 ///
 /// # Safety
