@@ -24,6 +24,10 @@ fn c_malloc_family_threads_and_fork() {
         out.contains("alignments ok: 1, posix_memalign(3) = EINVAL: 1\n"),
         "{out}"
     );
+    assert!(
+        out.contains("memalign 0: 1, 24 -> 32: 1, 100 -> 128: 1, SIZE_MAX: null 1 einval 1\n"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -232,22 +232,25 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     0
 }
 
+/// `aligned_alloc` takes any alignment, as glibc's did up to 2.37 (an alias of `memalign`):
+/// a program written against it keeps working. (glibc 2.38 refuses what is not a power of
+/// two; giving a block aligned more than asked is never wrong.)
 #[no_mangle]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
-    }
-    aligned(align, size)
+    memalign(align, size)
 }
 
+/// glibc's rules: an alignment that is not a power of two is rounded up to one (0 and 1 ask
+/// for nothing more than `malloc`'s), and only one no power of two can reach is `EINVAL`.
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+    match align.checked_next_power_of_two() {
+        Some(align) => aligned(align, size),
+        None => {
+            set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
     }
-    aligned(align, size)
 }
 
 #[no_mangle]

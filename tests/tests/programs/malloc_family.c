@@ -96,6 +96,17 @@ int main(void) {
     free(pv);
     void *bad_align = NULL;
     printf("alignments ok: %d, posix_memalign(3) = EINVAL: %d\n", aligned_ok, posix_memalign(&bad_align, 3, 10) == EINVAL);
+    /* glibc's memalign rounds an alignment up to a power of two (0: malloc's); only one
+       beyond the largest power of two is EINVAL */
+    void *m0 = memalign(0, 10), *m24 = memalign(24, 10), *m100 = memalign(100, 10);
+    errno = 0;
+    void *mhuge = memalign((size_t)-1, 1);
+    printf("memalign 0: %d, 24 -> 32: %d, 100 -> 128: %d, SIZE_MAX: null %d einval %d\n",
+           m0 != NULL, m24 && (uintptr_t)m24 % 32 == 0, m100 && (uintptr_t)m100 % 128 == 0,
+           mhuge == NULL, errno == EINVAL);
+    free(m0);
+    free(m24);
+    free(m100);
 
     /* realloc semantics */
     char *r = realloc(NULL, 10);
