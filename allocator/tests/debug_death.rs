@@ -253,6 +253,41 @@ fn double_free() {
     ]);
 }
 
+/// realloc (and malloc_usable_size) of a freed block: a use after free, named as one.
+#[test]
+fn realloc_of_a_freed_block() {
+    if is_child("realloc_of_a_freed_block") {
+        unsafe {
+            let p = G.c_malloc(24);
+            announce(p);
+            G.c_free(p);
+            G.c_realloc(p, 48);
+        }
+        unreachable!();
+    }
+    let d = run_child("realloc_of_a_freed_block", &[]);
+    d.has_lines(&[
+        "    realloc was called on a block that was already freed.".into(),
+        "Fatal error: tidemark debug realloc: realloc of a freed block".into(),
+    ]);
+}
+
+/// malloc_usable_size of a freed block.
+#[test]
+fn usable_size_of_a_freed_block() {
+    if is_child("usable_size_of_a_freed_block") {
+        unsafe {
+            let p = G.c_malloc(24);
+            announce(p);
+            G.c_free(p);
+            G.c_usable_size(p);
+        }
+        unreachable!();
+    }
+    let d = run_child("usable_size_of_a_freed_block", &[]);
+    d.has_lines(&["Fatal error: tidemark debug malloc_usable_size: use after free".into()]);
+}
+
 /// A second free after the block left the quarantine (here: never entered it) is still a
 /// double free, reported without reading the block's bytes.
 #[test]

@@ -69,8 +69,13 @@ pub enum Defect {
 }
 
 impl Defect {
-    fn headline(self, out: &mut Stderr) {
+    fn headline(self, op: Op, out: &mut Stderr) {
         let _ = match self {
+            // A freed block handed to something other than a free is used after its free.
+            Defect::DoubleFree { .. } if matches!(op, Op::Realloc | Op::CRealloc) => {
+                out.write_str("realloc of a freed block")
+            }
+            Defect::DoubleFree { .. } if op == Op::UsableSize => out.write_str("use after free"),
             Defect::LeadingPad => out.write_str("bad leading pad byte"),
             Defect::TrailingPad => out.write_str("bad trailing pad byte"),
             Defect::ApiMismatch { .. } => out.write_str("API mismatch"),
@@ -117,7 +122,7 @@ pub unsafe fn fatal(op: Op, p: *mut u8, defect: Defect) -> ! {
     }
     let _ = writeln!(out);
     let _ = write!(out, "Fatal error: tidemark {}: ", op.name());
-    defect.headline(&mut out);
+    defect.headline(op, &mut out);
     let _ = writeln!(out);
     out.flush();
     drop(out);
