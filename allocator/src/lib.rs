@@ -96,7 +96,7 @@ mod trace_slots;
 pub use debug::{check_heap, Debug};
 pub use pymalloc::Pymalloc;
 pub use select::Tidemark;
-pub use stats::{print_stats, stats, ClassStats, Stats};
+pub use stats::{ignore_stats_environment, print_stats, stats, ClassStats, Stats};
 pub use trace_slots::{
     clear_all as clear_trace_slots, for_each_trace, mapped_bytes as trace_slot_bytes, trace_slot,
 };

@@ -15,7 +15,7 @@ use crate::size_class::{
 };
 use crate::thread;
 use core::fmt;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Per-size-class figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -340,9 +340,19 @@ extern "C" fn print_stats_at_exit() {
     );
 }
 
+/// Set by [`ignore_stats_environment`].
+static IGNORE_ENVIRONMENT: AtomicBool = AtomicBool::new(false);
+
+/// This process ignores `TIDEMARK_MALLOCSTATS`: for a tool whose users set it for the program
+/// the tool runs (the `tidemark` command, which printed its own statistics after its
+/// program's). Call before the first allocation (from a constructor).
+pub fn ignore_stats_environment() {
+    IGNORE_ENVIRONMENT.store(true, Ordering::Relaxed);
+}
+
 /// Registers the `TIDEMARK_MALLOCSTATS=1` exit hook (called once, outside any allocator lock).
 pub fn register_exit_hook_from_env() {
-    if crate::env::flag(c"TIDEMARK_MALLOCSTATS") {
+    if !IGNORE_ENVIRONMENT.load(Ordering::Relaxed) && crate::env::flag(c"TIDEMARK_MALLOCSTATS") {
         // SAFETY: duplicating fd 2 (close-on-exec, so children do not inherit it); on failure
         // the report goes to fd 2 itself.
         let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };

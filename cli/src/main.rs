@@ -35,14 +35,17 @@ use tidemark_tracer::report::{self, Analysis, AnalyzeOptions, Moment, Symbols};
 static GLOBAL: tidemark_tracer::Traced<tidemark_alloc::Pymalloc> =
     tidemark_tracer::Traced::new(tidemark_alloc::Pymalloc::new());
 
-/// The user's `TIDEMARK_RECORD` or `TIDEMARK_TRACE` is meant for their program, not for this
-/// command (`TIDEMARK_RECORD=x.tdm tidemark stats x.tdm` recorded the command over the very
-/// capture it read): opted out in a constructor, before the first allocation.
+/// The user's `TIDEMARK_RECORD`, `TIDEMARK_TRACE` or `TIDEMARK_MALLOCSTATS` is meant for their
+/// program, not for this command (`TIDEMARK_RECORD=x.tdm tidemark stats x.tdm` recorded the
+/// command over the very capture it read; `TIDEMARK_MALLOCSTATS=1 tidemark run ...` printed
+/// the command's statistics after the program's): opted out in a constructor, before the
+/// first allocation.
 #[used]
 #[link_section = ".init_array"]
 static IGNORE_TRACER_ENVIRONMENT: extern "C" fn() = {
     extern "C" fn ignore() {
         tidemark_tracer::ignore_environment();
+        tidemark_alloc::ignore_stats_environment();
     }
     ignore
 };

@@ -57,6 +57,20 @@ fn blocks_really_come_from_tidemark() {
         );
     }
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+
+    // Through `tidemark run`, the program's statistics only: the command ignores the variable.
+    let out = Command::new(tidemark_tests::tidemark_cli())
+        .args(["run", "--allocator", "pymalloc", "--", "seq", "3"])
+        .env("TIDEMARK_MALLOCSTATS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("tidemark allocator statistics of pid "))
+        .collect();
+    assert_eq!(named.len(), 1, "{stderr}");
+    assert!(named[0].ends_with(" (seq):"), "{stderr}");
 }
 
 #[test]
