@@ -43,7 +43,8 @@
 //! class in the freeing thread and pushed to the owning heap a batch at a time; the owner
 //! splices a batch into an empty class cache in O(1).
 //! Pools come from 1 MiB arenas under one lock (the slow path, once per 16 KiB); an arena whose
-//! pools are all free goes back to the OS (one spare is kept). A thread's heap passes to the
+//! pools are all free is kept for reuse, up to 64 of them (64 MiB), and the ones past that go
+//! back to the OS (`arena.rs` says why not one spare, as obmalloc). A thread's heap passes to the
 //! next new thread when it exits. See each module for the why of its structure.
 //!
 //! ## Choosing at run time
