@@ -385,6 +385,28 @@ fn run_debug_reports_a_free_of_a_stack_buffer() {
     }
 }
 
+/// Under the debug hooks, `free` of a global buffer is reported (glibc would only say
+/// "free(): invalid pointer").
+#[test]
+fn run_debug_reports_a_free_of_a_global_buffer() {
+    let dir = scratch_dir("run-debug-global");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap(), "global"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    let line = site("run_corrupt.c", "main", "global");
+    let line = line.rsplit(':').next().unwrap();
+    for expected in [
+        "    it points into the memory of a loaded program or library (a global or static \
+         variable, or code), not the heap.\n"
+            .to_string(),
+        format!("run_corrupt.c\", line {line}, in main"),
+        "Fatal error: tidemark debug free: invalid free".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected}: {err}");
+    }
+}
+
 /// Under the debug hooks, `free` of a pointer inside a block over 512 bytes (which glibc
 /// backs) is reported too: handed to glibc, its free could take it for a chunk and give it out
 /// again while the block is live. The traceback has no C library entry frames.

@@ -117,8 +117,8 @@ pub unsafe fn free(p: *mut c_void) {
 }
 
 /// Under the debug hooks, a pointer the layer does not know goes to glibc (a block from
-/// before the library took over), unless it points into the calling thread's stack or into
-/// a debug block (`free(p + 32)` of a block over 512 bytes, which glibc backs: glibc could
+/// before the library took over), unless it points into the calling thread's stack, into a
+/// loaded object's memory (a global buffer), or into a debug block (`free(p + 32)` of a block over 512 bytes, which glibc backs: glibc could
 /// take it for a chunk and hand it out again while the block is live). Those are bugs the
 /// program's `free` or `realloc` would otherwise leave to glibc, so they get the debug
 /// report, with the call's traceback.
@@ -137,6 +137,19 @@ fn refuse_invalid_pointer(p: *mut c_void, realloc: bool) {
             p as usize,
             realloc,
             "it points inside a debug block of over 512 bytes (in glibc's memory), not at its start",
+        );
+    }
+    // SAFETY: dladdr only reads the loader's list of objects; `info` is written on success.
+    let in_an_object = unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        libc::dladdr(p, &mut info) != 0
+    };
+    if in_an_object {
+        debug::invalid_pointer(
+            p as usize,
+            realloc,
+            "it points into the memory of a loaded program or library (a global or static \
+             variable, or code), not the heap",
         );
     }
 }

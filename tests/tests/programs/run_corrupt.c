@@ -1,7 +1,8 @@
 /* Heap misuse the debug allocator must report: argv[1] picks overflow, double free, a
  * double free after many rounds from the same stacks (whose tracebacks the preload's express
  * lane answers), a write after free that is still in the quarantine at exit, a free of a
- * stack buffer, a free of a pointer inside a block over 512 bytes, or nothing.
+ * stack buffer or of a global one, a free of a pointer inside a block over 512 bytes, or
+ * nothing.
  * Built without frame pointers. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,11 @@ int main(int argc, char **argv) {
         size_t *big = (size_t *)make_buffer(1000);
         for (int i = 0; i < 125; i++) big[i] = 0x31;
         release((char *)&big[4]); /* SITE interior_big */
+        release(p);
+    } else if (strcmp(what, "global") == 0) {
+        static char global_buf[64];
+        snprintf(global_buf, sizeof global_buf, "%s", what);
+        release(global_buf); /* SITE global */
         release(p);
     } else if (strcmp(what, "after_free") == 0) {
         release(p); /* SITE after_free */
