@@ -292,3 +292,36 @@ fn a_separate_debug_file_is_found_by_build_id() {
     // tm_hidden's lines of LIBRARY (which begins with a newline): its opening line to its end.
     assert!((7..=10).contains(&frames[0].lineno), "{frames:?}");
 }
+
+/// A stripped executable's entry point has no symbol: it is named `_start` (which reports
+/// trim), as far as the C runtime's `_start` reaches, and no further.
+#[test]
+fn a_stripped_executables_entry_point_is_start() {
+    let dir = std::env::temp_dir().join(format!("tidemark-symbolize-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("main.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let exe = dir.join("stripped-main");
+    let status = Command::new("cc")
+        .args(["-O1", "-s", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("cc runs (install gcc)");
+    assert!(status.success());
+    let entry = {
+        use object::Object;
+        object::File::parse(&*std::fs::read(&exe).unwrap())
+            .unwrap()
+            .entry()
+    };
+    assert_ne!(entry, 0);
+    let base = 0x5555_0000_0000;
+    let mut s = Symbolizer::new(vec![module_at(&exe, base)]);
+    // The return address of _start's call of __libc_start_main lies a few dozen bytes in.
+    assert_eq!(s.resolve(base + entry + 0x21), named("_start"));
+    assert_eq!(
+        s.resolve(base + entry + 0x40),
+        unnamed(format!("stripped-main+{:#x}", entry + 0x40))
+    );
+}

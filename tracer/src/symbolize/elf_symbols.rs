@@ -35,6 +35,10 @@
 use object::{Object, ObjectSymbol, ObjectSymbolTable, SymbolKind, SymbolScope};
 use std::path::Path;
 
+/// How far `_start` reaches when no symbol says so: glibc's x86-64 `_start` is 38 bytes, its
+/// call of `__libc_start_main` ends 37 bytes in, and the next function is 16-aligned.
+const START_SIZE: u64 = 48;
+
 /// One function: `[address, address + size)` in the file's own addresses (ELF virtual
 /// addresses, what the symbolizer's probes are), and its name in [`ElfSymbols::names`].
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +122,21 @@ impl ElfSymbols {
                     name,
                 });
             }
+        }
+        // A stripped executable has no symbol for its entry point, the root of every
+        // main-thread stack: it is `_start` (the C runtime's, the same few dozen bytes in every
+        // program), named so that reports trim it. Only where no symbol covers the entry.
+        let entry = object.entry();
+        let covered = candidates
+            .iter()
+            .any(|c| (c.address..c.address + c.size.max(1)).contains(&entry));
+        if entry != 0 && !covered {
+            candidates.push(Candidate {
+                address: entry,
+                size: START_SIZE,
+                rank: (u8::MAX, u8::MAX, std::cmp::Reverse(0)),
+                name: "_start",
+            });
         }
         ElfSymbols::from_candidates(candidates)
     }
