@@ -363,75 +363,55 @@ fn run_debug_finds_a_write_after_free_at_exit() {
     assert_eq!(text(&out.stdout), "survived after_free\n");
 }
 
+/// Runs `run_corrupt.c CASE` under `--debug`, which must die of its invalid free with the
+/// report that says `reason` and the call's line (`SITE CASE` in main); returns its stderr.
+fn assert_invalid_free_report(case: &str, reason: &str) -> String {
+    let dir = scratch_dir(&format!("run-debug-{case}"));
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap(), case]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    let line = site("run_corrupt.c", "main", case);
+    let line = line.rsplit(':').next().unwrap();
+    for expected in [
+        format!(
+            ": not a tidemark debug block\n    free was called with a pointer tidemark did not \
+             hand out:\n    {reason}.\n"
+        ),
+        format!("run_corrupt.c\", line {line}, in main"),
+        "Fatal error: tidemark debug free: invalid free".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected}: {err}");
+    }
+    err
+}
+
 /// Under the debug hooks, `free` of a stack buffer is reported (glibc would only say
 /// "free(): invalid pointer") with the call's traceback.
 #[test]
 fn run_debug_reports_a_free_of_a_stack_buffer() {
-    let dir = scratch_dir("run-debug-stack");
-    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
-    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap(), "stack"]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
-    let stack_line = site("run_corrupt.c", "main", "stack");
-    let stack_line = stack_line.rsplit(':').next().unwrap();
-    for line in [
-        ": not a tidemark debug block\n    free was called with a pointer tidemark did not hand \
-         out:\n    it points into the calling thread's stack.\n"
-            .to_string(),
-        format!("run_corrupt.c\", line {stack_line}, in main"),
-        "Fatal error: tidemark debug free: invalid free".to_string(),
-    ] {
-        assert!(err.contains(&line), "{line}: {err}");
-    }
+    assert_invalid_free_report("stack", "it points into the calling thread's stack");
 }
 
-/// Under the debug hooks, `free` of a global buffer is reported (glibc would only say
-/// "free(): invalid pointer").
+/// So is `free` of a global buffer.
 #[test]
 fn run_debug_reports_a_free_of_a_global_buffer() {
-    let dir = scratch_dir("run-debug-global");
-    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
-    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap(), "global"]);
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
-    let line = site("run_corrupt.c", "main", "global");
-    let line = line.rsplit(':').next().unwrap();
-    for expected in [
-        "    it points into the memory of a loaded program or library (a global or static \
-         variable, or code), not the heap.\n"
-            .to_string(),
-        format!("run_corrupt.c\", line {line}, in main"),
-        "Fatal error: tidemark debug free: invalid free".to_string(),
-    ] {
-        assert!(err.contains(&expected), "{expected}: {err}");
-    }
+    assert_invalid_free_report(
+        "global",
+        "it points into the memory of a loaded program or library (a global or static \
+         variable, or code), not the heap",
+    );
 }
 
-/// Under the debug hooks, `free` of a pointer inside a block over 512 bytes (which glibc
-/// backs) is reported too: handed to glibc, its free could take it for a chunk and give it out
-/// again while the block is live. The traceback has no C library entry frames.
+/// And `free` of a pointer inside a block over 512 bytes (which glibc backs): handed to
+/// glibc, its free could take it for a chunk and give it out again while the block is live.
+/// The traceback has no C library entry frames.
 #[test]
 fn run_debug_reports_a_free_inside_a_big_block() {
-    let dir = scratch_dir("run-debug-interior");
-    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
-    let out = tidemark_run(
-        &dir,
-        &["--debug", "--", exe.to_str().unwrap(), "interior_big"],
+    let err = assert_invalid_free_report(
+        "interior_big",
+        "it points inside a debug block of over 512 bytes (in glibc's memory), not at its start",
     );
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
-    let line = site("run_corrupt.c", "main", "interior_big");
-    let line = line.rsplit(':').next().unwrap();
-    for expected in [
-        ": not a tidemark debug block\n    free was called with a pointer tidemark did not hand \
-         out:\n    it points inside a debug block of over 512 bytes (in glibc's memory), not at \
-         its start.\n"
-            .to_string(),
-        format!("run_corrupt.c\", line {line}, in main"),
-        "Fatal error: tidemark debug free: invalid free".to_string(),
-    ] {
-        assert!(err.contains(&expected), "{expected}: {err}");
-    }
     for entry in ["in _start", "__libc_start"] {
         assert!(!err.contains(entry), "{entry}: {err}");
     }
