@@ -43,11 +43,9 @@ pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
     // its whole total, not four with parts of it.
     let mut row_of_frame: Vec<u32> = Vec::new();
     let mut row_ids: HashMap<String, u32> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
     // Per row: the numbers, and the last site that counted it (a function counts once per
-    // stack, however often it recurses or however many of its lines the stack holds;
-    // `u32::MAX`: never counted, no row).
-    let mut by_label: Vec<(Row, u32)> = Vec::new();
+    // stack, however often it recurses or however many of its lines the stack holds).
+    let mut rows: Vec<(Row, u32)> = Vec::new();
     let mut ids = Vec::new();
     for (n, s) in a.sites.iter().enumerate() {
         let (bytes, count) = opts.moment.value(s);
@@ -60,19 +58,17 @@ pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
                 row_of_frame.resize(f as usize + 1, u32::MAX);
             }
             if row_of_frame[f as usize] == u32::MAX {
-                let name = function_label(syms.frame(f));
-                let next = row_ids.len() as u32;
-                let row = *row_ids.entry(name.clone()).or_insert_with(|| {
-                    names.push(name);
-                    next
+                let function = function_label(syms.frame(f));
+                row_of_frame[f as usize] = *row_ids.entry(function).or_insert_with_key(|name| {
+                    let row = Row {
+                        function: name.clone(),
+                        ..Row::default()
+                    };
+                    rows.push((row, u32::MAX));
+                    rows.len() as u32 - 1
                 });
-                row_of_frame[f as usize] = row;
             }
-            let l = row_of_frame[f as usize] as usize;
-            if l >= by_label.len() {
-                by_label.resize(l + 1, (Row::default(), u32::MAX));
-            }
-            let (r, seen) = &mut by_label[l];
+            let (r, seen) = &mut rows[row_of_frame[f as usize] as usize];
             if *seen == n as u32 {
                 continue;
             }
@@ -85,15 +81,7 @@ pub fn rows(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Vec<Row> {
             }
         }
     }
-    let mut v: Vec<Row> = by_label
-        .into_iter()
-        .enumerate()
-        .filter(|(_, (_, seen))| *seen != u32::MAX)
-        .map(|(l, (r, _))| Row {
-            function: std::mem::take(&mut names[l]),
-            ..r
-        })
-        .collect();
+    let mut v: Vec<Row> = rows.into_iter().map(|(r, _)| r).collect();
     v.sort_by(|x, y| {
         y.total_bytes
             .cmp(&x.total_bytes)
