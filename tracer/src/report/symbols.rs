@@ -329,12 +329,11 @@ fn is_cxx_allocation(name: &str) -> bool {
 /// library's own, so they count whatever their file. `main` only without a file: a `main`
 /// with debug information is the program's code.
 pub fn is_plumbing(f: &Frame) -> bool {
-    const ENTRY: [&str; 10] = [
+    const ENTRY: [&str; 9] = [
         "_start",
         "__libc_start_main",
         "__libc_start_main_impl",
         "__libc_start_call_main",
-        "__libc_init_first",
         "start_thread",
         "clone",
         "__clone",
