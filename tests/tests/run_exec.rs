@@ -4,7 +4,9 @@
 //! nothing: the recording goes on.
 
 use std::process::Command;
-use tidemark_tests::{compile_c, scratch_dir, site, text, tidemark_cli, tidemark_run, Capture};
+use tidemark_tests::{
+    captures_in, compile_c, scratch_dir, site, text, tidemark_cli, tidemark_run, Capture,
+};
 
 const PROGRAM: &str = "run_exec.c";
 
@@ -157,4 +159,33 @@ fn assert_kept_before_exec(c: &Capture, context: &str) {
         "{context}: {}",
         c.describe()
     );
+}
+
+/// bash exports `setenv`, `unsetenv` and `getenv` of its own, which do nothing before its
+/// `main`: the preload must take itself out of the environment with the C library's, or
+/// every program the script runs inherits it, records into the same file and truncates
+/// bash's capture.
+#[test]
+fn a_shell_with_its_own_setenv_runs_its_programs_untraced() {
+    let dir = scratch_dir("run-exec-bash");
+    let out = tidemark_run(
+        &dir,
+        &[
+            "-o",
+            "bash.tdm",
+            "--",
+            "/bin/bash",
+            "-c",
+            "/bin/true; export -p > env.txt; /bin/true; exit 0",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let env = std::fs::read_to_string(dir.join("env.txt")).expect("the script wrote env.txt");
+    assert!(!env.contains("TIDEMARK_PRELOAD_"), "{env}");
+    assert!(!env.contains("libtidemark_preload"), "{env}");
+    assert_eq!(captures_in(&dir), vec![dir.join("bash.tdm")], "{err}");
+    let c = Capture::read(&dir.join("bash.tdm"));
+    assert!(c.complete && c.exec.is_none(), "{}", c.describe());
+    assert!(c.allocs > 0, "{}", c.describe());
 }

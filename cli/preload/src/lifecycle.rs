@@ -274,11 +274,49 @@ fn print_stats() {
 
 // ---- environment ----
 
+/// The C library's `setenv` and `unsetenv`, found past this library with `dlsym(RTLD_NEXT)`.
+///
+/// Not the ones the program's symbols would bind to: bash exports `setenv`, `unsetenv` and
+/// `getenv` of its own, which before bash's `main` change nothing, so `tidemark run -- bash
+/// script.sh` handed `LD_PRELOAD` and the capture's name to every program the script ran,
+/// and each of them truncated the capture bash was writing. glibc's functions change the
+/// array `environ` points to in place (removing shifts its pointers; replacing a variable that
+/// is set stores a new pointer), and that array is the one the program's `main` receives.
+struct LibcEnv {
+    setenv: unsafe extern "C" fn(*const libc::c_char, *const libc::c_char, i32) -> i32,
+    unsetenv: unsafe extern "C" fn(*const libc::c_char) -> i32,
+}
+
+fn libc_env() -> Option<&'static LibcEnv> {
+    static ENV: OnceLock<Option<LibcEnv>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_NEXT and NUL-terminated names has no other preconditions;
+        // a non-null result is the C library's function of that name, whose C signature the
+        // transmutes spell.
+        unsafe {
+            let set = libc::dlsym(libc::RTLD_NEXT, c"setenv".as_ptr());
+            let unset = libc::dlsym(libc::RTLD_NEXT, c"unsetenv".as_ptr());
+            (!set.is_null() && !unset.is_null()).then(|| LibcEnv {
+                setenv: core::mem::transmute::<*mut libc::c_void, _>(set),
+                unsetenv: core::mem::transmute::<*mut libc::c_void, _>(unset),
+            })
+        }
+    })
+    .as_ref()
+}
+
 fn set_env(name: &[u8], value: &[u8]) {
-    if let (Ok(n), Ok(v)) = (CString::new(name), CString::new(value)) {
+    if let (Some(env), Ok(n), Ok(v)) = (libc_env(), CString::new(name), CString::new(value)) {
         // SAFETY: both strings are NUL-terminated; called from the constructor, before the
         // program's threads exist.
-        unsafe { libc::setenv(n.as_ptr(), v.as_ptr(), 1) };
+        unsafe { (env.setenv)(n.as_ptr(), v.as_ptr(), 1) };
+    }
+}
+
+fn unset_env(name: &core::ffi::CStr) {
+    if let Some(env) = libc_env() {
+        // SAFETY: NUL-terminated name; called from the constructor, as `set_env`.
+        unsafe { (env.unsetenv)(name.as_ptr()) };
     }
 }
 
@@ -313,16 +351,14 @@ fn strip_environment() {
     if let Some(list) = tidemark_alloc::env::var(c"LD_PRELOAD") {
         let kept = without_preload(list);
         if kept.is_empty() {
-            // SAFETY: NUL-terminated name.
-            unsafe { libc::unsetenv(c"LD_PRELOAD".as_ptr()) };
+            unset_env(c"LD_PRELOAD");
         } else if kept.len() != list.len() {
             set_env(b"LD_PRELOAD", &kept);
         }
     }
     for name in names {
         if let Ok(n) = CString::new(name) {
-            // SAFETY: NUL-terminated name.
-            unsafe { libc::unsetenv(n.as_ptr()) };
+            unset_env(&n);
         }
     }
 }
