@@ -558,3 +558,24 @@ fn modules_loaded_mid_run_unwind_and_symbolize() {
         sites[0].frames
     );
 }
+
+/// The preload's constructor runs before every other object's (`-z initfirst`): the blocks a
+/// linked library's constructor allocates before `main` are the program's and are recorded
+/// (libstdc++'s emergency exception pool went unseen before).
+#[test]
+fn constructors_of_linked_libraries_are_recorded() {
+    let dir = scratch_dir("run-ctor");
+    let lib = compile_c("run_ctor_lib.c", &dir, &["-shared", "-fPIC"]);
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    let exe = compile_c("run_ctor.c", &dir, &[lib.to_str().unwrap(), &rpath]);
+    let path = dir.join("ctor.tdm");
+    let out = run_preloaded(
+        &exe,
+        &[],
+        &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c = Capture::read(&path);
+    let ctor = site("run_ctor_lib.c", "allocate_early", "ctor");
+    assert_eq!(c.totals_at(&ctor), (3, 3 * 7777, 0), "{}", c.describe());
+}

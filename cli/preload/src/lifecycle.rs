@@ -1,6 +1,6 @@
 //! Load, fork, exec and exit.
 //!
-//! - Load (`.init_array` constructor): decide the backend, start the recording (the capture
+//! - Load (`.init_array` constructor, run before every other object's: see `init`): decide the backend, start the recording (the capture
 //!   named from `TIDEMARK_PRELOAD_OUTPUT`, `%p` → pid), install the debug layer's traceback
 //!   hooks, and take this library out of the environment (`LD_PRELOAD` entry and every
 //!   `TIDEMARK_PRELOAD_*`) so programs the process execs run without it, unless
@@ -37,14 +37,29 @@ static CHILD_PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
 
 #[used]
 #[link_section = ".init_array"]
-static INIT: extern "C" fn() = init;
+static INIT: extern "C" fn(i32, *const *const libc::c_char, *mut *mut libc::c_char) = init;
 
 fn pid() -> i32 {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() }
 }
 
-extern "C" fn init() {
+/// The library's constructor. The library is linked with `-z initfirst` (`build.rs`), so it
+/// runs before any other object's, the C library's included: the allocations other libraries'
+/// constructors make are the program's and are recorded. The C library's own constructor has
+/// not set `environ` yet then; the loader passes every constructor the environment, which
+/// this one sets first, as the C library's will (to the same array) a moment later.
+extern "C" fn init(_argc: i32, _argv: *const *const libc::c_char, envp: *mut *mut libc::c_char) {
+    extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: the constructor runs on the only thread before the program starts; `envp` is
+    // the environment array the loader hands every constructor.
+    unsafe {
+        if environ.is_null() {
+            environ = envp;
+        }
+    }
     // Unrecorded: what the constructor allocates after the recording starts (the children's
     // capture pattern, `setenv`'s copies, glibc's fork and exit handler lists) is tidemark's,
     // not the program's: recorded, it showed as the program's leaks.
