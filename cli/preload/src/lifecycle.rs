@@ -1,10 +1,11 @@
 //! Load, fork, exec and exit.
 //!
-//! - Load (`.init_array` constructor, run before every other object's: see `init`): decide the backend, start the recording (the capture
-//!   named from `TIDEMARK_PRELOAD_OUTPUT`, `%p` → pid), install the debug layer's traceback
-//!   hooks, and take this library out of the environment (`LD_PRELOAD` entry and every
-//!   `TIDEMARK_PRELOAD_*`) so programs the process execs run without it, unless
-//!   `TIDEMARK_PRELOAD_FOLLOW_FORK=1` asked to follow them. A bare `LD_PRELOAD` (no
+//! - Load (`.init_array` constructor, run before every other object's: see `init`): decide
+//!   the backend, start the recording (the capture named from `TIDEMARK_PRELOAD_OUTPUT`,
+//!   `%p` → pid), install the debug layer's traceback hooks, and take this library out of
+//!   the environment (`LD_PRELOAD` entry and every `TIDEMARK_PRELOAD_*`) so programs the
+//!   process execs run without it, unless `TIDEMARK_PRELOAD_FOLLOW_FORK=1` asked to follow
+//!   them. A bare `LD_PRELOAD` (no
 //!   `TIDEMARK_PRELOAD_*` at all, the mimalloc-style use) is left alone and inherited.
 //! - Fork (`pthread_atfork`, in the child): the parent's recording is forgotten without a
 //!   byte written (the events it had buffered are the parent's to write, its writer thread
