@@ -5,91 +5,16 @@
 //! The defects are undefined behaviour by construction; the writes are volatile so the
 //! compiler keeps them, and they all land in memory the debug layer owns (guards, quarantine).
 
+#[path = "common/death.rs"]
+mod death;
+
+use death::{announce, is_child, poke, run_child, L24};
 use std::alloc::{alloc, dealloc, realloc, GlobalAlloc, Layout};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use tidemark_alloc::debug::{check_heap, Debug};
 use tidemark_alloc::Pymalloc;
 
 #[global_allocator]
 static G: Debug<Pymalloc> = Debug::new(Pymalloc::new());
-
-const CHILD: &str = "TIDEMARK_DEATH";
-
-/// In the child: true when this test is the one to commit its defect.
-fn is_child(name: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(name)
-}
-
-/// Tells the parent where the block is, so it can check the addresses in the report.
-fn announce(p: *mut u8) {
-    println!("DEATH p={:#x}", p as usize);
-}
-
-struct Death {
-    p: usize,
-    stderr: String,
-}
-
-/// Runs test `name` in a child with the defect switched on; asserts SIGABRT.
-fn run_child(name: &str, env: &[(&str, &str)]) -> Death {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, name);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGABRT),
-        "child {name} did not abort: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    let p = stdout
-        .lines()
-        .find_map(|l| l.split("DEATH p=0x").nth(1))
-        .map_or(0, |hex| usize::from_str_radix(hex.trim(), 16).unwrap());
-    Death { p, stderr }
-}
-
-impl Death {
-    /// Asserts that each of `lines` is a whole line of the report.
-    fn has_lines(&self, lines: &[String]) {
-        for want in lines {
-            assert!(
-                self.stderr.lines().any(|l| l == want),
-                "missing line {want:?} in report:\n{}",
-                self.stderr
-            );
-        }
-    }
-
-    /// Asserts that some line starts with `prefix`.
-    fn has_prefix(&self, prefix: &str) {
-        assert!(
-            self.stderr.lines().any(|l| l.starts_with(prefix)),
-            "no line starting {prefix:?} in report:\n{}",
-            self.stderr
-        );
-    }
-
-    fn headline(&self) -> String {
-        format!("Debug memory block at address p={:#x}: API 'rust'", self.p)
-    }
-}
-
-fn poke(p: *mut u8, byte: u8) {
-    // SAFETY (test): `p` is a byte of a live block, a guard byte or a quarantined byte.
-    unsafe { p.write_volatile(byte) }
-}
-
-const L24: Layout = match Layout::from_size_align(24, 8) {
-    Ok(l) => l,
-    Err(_) => panic!(),
-};
 
 #[test]
 fn underwrite() {

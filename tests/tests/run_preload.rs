@@ -417,6 +417,29 @@ fn run_debug_reports_a_free_inside_a_big_block() {
     }
 }
 
+/// A block over 512 bytes (in glibc's memory) whose header's tag a write before it damaged:
+/// reported as such, not as a pointer inside a debug block (nor handed to glibc).
+#[test]
+fn run_debug_reports_a_damaged_header_of_a_big_block() {
+    let dir = scratch_dir("run-debug-underflow-big");
+    let exe = compile_c("run_corrupt.c", &dir, &NO_FP);
+    let out = tidemark_run(
+        &dir,
+        &["--debug", "--", exe.to_str().unwrap(), "underflow_big"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    let line = site("run_corrupt.c", "main", "underflow_big");
+    let line = line.rsplit(':').next().unwrap();
+    for expected in [
+        ": its header is damaged\n".to_string(),
+        format!("run_corrupt.c\", line {line}, in main"),
+        "Fatal error: tidemark debug free: damaged block header".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected}: {err}");
+    }
+}
+
 /// The debug reports' tracebacks after a thousand rounds from the same stacks, which the
 /// express lane answers (recent stacks): the block's own allocation and first free, with the
 /// lines of the loop that made and freed it.

@@ -6,7 +6,7 @@
 //! block is remembered, the lock dropped, and then the report is written, because the report
 //! may call the tracer, which may allocate.
 
-use super::layout::{status, Block, DEADBYTE, FREED};
+use super::layout::{header_sound, status, Block, DEADBYTE, FREED};
 use super::live;
 use super::report::{fatal, Defect, Op};
 use super::scan::{all_equal, first_not};
@@ -46,6 +46,10 @@ pub fn check_heap() -> usize {
 pub unsafe fn verify(b: Block, freed: bool) -> Option<Defect> {
     // SAFETY: the block is registered, hence readable.
     unsafe {
+        // First: the checks below locate the back guard and the user bytes by the header.
+        if !header_sound(b.header()) || !live::registered(b.header()) {
+            return Some(Defect::HeaderDamaged);
+        }
         if !b.leading_intact() {
             return Some(Defect::LeadingPad);
         }

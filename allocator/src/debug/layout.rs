@@ -12,7 +12,7 @@
 //!  +-----------+-------------+-------------+---------------------+------------+-----------+
 //!  <------- front(A) = round_up(32, A) ---->^p                    ^tail = p + size
 //!
-//!  header: size (56 bits) + log2 align (8) | alloc stack u32 | free stack u32
+//!  header: size (48 bits) + check (8) + log2 align (8) | alloc stack u32 | free stack u32
 //!          | magic u16 | API u8 | status u8 | registry slot u32
 //! ```
 //!
@@ -42,6 +42,11 @@
 //! - The header remembers the block's registry slot (`slot`, see `live.rs`); the registry and
 //!   the quarantine ring live in mappings of their own, so the debug layer never allocates
 //!   through the global allocator.
+//! - A write before the block that runs past the front guard lands in the header. The size
+//!   carries a check byte ([`header_sound`]) and the slot must name a registry entry that
+//!   names this header back (`live::registered`), so a damaged header is reported as such
+//!   instead of being trusted: a wrong size would send the checks to read far past the block,
+//!   a wrong slot would unregister another block.
 //!
 //! Marks: fresh user bytes are CLEANBYTE (0xCD) unless zeroed; freed user bytes are DEADBYTE
 //! (0xDD) for as long as the block waits in the quarantine; guards are FORBIDDENBYTE (0xFD).
@@ -115,9 +120,10 @@ impl Api {
 /// next to the front guard (see the module docs).
 #[repr(C)]
 pub struct Header {
-    /// The size the program asked for (low 56 bits: no machine has 2^56 bytes, and
-    /// `inner_layout` refuses such sizes) and log2 of its alignment (top byte), so the free
-    /// path checks both against a Rust layout with one compare.
+    /// The size the program asked for (low 48 bits: no machine maps 2^48 bytes, and
+    /// `inner_layout` refuses such sizes), a check byte of size and alignment (bits 48..56),
+    /// and log2 of the alignment (top byte), so the free path checks all three against a Rust
+    /// layout with one compare. See [`size_align_word`].
     pub size_align: u64,
     /// Tracer stack ids (0 = none) of the allocation and of the free. The tracer's ids are
     /// 32-bit (`tidemark_tracer`'s `StackId`); an id that does not fit is kept as 0, "no
@@ -136,9 +142,32 @@ pub struct Header {
 const _: () = assert!(core::mem::size_of::<Header>() == 24);
 const _: () = assert!(HEAD & 15 == 0);
 
-/// The low 56 bits of `Header::size_align`, and of the front-guard word of a released block,
-/// hold the size.
-const SIZE_BITS: u64 = (1 << 56) - 1;
+/// The low 48 bits of `Header::size_align` hold the size.
+const SIZE_BITS: u64 = (1 << 48) - 1;
+/// The low 56 bits of the front-guard word of a released block hold the size, the top byte
+/// their check.
+const RELEASED_SIZE_BITS: u64 = (1 << 56) - 1;
+
+/// `Header::size_align` for a block of `size` bytes (at most `SIZE_BITS`) aligned to
+/// `1 << align_log2`: the size, a check byte of both, and the alignment's log2.
+#[inline]
+pub fn size_align_word(size: usize, align_log2: u32) -> u64 {
+    let plain = size as u64 | u64::from(align_log2) << 56;
+    plain | u64::from(hash8(plain)) << 48
+}
+
+/// Whether a header's size and alignment are the ones it was made with (their check byte
+/// matches): false when a write before the block reached them.
+///
+/// # Safety
+/// `h` is readable.
+#[inline]
+pub unsafe fn header_sound(h: *mut Header) -> bool {
+    // SAFETY: guaranteed by the caller.
+    let word = unsafe { (*h).size_align };
+    let plain = word & !(0xFF << 48);
+    hash8(plain) == (word >> 48) as u8
+}
 
 /// Where the header's last word (magic, API, status, slot) starts: the free path compares its
 /// low half with [`live_tag`] in one load.
@@ -231,7 +260,7 @@ pub unsafe fn init_block(
         let p = base.add(front(align));
         let h = header_of(p);
         h.write(Header {
-            size_align: size as u64 | u64::from(align.trailing_zeros()) << 56,
+            size_align: size_align_word(size, align.trailing_zeros()),
             alloc_stack: stack_id32(alloc_stack),
             free_stack: 0,
             magic: MAGIC,
@@ -289,13 +318,14 @@ pub unsafe fn intact_live(p: *mut u8, api: Api, layout: Option<Layout>) -> bool 
         let size_align = (*h).size_align;
         let size = match layout {
             Some(l) => {
-                let want = l.size() as u64 | u64::from(l.align().trailing_zeros()) << 56;
-                if size_align != want {
+                if size_align != size_align_word(l.size(), l.align().trailing_zeros()) {
                     return false;
                 }
                 l.size()
             }
-            None => (size_align & SIZE_BITS) as usize,
+            // The size locates the back guard: it is trusted once its check byte matches.
+            None if header_sound(h) => (size_align & SIZE_BITS) as usize,
+            None => return false,
         };
         let front = (p.sub(GUARD) as *const u64).read();
         let back = (p.add(size) as *const u64).read_unaligned();
@@ -446,14 +476,15 @@ fn released_stacks_word(alloc_stack: u32, free_stack: u32) -> u64 {
 /// The front-guard word of a released block: the size and its check byte (a size that does
 /// not fit, which no real allocation has, gets a check that fails).
 pub fn released_size_word(size: usize) -> u64 {
-    let bits = size as u64 & SIZE_BITS;
+    let bits = size as u64 & RELEASED_SIZE_BITS;
     let check = hash8(bits) ^ u8::from(bits != size as u64);
     bits | (u64::from(check) << 56)
 }
 
 /// The size a released block's front-guard word holds, if its check matches.
 pub fn released_size(word: u64) -> Option<usize> {
-    (hash8(word & SIZE_BITS) == (word >> 56) as u8).then_some((word & SIZE_BITS) as usize)
+    let bits = word & RELEASED_SIZE_BITS;
+    (hash8(bits) == (word >> 56) as u8).then_some(bits as usize)
 }
 
 /// A byte that depends on every bit of `x`.

@@ -113,6 +113,30 @@ pub unsafe fn insert(l: &mut Local, h: *mut Header) -> bool {
     true
 }
 
+/// Whether the slot `h`'s header names holds `h`: false when a write before the block
+/// changed the header's slot, which `remove` would otherwise clear (another block's, or one
+/// past the table).
+///
+/// # Safety
+/// `h` is readable.
+pub unsafe fn registered(h: *mut Header) -> bool {
+    // SAFETY: guaranteed by the caller.
+    let index = unsafe { (*h).slot } as usize;
+    if index >= NEXT.load(Ordering::Acquire).min(MAX_CHUNKS * CHUNK_SLOTS) {
+        return false;
+    }
+    let chunk = CHUNKS[index / CHUNK_SLOTS].load(Ordering::Acquire);
+    // SAFETY: a mapping holds CHUNK_SLOTS slots and is never unmapped.
+    !chunk.is_null()
+        && unsafe { &*chunk.add(index % CHUNK_SLOTS) }.load(Ordering::Acquire) == h as usize
+}
+
+/// Whether `h` is a registered header, whatever its bytes say: a walk of the whole table
+/// (O(blocks)), for a pointer that failed every other check, before its fatal report.
+pub fn holds(h: *mut Header) -> bool {
+    RELEASE.with(|()| find_map(|r| (r == h).then_some(())).is_some())
+}
+
 /// Unregisters a block before its memory goes back to the inner allocator; its slot joins
 /// the calling thread's free stack.
 ///

@@ -172,6 +172,23 @@ pub fn invalid_pointer(addr: usize, realloc: bool, reason: &'static str) -> ! {
         )
     }
 }
+/// Reports the block at `addr` as one whose header was overwritten, if the registry holds a
+/// block there, and aborts; returns otherwise. For a caller outside the layer that found no
+/// header before a pointer (the preload, whose blocks over 512 bytes lie in glibc's memory,
+/// where a pointer without a header is otherwise taken for glibc's own).
+pub fn refuse_damaged_header(addr: usize, realloc: bool) {
+    let p: *mut u8 = core::ptr::without_provenance_mut(addr);
+    if live::holds(header_of(p)) {
+        let op = if realloc {
+            report::Op::CRealloc
+        } else {
+            report::Op::Free
+        };
+        // SAFETY: a registered header is readable, and its front guard after it.
+        unsafe { report::fatal(op, p, report::Defect::HeaderDamaged) }
+    }
+}
+
 pub(crate) use fork::{fork_prepare, fork_release};
 pub use layout::{Api, CLEANBYTE, DEADBYTE, FORBIDDENBYTE};
 pub use quarantine::DEFAULT_LIMIT as DEFAULT_QUARANTINE;
@@ -185,8 +202,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 use layout::{
-    header_of, init_block, inner_layout, intact_live, mark_released, stack_id32, status, user_of,
-    Block, FREED, RELEASED,
+    header_of, header_sound, init_block, inner_layout, intact_live, mark_released, stack_id32,
+    status, user_of, Block, FREED, RELEASED,
 };
 use probe::{probe, Probe};
 use quarantine::{Batch, Entry, Locked};
@@ -338,6 +355,11 @@ impl<A: GlobalAlloc> Debug<A> {
     unsafe fn diagnose(&self, op: Op, p: *mut u8, api: Api, layout: Option<Layout>) -> Block {
         let b = match probe(p) {
             Probe::Block(b) => b,
+            // A registered block whose tag was overwritten (a write before the block).
+            // SAFETY: a registered header is readable.
+            Probe::Foreign { .. } if live::holds(header_of(p)) => unsafe {
+                fatal(op, p, Defect::HeaderDamaged)
+            },
             // SAFETY: InvalidFree reads nothing at p.
             Probe::Foreign { reason } => unsafe { fatal(op, p, Defect::InvalidFree { reason }) },
         };
@@ -345,10 +367,16 @@ impl<A: GlobalAlloc> Debug<A> {
         // unless the block was released: then only the header is read (by the report).
         unsafe {
             let h = b.header();
-            match status(h).load(Ordering::Acquire) {
-                FREED => fatal(op, p, Defect::DoubleFree { released: false }),
-                RELEASED => fatal(op, p, Defect::DoubleFree { released: true }),
-                _ => {}
+            let state = status(h).load(Ordering::Acquire);
+            if state == RELEASED {
+                // (Its size word went back to the inner allocator with the block.)
+                fatal(op, p, Defect::DoubleFree { released: true });
+            }
+            if !header_sound(h) {
+                fatal(op, p, Defect::HeaderDamaged);
+            }
+            if state == FREED {
+                fatal(op, p, Defect::DoubleFree { released: false });
             }
             if (*h).api != api as u8 {
                 fatal(op, p, Defect::ApiMismatch { used: api });
@@ -459,6 +487,19 @@ impl<A: GlobalAlloc> Debug<A> {
     /// # Safety
     /// `batch` holds freed, registered blocks of this allocator that nothing else refers to.
     unsafe fn release_blocks(&self, batch: &[Entry]) {
+        for e in batch {
+            // A slot changed since the block was registered (a write before it, while it was
+            // live or quarantined) would have `remove` clear another block's slot.
+            // SAFETY: the header is ours and readable.
+            if unsafe { !live::registered(e.h) } {
+                if report::reporting_here() {
+                    // The process aborts once the report is written: keep the batch.
+                    return;
+                }
+                // SAFETY: as above; the report reads only the header and the front guard.
+                unsafe { fatal(Op::Quarantine, user_of(e.h), Defect::HeaderDamaged) };
+            }
+        }
         live::RELEASE.with(|()| {
             let mut local = local::local();
             for e in batch {

@@ -5,7 +5,9 @@
 //! corrupt, so the report itself never allocates. Only the tracer's `write` hook may allocate
 //! (symbolization); no debug-layer lock is held while it runs.
 
-use super::layout::{read_released, Api, Block, DEADBYTE, FORBIDDENBYTE, FREED, GUARD};
+use super::layout::{
+    read_released, Api, Block, Header, DEADBYTE, FORBIDDENBYTE, FREED, GUARD, HEAD,
+};
 use crate::hooks::traceback_hooks;
 use crate::stderr::Stderr;
 use core::fmt::Write;
@@ -66,6 +68,9 @@ pub enum Defect {
     InvalidFree { reason: &'static str },
     /// A freed block's byte at `offset` is no longer DEADBYTE.
     WriteAfterFree { offset: usize },
+    /// The header's size or slot (or its tag, in a block the registry holds) changed: a
+    /// write before the block ran past its front guard.
+    HeaderDamaged,
 }
 
 impl Defect {
@@ -83,9 +88,13 @@ impl Defect {
             Defect::DoubleFree { .. } => out.write_str("double free"),
             Defect::InvalidFree { .. } => out.write_str("invalid free"),
             Defect::WriteAfterFree { .. } => out.write_str("write after free"),
+            Defect::HeaderDamaged => out.write_str("damaged block header"),
         };
     }
 }
+
+/// Bytes of the header (before the front guard).
+const HEADER: usize = core::mem::size_of::<Header>();
 
 /// Thread id of the thread writing a report (0 = none).
 static REPORTER: AtomicI32 = AtomicI32::new(0);
@@ -103,8 +112,9 @@ pub fn reporting_here() -> bool {
 /// Writes the report for the block at `p` and aborts the process.
 ///
 /// # Safety
-/// Unless `defect` is `InvalidFree`, `p` must be a debug block whose header is readable, and
-/// unless it is `DoubleFree { released: true }`, its guards, user bytes and trailer too.
+/// Unless `defect` is `InvalidFree`, `p` must be a debug block whose header (and front guard)
+/// is readable, and unless it is `DoubleFree { released: true }` or `HeaderDamaged`, its back
+/// guard, user bytes and trailer too.
 #[cold]
 #[inline(never)]
 pub unsafe fn fatal(op: Op, p: *mut u8, defect: Defect) -> ! {
@@ -113,6 +123,9 @@ pub unsafe fn fatal(op: Op, p: *mut u8, defect: Defect) -> ! {
     let _ = writeln!(out);
     if let Defect::InvalidFree { reason } = defect {
         invalid(&mut out, op, p, reason);
+    } else if defect == Defect::HeaderDamaged {
+        // SAFETY: the caller promises a readable header (and front guard, right after it).
+        unsafe { damaged(&mut out, op, p) };
     } else if let Defect::DoubleFree { released: true } = defect {
         // SAFETY: the caller promises a readable header.
         unsafe { released(&mut out, op, p) };
@@ -297,6 +310,36 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
         let _ = writeln!(out, "Memory block freed at (most recent call first):");
         traceback(out, free_stack, "freed");
     }
+    if !matches!(op, Op::Quarantine | Op::CheckHeap) {
+        current_stack(out, op, false);
+    }
+}
+
+/// The report of a block whose header was overwritten. Nothing it says is trusted: not the
+/// size (so no guard past the block and no user byte is read), not the traceback ids.
+///
+/// # Safety
+/// The `HEAD` bytes before `p` are readable.
+unsafe fn damaged(out: &mut Stderr, op: Op, p: *mut u8) {
+    let _ = writeln!(
+        out,
+        "Debug memory block at address p={:#x}: its header is damaged",
+        p as usize
+    );
+    let _ = writeln!(
+        out,
+        "    The {HEADER} bytes of bookkeeping at p-{HEAD}..p-{GUARD} were overwritten: a write before the block's start ran past its front guard, or a wild write landed there."
+    );
+    // SAFETY: the header and the front guard are readable (caller).
+    let head = unsafe { core::slice::from_raw_parts(p.wrapping_sub(HEAD), HEAD) };
+    let _ = write!(out, "    Bytes at p-{HEAD}:");
+    hex(out, &head[..HEADER], usize::MAX);
+    let _ = write!(out, "    Bytes at p-{GUARD}:");
+    hex(out, &head[HEADER..], usize::MAX);
+    let _ = writeln!(
+        out,
+        "    The block's size, serial and tracebacks were kept in those bytes: they are not shown."
+    );
     if !matches!(op, Op::Quarantine | Op::CheckHeap) {
         current_stack(out, op, false);
     }

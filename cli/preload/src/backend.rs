@@ -124,6 +124,8 @@ pub unsafe fn free(p: *mut c_void) {
 /// report, with the call's traceback.
 #[cold]
 fn refuse_invalid_pointer(p: *mut c_void, realloc: bool) {
+    // A debug block whose header a write before it damaged (its tag unrecognizable).
+    debug::refuse_damaged_header(p as usize, realloc);
     let (low, high) = tidemark_tracer::thread_stack_bounds();
     if (low..high).contains(&(p as usize)) {
         debug::invalid_pointer(

@@ -299,9 +299,12 @@ fn print_stats() {
 /// array `environ` points to in place (removing shifts its pointers; replacing a variable that
 /// is set stores a new pointer), and that array is the one the program's `main` receives.
 struct LibcEnv {
-    setenv: unsafe extern "C" fn(*const libc::c_char, *const libc::c_char, i32) -> i32,
-    unsetenv: unsafe extern "C" fn(*const libc::c_char) -> i32,
+    setenv: SetEnv,
+    unsetenv: UnsetEnv,
 }
+
+type SetEnv = unsafe extern "C" fn(*const libc::c_char, *const libc::c_char, i32) -> i32;
+type UnsetEnv = unsafe extern "C" fn(*const libc::c_char) -> i32;
 
 fn libc_env() -> Option<&'static LibcEnv> {
     static ENV: OnceLock<Option<LibcEnv>> = OnceLock::new();
@@ -313,8 +316,8 @@ fn libc_env() -> Option<&'static LibcEnv> {
             let set = libc::dlsym(libc::RTLD_NEXT, c"setenv".as_ptr());
             let unset = libc::dlsym(libc::RTLD_NEXT, c"unsetenv".as_ptr());
             (!set.is_null() && !unset.is_null()).then(|| LibcEnv {
-                setenv: core::mem::transmute::<*mut libc::c_void, _>(set),
-                unsetenv: core::mem::transmute::<*mut libc::c_void, _>(unset),
+                setenv: core::mem::transmute::<*mut libc::c_void, SetEnv>(set),
+                unsetenv: core::mem::transmute::<*mut libc::c_void, UnsetEnv>(unset),
             })
         }
     })

@@ -1,8 +1,8 @@
 /* Heap misuse the debug allocator must report: argv[1] picks overflow, double free, a
  * double free after many rounds from the same stacks (whose tracebacks the preload's express
  * lane answers), a write after free that is still in the quarantine at exit, a free of a
- * stack buffer or of a global one, a free of a pointer inside a block over 512 bytes, or
- * nothing.
+ * stack buffer or of a global one, a free of a pointer inside a block over 512 bytes, a
+ * free of a block over 512 bytes whose header a write before it damaged, or nothing.
  * Built without frame pointers. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +48,13 @@ int main(int argc, char **argv) {
         size_t *big = (size_t *)make_buffer(1000);
         for (int i = 0; i < 125; i++) big[i] = 0x31;
         release((char *)&big[4]); /* SITE interior_big */
+        release(p);
+    } else if (strcmp(what, "underflow_big") == 0) {
+        /* A write 14 bytes before a block over 512 bytes: past the front guard, into the
+           header's tag, so no debug header seems to precede the pointer. */
+        char *big = make_buffer(1000);
+        ((volatile char *)big)[-14] = 'X';
+        release(big); /* SITE underflow_big */
         release(p);
     } else if (strcmp(what, "global") == 0) {
         static char global_buf[64];
