@@ -549,3 +549,35 @@ fn flamegraph_prunes_frames_too_narrow_to_draw() {
     assert_eq!(report::flamegraph::drawn_stacks(&tricky), tricky);
     assert!(render(&report::flamegraph::drawn_stacks(&tricky)) == render(&tricky));
 }
+
+/// Blocks of zero bytes (`malloc(0)`) are blocks: the tree counts them, as stats and the
+/// flamegraph do.
+#[test]
+fn tree_counts_zero_byte_blocks() {
+    let mut b = CaptureBuilder::new(&Meta::default());
+    b.stacks(1, &[(MAIN, 0), (CACHE, 1)]);
+    b.events(
+        0,
+        &[
+            ev(0, 0, alloc(0x100, 0, 2)),
+            ev(1, 0, alloc(0x200, 0, 2)),
+            ev(2, 0, alloc(0x300, 0, 2)),
+        ],
+    );
+    b.end(EndRecord::default());
+    let r = CaptureReader::new(b.bytes(), "zero.tdm").unwrap();
+    let a = report::analysis::analyze_reader(r, &AnalyzeOptions::default()).unwrap();
+    assert_eq!((a.leaked_bytes, a.leaked_count), (0, 3));
+    let opts = report::tree::Options {
+        moment: Moment::End,
+        ..Default::default()
+    };
+    let tree = report::tree::render_text(&a, &mut symbols(), &opts);
+    assert_eq!(
+        tree,
+        "Allocation paths of leaked memory\n\n\
+         📂 0 B (3 blocks) 100.00 % <all>\n\
+         └── 0 B (3 blocks) 0.00 % main at src/lib.rs:1\n\
+         \x20   └── 0 B (3 blocks) 0.00 % cache at src/lib.rs:4\n"
+    );
+}

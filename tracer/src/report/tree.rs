@@ -60,7 +60,8 @@ pub fn build(a: &Analysis, syms: &mut Symbols, moment: Moment) -> Node {
     let mut ids = Vec::new();
     for s in &a.sites {
         let (bytes, count) = moment.value(s);
-        if bytes == 0 {
+        // A site of zero-byte blocks (`malloc(0)`) still holds blocks: as in the flamegraph.
+        if bytes == 0 && count == 0 {
             continue;
         }
         nodes[0].bytes += bytes;
@@ -144,7 +145,9 @@ fn print_children(
         .iter()
         .copied()
         .take(opts.max_children)
-        .filter(|k| k.bytes >= min.max(1))
+        // `min` is 0 only when the total is too small for the fraction (or is 0): then every
+        // branch is shown, zero-byte blocks' too.
+        .filter(|k| k.bytes >= min)
         .collect();
     let hidden: Vec<&Node> = kids.iter().copied().skip(shown.len()).collect();
     for (i, k) in shown.iter().enumerate() {
