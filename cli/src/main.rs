@@ -125,7 +125,7 @@ struct StatsArgs {
     #[arg(long)]
     json: bool,
     /// Rows in the top-N lists.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_rows)]
     top: usize,
 }
 
@@ -134,7 +134,7 @@ struct SummaryArgs {
     #[command(flatten)]
     common: Common,
     /// Functions shown.
-    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = parse_rows)]
     rows: usize,
 }
 
@@ -163,7 +163,7 @@ struct DiffArgs {
     #[arg(long)]
     leaks: bool,
     /// Rows of the table.
-    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = parse_rows)]
     rows: usize,
 }
 
@@ -352,6 +352,16 @@ fn moment(c: &Common) -> Moment {
         Moment::End
     } else {
         Moment::Peak
+    }
+}
+
+/// A number of rows, at least 1: 0 printed a headed, empty section. (clap's own range check
+/// says "0 is not in 1..18446744073709551615".)
+fn parse_rows(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("the value must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -128,6 +128,19 @@ fn errors_are_one_line_with_status_2() {
             &["stats", "--top", "-1", "x.tdm"][..],
             "invalid value '-1' for '--top <TOP>': invalid digit found in string",
         ),
+        // Zero rows would print headed, empty sections.
+        (
+            &["stats", "--top", "0", "x.tdm"][..],
+            "invalid value '0' for '--top <TOP>': the value must be at least 1",
+        ),
+        (
+            &["summary", "--rows", "0", "x.tdm"][..],
+            "invalid value '0' for '--rows <ROWS>': the value must be at least 1",
+        ),
+        (
+            &["diff", "--rows", "0", "a.tdm", "b.tdm"][..],
+            "invalid value '0' for '--rows <ROWS>': the value must be at least 1",
+        ),
         (
             &["tree", "--min-percent", "nan", "x.tdm"][..],
             "invalid value 'nan' for '--min-percent <MIN_PERCENT>': a percentage from 0 to \
