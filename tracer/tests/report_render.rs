@@ -581,3 +581,33 @@ fn tree_counts_zero_byte_blocks() {
          \x20   └── 0 B (3 blocks) 0.00 % cache at src/lib.rs:4\n"
     );
 }
+
+/// A window open at both ends (`--temporal ..`, `0..`) is the whole run; open at one end, it
+/// says so, never naming u64::MAX ns as a time.
+#[test]
+fn open_windows_read_as_open() {
+    let peak_line = |window_ns| {
+        let bytes = capture(1000);
+        let r = CaptureReader::new(bytes.as_slice(), "known.tdm").unwrap();
+        let a = report::analysis::analyze_reader(
+            r,
+            &AnalyzeOptions {
+                window_ns: Some(window_ns),
+                progress: None,
+            },
+        )
+        .unwrap();
+        let stats = report::stats::render_text(&a, &mut symbols(), &Default::default());
+        stats.lines().skip(4).take(3).collect::<Vec<_>>().join("\n")
+    };
+    // The whole run's peak, with no "only the peak is the window's" note.
+    assert_eq!(
+        peak_line((0, u64::MAX)),
+        "📈 Peak memory usage (high-water mark):\n\t1.3 KiB at 10.0 ms\n💧 Leaked (live at exit):"
+    );
+    assert_eq!(
+        peak_line((5_000_000, u64::MAX)),
+        "📈 Peak memory usage (high-water mark after 5.0 ms):\n\t1.3 KiB at 10.0 ms\n\t(only \
+         the peak is the window's: the totals, leaks and sites are the whole run's)"
+    );
+}

@@ -99,7 +99,7 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
         text::bytes(a.peak_bytes),
         text::duration(a.peak_time_ns)
     );
-    if a.window_ns.is_some() {
+    if a.window_ns.is_some_and(|w| w != (0, u64::MAX)) {
         let _ = writeln!(
             o,
             "\t(only the peak is the window's: the totals, leaks and sites are the whole run's)"

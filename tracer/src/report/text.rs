@@ -38,7 +38,8 @@ pub fn duration(ns: u64) -> String {
 /// window is open at one end).
 pub fn peak_moment(window_ns: Option<(u64, u64)>) -> String {
     match window_ns {
-        None => "the high-water mark".to_string(),
+        // `--temporal ..` or `0..`: the whole run (not "before 18446744073.710 s").
+        None | Some((0, u64::MAX)) => "the high-water mark".to_string(),
         Some((0, to)) => format!("the high-water mark before {}", duration(to)),
         Some((from, u64::MAX)) => format!("the high-water mark after {}", duration(from)),
         Some((from, to)) => format!(
