@@ -393,7 +393,8 @@ fn temporal_window_and_aggregate_capture() {
     let stats = report::stats::render_text(&a, &mut syms, &Default::default());
     assert!(
         stats.contains(
-            "📈 Peak memory usage (high-water mark after 15.0 ms):\n\t1000 B at 20.0 ms\n\t(only \
+            "📈 Peak memory usage (high-water mark after 20.0 ms, the window 15.0 ms.. moved to the \
+             memory samples):\n\t1000 B at 20.0 ms\n\t(only \
              the peak is the window's: the totals, leaks and sites are the whole run's)\n"
         ),
         "{stats}"
@@ -405,12 +406,18 @@ fn temporal_window_and_aggregate_capture() {
     );
     let summary = report::summary::render_text(&a, &mut syms, &Default::default());
     assert!(
-        summary.starts_with("Memory by function at the high-water mark after 15.0 ms (1000 B)\n"),
+        summary.starts_with(
+            "Memory by function at the high-water mark after 20.0 ms, the window 15.0 ms.. \
+             moved to the memory samples (1000 B)\n"
+        ),
         "{summary}"
     );
     let tree = report::tree::render_text(&a, &mut syms, &Default::default());
     assert!(
-        tree.starts_with("Allocation paths at the high-water mark after 15.0 ms\n"),
+        tree.starts_with(
+            "Allocation paths at the high-water mark after 20.0 ms, the window 15.0 ms.. moved \
+             to the memory samples\n"
+        ),
         "{tree}"
     );
 
@@ -606,8 +613,82 @@ fn open_windows_read_as_open() {
         "📈 Peak memory usage (high-water mark):\n\t1.3 KiB at 10.0 ms\n💧 Leaked (live at exit):"
     );
     assert_eq!(
-        peak_line((5_000_000, u64::MAX)),
-        "📈 Peak memory usage (high-water mark after 5.0 ms):\n\t1.3 KiB at 10.0 ms\n\t(only \
+        peak_line((10_000_000, u64::MAX)),
+        "📈 Peak memory usage (high-water mark after 10.0 ms):\n\t1.3 KiB at 10.0 ms\n\t(only \
          the peak is the window's: the totals, leaks and sites are the whole run's)"
+    );
+}
+
+/// Events are dated by the memory samples (every 10 ms), so a `--temporal` window's ends move
+/// to the samples at or after them; every report names the window its peak was taken in, and
+/// the peak's date is inside it.
+#[test]
+fn a_window_is_named_as_the_samples_bound_it() {
+    // 100 B live at the 10 ms sample, then 5000 B more allocated and freed before the 20 ms
+    // one: the window 5..15 ms opens at 10 ms and takes in the events up to 20 ms.
+    let mut b = CaptureBuilder::new(&Meta::default());
+    b.stacks(1, &[(MAIN, 0), (CACHE, 1)]);
+    b.events(0, &[ev(0, 0, alloc(0x100, 100, 1))]);
+    b.sample(Sample {
+        time_ns: 10_000_000,
+        seq: 1,
+        rss: 0,
+        heap: 0,
+    });
+    b.events(0, &[ev(1, 0, alloc(0x200, 5000, 2)), ev(2, 0, free(0x200))]);
+    b.sample(Sample {
+        time_ns: 20_000_000,
+        seq: 3,
+        rss: 0,
+        heap: 0,
+    });
+    b.end(EndRecord {
+        time_ns: 25_000_000,
+        events: 3,
+        dropped: 0,
+    });
+    let r = CaptureReader::new(b.bytes(), "window.tdm").unwrap();
+    let a = report::analysis::analyze_reader(
+        r,
+        &AnalyzeOptions {
+            window_ns: Some((5_000_000, 15_000_000)),
+            progress: None,
+        },
+    )
+    .unwrap();
+    assert_eq!((a.peak_bytes, a.peak_time_ns), (5100, 20_000_000));
+    assert_eq!(a.peak_window_ns, Some((10_000_000, 20_000_000)));
+    let moment = "the high-water mark between 10.0 ms and 20.0 ms, the window 5.0 ms..15.0 ms \
+                  moved to the memory samples";
+    let mut syms = symbols();
+    let stats = report::stats::render_text(&a, &mut syms, &Default::default());
+    assert!(
+        stats.contains(&format!(
+            "📈 Peak memory usage ({}):\n\t5.0 KiB at 20.0 ms\n",
+            &moment[4..]
+        )),
+        "{stats}"
+    );
+    let json = report::stats::render_json(&a, &mut syms, &Default::default());
+    assert_eq!(
+        json["peak_window_sampled_ns"],
+        serde_json::json!([10_000_000, 20_000_000])
+    );
+    let summary = report::summary::render_text(&a, &mut syms, &Default::default());
+    assert!(
+        summary.starts_with(&format!("Memory by function at {moment} (5.0 KiB)\n")),
+        "{summary}"
+    );
+    let tree = report::tree::render_text(&a, &mut syms, &Default::default());
+    assert!(
+        tree.starts_with(&format!("Allocation paths at {moment}\n")),
+        "{tree}"
+    );
+    let mut html = Vec::new();
+    report::flamegraph::write_html(&a, &mut syms, &Default::default(), &mut html).unwrap();
+    let html = String::from_utf8(html).unwrap();
+    assert!(
+        html.contains(&format!("<title>tidemark: memory live at {moment}</title>")),
+        "{html}"
     );
 }

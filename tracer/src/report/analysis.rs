@@ -35,6 +35,9 @@ pub struct Analysis {
     /// events come before an `Exec` record: a failed exec is followed by more events).
     pub exec: Option<ExecRecord>,
     pub window_ns: Option<(u64, u64)>,
+    /// The window the peak was really taken in: `window_ns` moved to the memory samples
+    /// (see [`super::replay::Replay::window_sampled`]); `None` without a window or events.
+    pub peak_window_ns: Option<(u64, u64)>,
 }
 
 /// How to analyze.
@@ -187,6 +190,7 @@ fn analyze_batches(
         a.sites = std::mem::take(&mut replay.sites);
         a.peak_bytes = replay.peak_bytes;
         a.peak_time_ns = replay.peak_time_ns;
+        a.peak_window_ns = replay.window_sampled;
         a.totals = std::mem::take(&mut replay.totals);
         a.timeline = std::mem::take(&mut replay.timeline);
     }

@@ -235,7 +235,7 @@ pub fn write_html(
 ) -> io::Result<()> {
     let what = match opts.moment {
         Moment::End => "memory leaked (live at exit)".to_string(),
-        Moment::Peak => format!("memory live at {}", text::peak_moment(a.window_ns)),
+        Moment::Peak => format!("memory live at {}", text::peak_moment(a)),
     };
     let title = opts
         .title

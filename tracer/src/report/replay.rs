@@ -115,6 +115,10 @@ pub struct Replay {
     peak_unsettled: bool,
     peak_mark: u64,
     window: Option<(u64, u64)>,
+    /// The window as the samples bound it, `(opened, closed)` ns, `closed` u64::MAX while
+    /// open: it opens at the first sample at or after `from` and takes in the events up to
+    /// the first sample at or after `to` (events are dated by the sample after them).
+    pub window_sampled: Option<(u64, u64)>,
     eligible: bool,
     now_ns: u64,
     /// Per thread: the pointer of its last event if that was an allocation (u64::MAX if not).
@@ -154,6 +158,10 @@ impl Replay {
             peak_unsettled: false,
             peak_mark: 0,
             window: options.window_ns,
+            window_sampled: options
+                .window_ns
+                .filter(|&(from, _)| from == 0)
+                .map(|_| (0, u64::MAX)),
             eligible: options.window_ns.is_none_or(|(from, _)| from == 0),
             now_ns: 0,
             last_alloc: Vec::new(),
@@ -352,8 +360,12 @@ impl Replay {
                 self.peak_bytes = self.heap;
                 self.peak_mark = s.seq;
                 self.peak_time_ns = s.time_ns;
+                self.window_sampled = Some((s.time_ns, u64::MAX));
             } else if self.eligible && s.time_ns >= to {
                 self.eligible = false;
+                if let Some(w) = &mut self.window_sampled {
+                    w.1 = s.time_ns;
+                }
             }
         }
         self.timeline.push(TimelinePoint {

@@ -95,7 +95,7 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     let _ = writeln!(
         o,
         "📈 Peak memory usage ({}):\n\t{} at {}",
-        text::peak_moment(a.window_ns).trim_start_matches("the "),
+        text::peak_moment(a).trim_start_matches("the "),
         text::bytes(a.peak_bytes),
         text::duration(a.peak_time_ns)
     );
@@ -246,6 +246,9 @@ pub fn render_json(a: &Analysis, syms: &mut Symbols, opts: &Options) -> Value {
         "peak_time_ns": a.peak_time_ns,
         // The --temporal window the peak was taken in, [from, to) ns (null: the whole run).
         "peak_window_ns": a.window_ns.map(|(from, to)| [from, to]),
+        // The window the peak was taken in: the one asked for, moved to the memory samples
+        // (every 10 ms) that date the events; a u64::MAX end runs to the end of the run.
+        "peak_window_sampled_ns": a.peak_window_ns.map(|(from, to)| [from, to]),
         "leaked_bytes": a.leaked_bytes,
         "leaked_blocks": a.leaked_count,
         "temporary_allocations": (!a.meta.aggregate).then_some(t.temporary),

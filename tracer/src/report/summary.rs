@@ -99,7 +99,7 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     let what = match opts.moment {
         Moment::Peak => format!(
             "at {} ({})",
-            text::peak_moment(a.window_ns),
+            text::peak_moment(a),
             text::bytes(a.peak_bytes)
         ),
         Moment::End => format!("leaked at exit ({})", text::bytes(a.leaked_bytes)),

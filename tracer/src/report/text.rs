@@ -1,5 +1,7 @@
 //! Small formatting helpers shared by the reports.
 
+use super::analysis::Analysis;
+
 /// `1.5 MiB`, `312 B`: binary units, one decimal above bytes.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -35,19 +37,40 @@ pub fn duration(ns: u64) -> String {
 
 /// What "the peak" of an analysis is: `the high-water mark`, or with a `--temporal` window
 /// `the high-water mark between 450.0 ms and 550.0 ms` (`after ...`, `before ...` when the
-/// window is open at one end).
-pub fn peak_moment(window_ns: Option<(u64, u64)>) -> String {
-    match window_ns {
+/// window is open at one end). The window named is the one the peak was taken in: events are
+/// dated by the memory samples (every 10 ms), so its ends move to the samples at or after the
+/// ones asked for, and then the text says so.
+pub fn peak_moment(a: &Analysis) -> String {
+    let Some(asked) = a.window_ns else {
+        return "the high-water mark".to_string();
+    };
+    let used = a.peak_window_ns.unwrap_or(asked);
+    let mut o = match used {
         // `--temporal ..` or `0..`: the whole run (not "before 18446744073.710 s").
-        None | Some((0, u64::MAX)) => "the high-water mark".to_string(),
-        Some((0, to)) => format!("the high-water mark before {}", duration(to)),
-        Some((from, u64::MAX)) => format!("the high-water mark after {}", duration(from)),
-        Some((from, to)) => format!(
+        (0, u64::MAX) => "the high-water mark".to_string(),
+        (0, to) => format!("the high-water mark before {}", duration(to)),
+        (from, u64::MAX) => format!("the high-water mark after {}", duration(from)),
+        (from, to) => format!(
             "the high-water mark between {} and {}",
             duration(from),
             duration(to)
         ),
+    };
+    if used != asked {
+        let end = |t: u64, open: u64| {
+            if t == open {
+                String::new()
+            } else {
+                duration(t)
+            }
+        };
+        o += &format!(
+            ", the window {}..{} moved to the memory samples",
+            end(asked.0, 0),
+            end(asked.1, u64::MAX)
+        );
     }
+    o
 }
 
 /// Thousands separators: `1,234,567`.

@@ -112,7 +112,7 @@ pub fn render_text(a: &Analysis, syms: &mut Symbols, opts: &Options) -> String {
     let root = build(a, syms, opts.moment);
     let mut o = String::new();
     let what = match opts.moment {
-        Moment::Peak => format!("Allocation paths at {}", text::peak_moment(a.window_ns)),
+        Moment::Peak => format!("Allocation paths at {}", text::peak_moment(a)),
         Moment::End => "Allocation paths of leaked memory".to_string(),
     };
     let _ = writeln!(o, "{what}\n");
