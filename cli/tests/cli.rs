@@ -450,6 +450,27 @@ fn diff_of_two_snapshot_files() {
         lines[2], "grow at src/app.rs:20: size=50 B (+50 B), count=1 (+1)",
         "{text}"
     );
+    // A size past any allocation (2^64 - 1 wrapped the sums) is refused at load, naming the
+    // file and the trace.
+    let huge = d.join("huge.json");
+    let text = std::fs::read_to_string(&a).unwrap();
+    let trace = "[0,100,0]";
+    assert!(text.contains(trace), "{text}");
+    std::fs::write(
+        &huge,
+        text.replace(trace, &format!("{trace},[0,{},0]", u64::MAX)),
+    )
+    .unwrap();
+    let o = tidemark(&["diff", a.to_str().unwrap(), huge.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr_line(&o),
+        format!(
+            "tidemark: error: {}: trace 1: size 18446744073709551615 is more than any \
+             allocation (at most 17592186044416 bytes, 16 TiB)\n",
+            huge.display()
+        )
+    );
     // A snapshot-looking file that is not one: one clear line.
     let bad = d.join("bad.json");
     std::fs::write(&bad, "{\"hello\": 1}").unwrap();

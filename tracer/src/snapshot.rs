@@ -1,5 +1,6 @@
 //! Snapshots: the traces live at one moment, with statistics, diffs, filters and a file form.
 
+use crate::capture::format::MAX_ALLOCATION;
 use crate::filter::{self, TraceFilter};
 use crate::statistics::{self, KeyType, Statistic, StatisticDiff};
 use crate::symbolize::Frame;
@@ -172,7 +173,14 @@ impl Snapshot {
             tracebacks.push(Traceback::with_total(fs, total));
         }
         let mut traces = Vec::with_capacity(file.traces.len());
-        for (domain, size, tb) in file.traces {
+        for (i, (domain, size, tb)) in file.traces.into_iter().enumerate() {
+            // The capture reader's cap: sums of sizes past it wrapped in diffs.
+            if size as u64 > MAX_ALLOCATION {
+                return Err(format!(
+                    "trace {i}: size {size} is more than any allocation (at most {MAX_ALLOCATION} \
+                     bytes, 16 TiB)"
+                ));
+            }
             let traceback = tracebacks
                 .get(tb as usize)
                 .cloned()

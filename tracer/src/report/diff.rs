@@ -55,8 +55,10 @@ impl Profile {
                 stack.push(p.texts.intern("[unknown]"));
             }
             stack.reverse();
+            // Sizes are at most MAX_ALLOCATION (`Snapshot::load` refuses more); a sum of a
+            // million of those would still wrap, and saturates instead.
             let e = p.stacks.entry(stack).or_default();
-            e.0 += t.size as u64;
+            e.0 = e.0.saturating_add(t.size as u64);
             e.1 += 1;
         }
         p
@@ -100,14 +102,14 @@ pub fn compare(old: &Profile, new: &Profile) -> Vec<Change> {
     let mut by: HashMap<&str, Change> = HashMap::new();
     for (stack, &(b, c)) in &new.stacks {
         let e = by.entry(new.site(stack)).or_default();
-        e.size += b;
+        e.size = e.size.saturating_add(b);
         e.count += c;
-        e.size_diff += b as i64;
+        e.size_diff = e.size_diff.saturating_add(signed(b));
         e.count_diff += c as i64;
     }
     for (stack, &(b, c)) in &old.stacks {
         let e = by.entry(old.site(stack)).or_default();
-        e.size_diff -= b as i64;
+        e.size_diff = e.size_diff.saturating_sub(signed(b));
         e.count_diff -= c as i64;
     }
     let mut v: Vec<Change> = by
@@ -133,6 +135,11 @@ pub fn compare(old: &Profile, new: &Profile) -> Vec<Change> {
             .then(x.site.cmp(&y.site))
     });
     v
+}
+
+/// `n` as a difference, saturated rather than wrapped to a negative number.
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The compare table as text (`site: size=.. (+..), count=.. (+..)`), `limit` rows.
