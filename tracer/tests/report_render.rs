@@ -359,11 +359,16 @@ fn diff_of_two_captures() {
         (4000, 3000, 0)
     );
     assert_eq!(changes[1].size_diff, 0);
+    // One row shown of three, then what is left out and every site's total.
     let table = report::diff::render_table(&changes, 1);
     assert_eq!(
         table,
-        "cache at src/lib.rs:4: size=3.9 KiB (+2.9 KiB), count=1 (+0)\n"
+        "cache at src/lib.rs:4: size=3.9 KiB (+2.9 KiB), count=1 (+0)\n\
+         ... and 2 more\n\
+         total: size=4.2 KiB (+2.9 KiB), count=5 (+0)\n"
     );
+    assert!(report::diff::render_table(&changes, 3)
+        .ends_with("count=1 (+0)\ntotal: size=4.2 KiB (+2.9 KiB), count=5 (+0)\n"));
     let mut html = Vec::new();
     report::diff::write_html(&old, &new, &Default::default(), &mut html).unwrap();
     let html = String::from_utf8(html).unwrap();

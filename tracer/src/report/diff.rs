@@ -142,10 +142,11 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The compare table as text (`site: size=.. (+..), count=.. (+..)`), `limit` rows.
+/// The compare table as text (`site: size=.. (+..), count=.. (+..)`), `limit` rows, then
+/// how many rows were left out (`... and 3 more`) and a `total:` row of every site.
 pub fn render_table(changes: &[Change], limit: usize) -> String {
     let mut o = String::new();
-    for c in changes.iter().take(limit) {
+    let row = |o: &mut String, c: &Change| {
         let _ = writeln!(
             o,
             "{}: size={} ({}), count={} ({:+})",
@@ -155,7 +156,27 @@ pub fn render_table(changes: &[Change], limit: usize) -> String {
             c.count,
             c.count_diff
         );
+    };
+    for c in changes.iter().take(limit) {
+        row(&mut o, c);
     }
+    if changes.len() > limit {
+        let _ = writeln!(o, "... and {} more", changes.len() - limit);
+    }
+    let total = changes.iter().fold(
+        Change {
+            site: "total".into(),
+            ..Change::default()
+        },
+        |t, c| Change {
+            size: t.size.saturating_add(c.size),
+            size_diff: t.size_diff.saturating_add(c.size_diff),
+            count: t.count.saturating_add(c.count),
+            count_diff: t.count_diff.saturating_add(c.count_diff),
+            ..t
+        },
+    );
+    row(&mut o, &total);
     o
 }
 
