@@ -416,6 +416,11 @@ fn parse_window(text: &str) -> Result<(u64, u64)> {
 }
 
 fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
+    analyze_from(open_input(path)?, path, window_ns)
+}
+
+/// `path` opened for reading, with room to look at its start without consuming it.
+fn open_input(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
     let meta =
         std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
     if meta.is_dir() {
@@ -424,6 +429,21 @@ fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
             path.display()
         ));
     }
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
+    Ok(std::io::BufReader::with_capacity(1 << 16, file))
+}
+
+/// Analyzes the capture `src`, opened from `path`.
+fn analyze_from(
+    src: std::io::BufReader<std::fs::File>,
+    path: &Path,
+    window_ns: Option<(u64, u64)>,
+) -> Result<Analysis> {
+    let meta = src
+        .get_ref()
+        .metadata()
+        .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
     // A progress bar only when someone watches and the file is big enough to take a while.
     let bar = (std::io::stderr().is_terminal() && meta.len() > 32 << 20).then(|| {
         let bar = indicatif::ProgressBar::new(meta.len());
@@ -445,7 +465,9 @@ fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
         window_ns,
         progress: bar.as_ref().map(|_| &progress as &dyn Fn(u64)),
     };
-    let result = report::analyze(path, &options).map_err(|e| e.to_string());
+    let result = tidemark_tracer::capture::CaptureReader::new(src, path.display().to_string())
+        .and_then(|r| report::analysis::analyze_reader(r, &options))
+        .map_err(|e| e.to_string());
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -608,18 +630,19 @@ fn flamegraph(a: FlamegraphArgs) -> Result<()> {
 }
 
 fn load_profile(path: &Path, moment: Moment) -> Result<report::diff::Profile> {
-    let mut head = [0u8; 8];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+    // The start is looked at in the buffer, not read off: a pipe (`/dev/stdin`, `<(...)`)
+    // cannot be opened again to be read from its start.
+    let mut src = open_input(path)?;
+    let head = std::io::BufRead::fill_buf(&mut src)
         .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
-    if head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        let snap = tidemark_tracer::Snapshot::load(path).map_err(|e| e.to_string())?;
+    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let snap = tidemark_tracer::Snapshot::load_from(src, path).map_err(|e| e.to_string())?;
         return Ok(report::diff::Profile::from_snapshot(
             &path.display().to_string(),
             &snap,
         ));
     }
-    let a = analyze(path, None)?;
+    let a = analyze_from(src, path, None)?;
     let mut syms = Symbols::new(&a);
     Ok(report::diff::Profile::from_analysis(&a, &mut syms, moment))
 }

@@ -478,3 +478,50 @@ fn diff_of_two_snapshot_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr_line(&o).contains("bad.json"));
 }
+
+/// `diff` reads its inputs from pipes (`cat a.tdm | tidemark diff /dev/stdin b.tdm`): it
+/// looked at the first bytes for JSON and opened the file again, and the pipe had lost them.
+#[test]
+fn diff_reads_a_pipe() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    use tidemark_tracer::{Frame, Snapshot, Trace, Traceback};
+    let d = dir();
+    let (old, new) = (d.join("pipe-old.tdm"), d.join("pipe-new.tdm"));
+    write_capture(&old, 100);
+    write_capture(&new, 300);
+    let tb = Traceback::new(vec![Frame::with_function("grow", "src/app.rs", 10)]);
+    let (old_json, new_json) = (d.join("pipe-old.json"), d.join("pipe-new.json"));
+    Snapshot::from_traces(vec![Trace::new(0, 100, tb.clone())], 1)
+        .dump(&old_json)
+        .unwrap();
+    Snapshot::from_traces(vec![Trace::new(0, 250, tb)], 1)
+        .dump(&new_json)
+        .unwrap();
+    for (piped, other, row) in [
+        (&old, &new, "0x1000: size=300 B (+200 B), count=1 (+0)"),
+        (
+            &old_json,
+            &new_json,
+            "grow at src/app.rs:10: size=250 B (+150 B), count=1 (+0)",
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["diff", "/dev/stdin", other.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let bytes = std::fs::read(piped).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+        let o = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("/dev/stdin → {}", other.display()));
+        assert_eq!(lines[1], row, "{text}");
+    }
+}

@@ -97,7 +97,17 @@ impl Snapshot {
     pub fn load(path: impl AsRef<Path>) -> Result<Snapshot, TraceError> {
         let path = path.as_ref();
         let f = std::fs::File::open(path).map_err(|e| TraceError::io(path, e))?;
-        let file: SnapshotFile = serde_json::from_reader(std::io::BufReader::new(f))
+        Snapshot::load_from(std::io::BufReader::new(f), path)
+    }
+
+    /// Reads a snapshot written by `dump` from `src`, already open (a pipe cannot be opened
+    /// again to be read from its start); `path` names it in errors.
+    pub fn load_from(
+        src: impl std::io::Read,
+        path: impl AsRef<Path>,
+    ) -> Result<Snapshot, TraceError> {
+        let path = path.as_ref();
+        let file: SnapshotFile = serde_json::from_reader(src)
             .map_err(|e| TraceError::format(path, format!("not a tidemark snapshot: {e}")))?;
         Snapshot::from_file(file).map_err(|msg| TraceError::format(path, msg))
     }
