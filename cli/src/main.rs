@@ -29,6 +29,7 @@ mod run;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use tidemark_tracer::capture::CaptureReader;
 use tidemark_tracer::report::{self, Analysis, AnalyzeOptions, Moment, Symbols};
 
 #[global_allocator]
@@ -287,7 +288,20 @@ fn run(command: Command) -> Result<()> {
             if let Some(out) = &a.output {
                 refuse_overwriting(out, &[&a.common.capture])?;
             }
-            let (analysis, mut syms) = load(&a.common)?;
+            // DHAT reads the capture twice (see `report::export::dhat`): a pipe, which can be
+            // read once, is read into memory first.
+            let dhat = matches!(a.format, ExportFormat::Dhat);
+            let bytes = if dhat && !std::fs::metadata(&a.common.capture).is_ok_and(|m| m.is_file())
+            {
+                let path = &a.common.capture;
+                Some(
+                    std::fs::read(path)
+                        .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?,
+                )
+            } else {
+                None
+            };
+            let (analysis, mut syms) = load_from(&a.common, bytes.as_deref())?;
             let text = match a.format {
                 ExportFormat::Folded => report::export::folded(
                     &analysis,
@@ -306,7 +320,15 @@ fn run(command: Command) -> Result<()> {
                             analysis.path
                         ));
                     }
-                    let v = report::export::dhat(&analysis, &mut syms);
+                    let path = &a.common.capture;
+                    let src: Box<dyn std::io::Read> = match &bytes {
+                        Some(b) => Box::new(b.as_slice()),
+                        None => Box::new(open_input(path)?),
+                    };
+                    let capture = CaptureReader::new(src, path.display().to_string())
+                        .map_err(|e| e.to_string())?;
+                    let v = report::export::dhat(&analysis, &mut syms, capture)
+                        .map_err(|e| e.to_string())?;
                     serde_json::to_string(&v).map_err(|e| e.to_string())? + "\n"
                 }
             };
@@ -416,7 +438,9 @@ fn parse_window(text: &str) -> Result<(u64, u64)> {
 }
 
 fn analyze(path: &Path, window_ns: Option<(u64, u64)>) -> Result<Analysis> {
-    analyze_from(open_input(path)?, path, window_ns)
+    let src = open_input(path)?;
+    let len = src.get_ref().metadata().map_or(0, |m| m.len());
+    analyze_from(src, len, path, window_ns)
 }
 
 /// `path` opened for reading, with room to look at its start without consuming it.
@@ -434,19 +458,16 @@ fn open_input(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
     Ok(std::io::BufReader::with_capacity(1 << 16, file))
 }
 
-/// Analyzes the capture `src`, opened from `path`.
+/// Analyzes the capture `src` (`len` bytes, 0 if unknown), opened from `path`.
 fn analyze_from(
-    src: std::io::BufReader<std::fs::File>,
+    src: impl std::io::Read + Send,
+    len: u64,
     path: &Path,
     window_ns: Option<(u64, u64)>,
 ) -> Result<Analysis> {
-    let meta = src
-        .get_ref()
-        .metadata()
-        .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
     // A progress bar only when someone watches and the file is big enough to take a while.
-    let bar = (std::io::stderr().is_terminal() && meta.len() > 32 << 20).then(|| {
-        let bar = indicatif::ProgressBar::new(meta.len());
+    let bar = (std::io::stderr().is_terminal() && len > 32 << 20).then(|| {
+        let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
@@ -465,7 +486,7 @@ fn analyze_from(
         window_ns,
         progress: bar.as_ref().map(|_| &progress as &dyn Fn(u64)),
     };
-    let result = tidemark_tracer::capture::CaptureReader::new(src, path.display().to_string())
+    let result = CaptureReader::new(src, path.display().to_string())
         .and_then(|r| report::analysis::analyze_reader(r, &options))
         .map_err(|e| e.to_string());
     if let Some(b) = &bar {
@@ -494,8 +515,16 @@ fn analyze_from(
 }
 
 fn load(c: &Common) -> Result<(Analysis, Symbols)> {
+    load_from(c, None)
+}
+
+/// [`load`], from the capture's bytes when they were read already.
+fn load_from(c: &Common, bytes: Option<&[u8]>) -> Result<(Analysis, Symbols)> {
     let window = c.temporal.as_deref().map(parse_window).transpose()?;
-    let a = analyze(&c.capture, window)?;
+    let a = match bytes {
+        Some(b) => analyze_from(b, b.len() as u64, &c.capture, window)?,
+        None => analyze(&c.capture, window)?,
+    };
     if let (Some(w), Some(text)) = (window, &c.temporal) {
         check_window(&a, w, text)?;
     }
@@ -642,7 +671,8 @@ fn load_profile(path: &Path, moment: Moment) -> Result<report::diff::Profile> {
             &snap,
         ));
     }
-    let a = analyze_from(src, path, None)?;
+    let len = src.get_ref().metadata().map_or(0, |m| m.len());
+    let a = analyze_from(src, len, path, None)?;
     let mut syms = Symbols::new(&a);
     Ok(report::diff::Profile::from_analysis(&a, &mut syms, moment))
 }

@@ -525,3 +525,36 @@ fn diff_reads_a_pipe() {
         assert_eq!(lines[1], row, "{text}");
     }
 }
+
+/// `export --format dhat` reads the capture twice (for the program points' maxima): from a
+/// pipe, it keeps the bytes of the first read.
+#[test]
+fn dhat_export_reads_a_pipe() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let d = dir();
+    let cap = d.join("dhat-pipe.tdm");
+    write_capture(&cap, 100);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["export", "--format", "dhat", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&cap).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut points: Vec<(u64, u64)> = j["pps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["tb"].as_u64().unwrap(), p["mb"].as_u64().unwrap()))
+        .collect();
+    points.sort();
+    assert_eq!(points, [(100, 100), (4096, 4096)]);
+}

@@ -305,7 +305,9 @@ fn summary_tree_exports() {
             .replace("&gt;", ">")
             + "main at src/lib.rs:1;cache at src/lib.rs:4 1000\nmain at src/lib.rs:1;parse at src/lib.rs:2 300\n"
     );
-    let dhat = report::export::dhat(&a, &mut syms);
+    let bytes = capture(1000);
+    let r = CaptureReader::new(bytes.as_slice(), "known.tdm").unwrap();
+    let dhat = report::export::dhat(&a, &mut syms, r).unwrap();
     assert_eq!(dhat["dhatFileVersion"], 2);
     assert_eq!(dhat["mode"], "rust-heap");
     let pps = dhat["pps"].as_array().unwrap();
@@ -695,5 +697,48 @@ fn a_window_is_named_as_the_samples_bound_it() {
     assert!(
         html.contains(&format!("<title>tidemark: memory live at {moment}</title>")),
         "{html}"
+    );
+}
+
+/// Stacks that symbolize to one program point are one DHAT entry: its maximum is the most the
+/// point had live at once, not the sum of its stacks' maxima (two calls on one line, each
+/// with 1000 bytes live in turn, never had 2000 live).
+#[test]
+fn dhat_maxima_of_merged_stacks() {
+    // Stacks 2 (main→parse) and 3 (main→cache) name the same line; thread 1 uses stack 2
+    // too. Live at once, at most: 1000 + 10 bytes of stack 3 (2 blocks).
+    let mut b = CaptureBuilder::new(&Meta::default());
+    b.stacks(1, &[(MAIN, 0), (PARSE, 1), (CACHE, 1)]);
+    b.events(
+        0,
+        &[
+            ev(0, 0, alloc(0x100, 1000, 2)),
+            ev(1, 0, free(0x100)),
+            ev(2, 0, alloc(0x200, 1000, 3)),
+            ev(3, 0, alloc(0x300, 10, 3)),
+            ev(4, 0, free(0x200)),
+            ev(5, 0, free(0x300)),
+        ],
+    );
+    b.events(1, &[ev(6, 1, alloc(0x400, 500, 2)), ev(7, 1, free(0x400))]);
+    b.end(EndRecord::default());
+    let bytes = b.bytes().to_vec();
+    let read = || CaptureReader::new(bytes.as_slice(), "sameline.tdm").unwrap();
+    let a = report::analysis::analyze_reader(read(), &AnalyzeOptions::default()).unwrap();
+    let mut syms = Symbols::with_resolver(|ip| {
+        let (name, line) = if ip == MAIN {
+            ("main", 1)
+        } else {
+            ("parse", 2)
+        };
+        vec![Frame::with_function(name, "src/lib.rs", line)]
+    });
+    let dhat = report::export::dhat(&a, &mut syms, read()).unwrap();
+    let pps = dhat["pps"].as_array().unwrap();
+    assert_eq!(pps.len(), 1, "{dhat}");
+    let field = |name: &str| pps[0][name].as_u64().unwrap();
+    assert_eq!(
+        (field("tb"), field("tbk"), field("mb"), field("mbk")),
+        (2510, 4, 1010, 2)
     );
 }
