@@ -183,7 +183,7 @@ struct ExportArgs {
     common: Common,
     #[arg(long, value_enum)]
     format: ExportFormat,
-    /// Output file (default: stdout).
+    /// Output file (default, or `-`: stdout).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Folded: allocation sites first.
@@ -333,8 +333,9 @@ fn run(command: Command) -> Result<()> {
                 }
             };
             match a.output {
-                Some(p) => write_file(&p, text.as_bytes()),
-                None => print_out(&text),
+                // `-o -` is standard output, as for most tools that take a file name.
+                Some(p) if p.as_os_str() != "-" => write_file(&p, text.as_bytes()),
+                _ => print_out(&text),
             }
         }
         Command::Demo(a) => demo::run(&a.output_dir),

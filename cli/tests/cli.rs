@@ -364,12 +364,16 @@ fn verbs_on_a_known_capture() {
     let o = tidemark(&["tree", c]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("100.00 %"));
 
-    let o = tidemark(&["export", "--format", "folded", c]);
-    // Sorted folded lines; unknown ips show as addresses.
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "0x1000 100\n0x1000;0x2000 4096\n"
-    );
+    // Sorted folded lines; unknown ips show as addresses. `-o -` is standard output too.
+    for o in [
+        tidemark(&["export", "--format", "folded", c]),
+        tidemark(&["export", "--format", "folded", "-o", "-", c]),
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "0x1000 100\n0x1000;0x2000 4096\n"
+        );
+    }
     let out = d.join("dhat.json");
     let o = tidemark(&["export", "--format", "dhat", "-o", out.to_str().unwrap(), c]);
     assert!(o.status.success());
