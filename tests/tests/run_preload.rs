@@ -440,6 +440,32 @@ fn run_debug_reports_a_damaged_header_of_a_big_block() {
     }
 }
 
+/// A second free of a block over 512 bytes long after the first (glibc's free has since
+/// written its list links into the block's first bytes): still reported as a double free,
+/// with both tracebacks (the header sits past what glibc writes).
+#[test]
+fn run_debug_reports_a_late_double_free_of_a_big_block() {
+    let dir = scratch_dir("run-debug-double-big");
+    let exe = compile_c("run_double_big.c", &dir, &NO_FP);
+    let out = tidemark_run(&dir, &["--debug", "--", exe.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGABRT), "{err}");
+    let line = site("run_double_big.c", "main", "double_big");
+    let line = line.rsplit(':').next().unwrap();
+    for expected in [
+        "    2000 bytes originally requested, align 16\n".to_string(),
+        "    The block was freed and has already left the quarantine: its memory went back to \
+         the inner allocator.\n"
+            .to_string(),
+        "Memory block allocated at (most recent call first):\n".to_string(),
+        "Memory block freed at (most recent call first):\n".to_string(),
+        format!("run_double_big.c\", line {line}, in main"),
+        "Fatal error: tidemark debug free: double free".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected}: {err}");
+    }
+}
+
 /// The debug reports' tracebacks after a thousand rounds from the same stacks, which the
 /// express lane answers (recent stacks): the block's own allocation and first free, with the
 /// lines of the loop that made and freed it.

@@ -10,7 +10,8 @@
 //!  | alignment | header      | front guard | user bytes          | back guard | trailer   |
 //!  | padding   | 24 bytes    | 8 x 0xFD    | size bytes, at p    | 8 x 0xFD   | serial u64|
 //!  +-----------+-------------+-------------+---------------------+------------+-----------+
-//!  <------- front(A) = round_up(32, A) ---->^p                    ^tail = p + size
+//!  <------- front = round_up(32, A) ------>^p                    ^tail = p + size
+//!           (64 for blocks passed on to glibc)
 //!
 //!  header: size (48 bits) + check (8) + log2 align (8) | alloc stack u32 | free stack u32
 //!          | magic u16 | API u8 | status u8 | registry slot u32
@@ -20,7 +21,8 @@
 //! 24 bytes so that header and front guard stay a multiple of 16 (`p` keeps its alignment)
 //! without padding; at 40 bytes they took 48 and a block cost 64. Smaller blocks are fewer
 //! bytes to fill and read back, and land in smaller size classes of the inner allocator (a
-//! 20-byte string takes 68 bytes of pymalloc's 80-byte class instead of 84 of its 96).
+//! 20-byte string takes 68 bytes of pymalloc's 80-byte class instead of 84 of its 96). A
+//! block glibc serves (over 464 bytes) costs 80: see [`front`].
 //!
 //! Why this shape:
 //!
@@ -54,6 +56,7 @@
 //! allocator, see [`mark_released`]).
 
 use super::probe::{is_mapped, page_size};
+use crate::size_class::SMALL_REQUEST_THRESHOLD;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -194,10 +197,16 @@ pub fn inner_align(align: usize) -> usize {
 
 /// Bytes from the inner pointer to `p`: the header and front guard, rounded up so `p` keeps
 /// the alignment. `HEAD` is a power of two, so rounding it up to a power-of-two alignment is
-/// just the larger of the two (one compare on every allocation, free and eviction).
+/// just the larger of the two (two compares on every allocation, free and eviction).
+///
+/// A block that pymalloc passes on to the C library (over its 512 bytes, or aligned past 16)
+/// starts `HEAD` bytes further in: glibc's `free` writes up to 32 bytes at the start of a
+/// chunk (`fd`, `bk`, and in its large bins `fd_nextsize`, `bk_nextsize`), and the header's
+/// tag must outlive that for a second free to be recognized (see [`mark_released`]).
 #[inline]
-pub fn front(align: usize) -> usize {
-    align.max(HEAD)
+pub fn front(align: usize, size: usize) -> usize {
+    let passed_on = align > 16 || size > SMALL_REQUEST_THRESHOLD - HEAD - GUARD - TRAILER;
+    align.max(if passed_on { 2 * HEAD } else { HEAD })
 }
 
 const _: () = assert!(HEAD.is_power_of_two());
@@ -219,7 +228,7 @@ pub fn inner_layout(size: usize, align: usize) -> Option<Layout> {
     if size as u64 > SIZE_BITS {
         return None;
     }
-    let total = front(align)
+    let total = front(align, size)
         .checked_add(size)?
         .checked_add(GUARD + TRAILER)?;
     Layout::from_size_align(total, inner_align(align)).ok()
@@ -254,10 +263,10 @@ pub unsafe fn init_block(
     alloc_stack: u64,
 ) -> *mut u8 {
     // SAFETY: the caller gives an allocation of `inner_layout(size, align)`; every write below
-    // stays inside `front(align) + size + GUARD + TRAILER` bytes of it, and the header is
+    // stays inside `front(align, size) + size + GUARD + TRAILER` bytes of it, and the header is
     // 8-aligned because `front - HEAD` and `base` are multiples of 16.
     unsafe {
-        let p = base.add(front(align));
+        let p = base.add(front(align, size));
         let h = header_of(p);
         h.write(Header {
             size_align: size_align_word(size, align.trailing_zeros()),
@@ -382,20 +391,21 @@ pub unsafe fn fill(p: *mut u8, byte: u8, len: usize) {
 /// and, for a block freed by another thread, a batch word (8..16); glibc `fd`/`bk` or the
 /// tcache link and key (0..16), and in its large bins `fd_nextsize`/`bk_nextsize` (16..32);
 /// glibc's footer (the next chunk's `prev_size`) lands at most on the trailer, never on the
-/// back guard. The header starts at byte `front(align) - HEAD` of the inner block (0 up to
-/// alignment 16, further for bigger alignments), so:
+/// back guard. The header starts at byte `front(align, size) - HEAD` of the inner block (0 in
+/// pymalloc's blocks, 32 or more in glibc's), so:
 ///
-/// - its last 8 bytes (magic, API, status, slot), at 16..24 or further, survive everywhere
-///   but in glibc's large bins: the status becomes RELEASED, and the slot (no longer needed)
-///   becomes the alignment and a check byte of the stack ids;
+/// - its last 8 bytes (magic, API, status, slot), at 16..24 (pymalloc) or 48..56 or further
+///   (glibc), survive: the status becomes RELEASED, and the slot (no longer needed) becomes
+///   the alignment and a check byte of the stack ids;
 /// - the size and alignment word and the stack ids (0..16) are lost to glibc and to
 ///   pymalloc's cross-thread frees, so the size is copied into the front guard and the stack
 ///   ids into the back guard (both done with since the eviction's checks), the size with a
 ///   check byte of its own.
 ///
-/// In glibc's large bins (free chunks of 1 KiB and more, outside the tcache) the tag and the
-/// size are lost, and a second free is reported as an invalid free instead: still a fatal
-/// report, as when the memory was handed out again.
+/// Once the memory is handed out again the mark may be overwritten, and a second free is
+/// reported as an invalid free instead (or, if a new block starts at the same address, not
+/// at all: it frees that block). A block glibc served with `mmap` (128 KiB and more, at
+/// first) is unmapped: a second free of it faults, as it does with glibc alone.
 ///
 /// # Safety
 /// `h` is the header of a freed block that this thread owns until it is deallocated.
@@ -534,14 +544,14 @@ impl Block {
     #[inline]
     pub unsafe fn base(self) -> *mut u8 {
         // SAFETY: see the type-level contract.
-        unsafe { self.p.wrapping_sub(front(self.align())) }
+        unsafe { self.p.wrapping_sub(front(self.align(), self.size())) }
     }
 
     #[inline]
     pub unsafe fn inner_layout(self) -> Layout {
         // SAFETY: see the type-level contract; this layout was valid when the block was made.
         unsafe {
-            let size = front(self.align()) + self.size() + GUARD + TRAILER;
+            let size = front(self.align(), self.size()) + self.size() + GUARD + TRAILER;
             Layout::from_size_align_unchecked(size, inner_align(self.align()))
         }
     }
@@ -577,13 +587,20 @@ mod tests {
     fn front_keeps_alignment_and_header_adjacent() {
         let mut align = 1;
         while align <= 4096 {
-            let f = front(align);
-            assert!(f >= HEAD);
-            assert_eq!(f % inner_align(align), 0);
+            for size in [0, 24, 464, 465, 100_000] {
+                let f = front(align, size);
+                assert!(f >= HEAD);
+                assert_eq!(f % inner_align(align), 0);
+            }
             align *= 2;
         }
-        assert_eq!(front(8), 32);
-        assert_eq!(front(4096), 4096);
+        // A pymalloc block: the header at its start.
+        assert_eq!(front(8, 24), 32);
+        assert_eq!(front(16, 464), 32);
+        // Passed on to glibc: the header past the 32 bytes its free writes.
+        assert_eq!(front(8, 465), 64);
+        assert_eq!(front(32, 24), 64);
+        assert_eq!(front(4096, 24), 4096);
     }
 
     #[test]
