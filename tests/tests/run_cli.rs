@@ -248,3 +248,70 @@ fn errors_are_one_line_with_status_2() {
         eprintln!("no static libc to link with: static case skipped");
     }
 }
+
+/// A program that takes over descriptors 3 and up (a shell's `exec 3>file`, a daemon closing
+/// every descriptor, `dup2` onto small numbers) while it is recorded: the capture's own
+/// descriptors sat at 3 and 4, so the capture went into the program's file and its lines into
+/// the capture, or the capture ended at the close without its allocations.
+#[test]
+fn the_programs_descriptors_and_the_captures_stay_apart() {
+    use tidemark_tests::{site, Capture};
+    const PROGRAM: &str = "run_fds.c";
+    let dir = scratch_dir("cli-fds");
+    let exe = compile_c(PROGRAM, &dir, &[]);
+    let exe = exe.to_str().unwrap();
+    let sites = [
+        (site(PROGRAM, "before_fds", "before"), (1000, 1000 * 100, 0)),
+        (site(PROGRAM, "after_fds", "after"), (2000, 2000 * 200, 0)),
+        (site(PROGRAM, "late", "late"), (300, 300 * 300, 0)),
+    ];
+    let through: String = (3..64).map(|n| format!("through {n}\n")).collect();
+    for (how, expected) in [
+        ("close", "user line 1\nuser line 2\n".to_string()),
+        ("closefrom", "user line 1\nuser line 2\n".to_string()),
+        ("dup2", format!("{through}user line 2\n")),
+    ] {
+        let capture = format!("{how}.tdm");
+        let file = format!("{how}.txt");
+        let out = tidemark_run(&dir, &["-o", &capture, "--", exe, how, &file]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{how}: {err}");
+        assert_eq!(
+            text(&std::fs::read(dir.join(&file)).unwrap()),
+            expected,
+            "{how}: the program's file holds its own bytes only"
+        );
+        let c = Capture::read(&dir.join(&capture));
+        let all = c.describe();
+        assert!(
+            c.complete,
+            "{how}: the capture ends with its end marker: {err}"
+        );
+        for (frame, totals) in &sites {
+            assert_eq!(c.totals_at(frame), *totals, "{how}: {frame}: {all}");
+        }
+        assert!(!err.contains("stopped"), "{how}: {err}");
+    }
+
+    // The program closes the capture's descriptor and puts a file of its own at the capture's
+    // path: nothing more is written there, and the recording says why it stopped.
+    let out = tidemark_run(&dir, &["-o", "mine.txt", "--", exe, "replace", "mine.txt"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        text(&std::fs::read(dir.join("mine.txt")).unwrap()),
+        "user line 1\nuser line 2\n"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("the recording stopped after "))
+        .unwrap_or_else(|| panic!("no line on the stop in {err}"));
+    assert!(
+        line.ends_with(&format!(
+            ": the program closed the capture's file descriptor (fd 1000), and {} is no \
+             longer that file",
+            dir.join("mine.txt").display()
+        )),
+        "{line}"
+    );
+}

@@ -50,6 +50,7 @@
 mod buffers;
 pub mod builder;
 pub mod events;
+mod fds;
 pub mod format;
 pub mod reader;
 pub mod writer;
@@ -64,7 +65,6 @@ pub use writer::{RecordOptions, RecordSummary};
 pub use buffers::abandon_this_threads_event;
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,8 +124,6 @@ struct Active {
     /// The process that records: only it may stop the recording (a child made by `fork`
     /// without the fork handler running, or a `vfork` child, shares or copies this state).
     pid: u32,
-    /// The writer's descriptors (the capture, `/proc/self/statm`), closed in a forked child.
-    fds: [RawFd; 2],
 }
 
 /// A spin lock, not a `Mutex`: a thread of the parent may hold it at the moment of a `fork`,
@@ -178,16 +176,14 @@ fn start(
             "a recording is already running",
         ));
     }
-    let file = std::fs::File::create(&path).map_err(|e| {
+    let file = fds::CaptureFile::create(&path).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot create capture {}: {e}", path.display()),
         )
     })?;
     let max_frames = options.max_frames;
-    let file_fd = file.as_raw_fd();
     let writer = writer::Writer::new(file, options)?;
-    let fds = [file_fd, writer.statm_fd().unwrap_or(-1)];
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     buffers::register_fence();
@@ -215,7 +211,6 @@ fn start(
         stop,
         handle,
         pid: std::process::id(),
-        fds,
     });
     register_process_handlers();
     Ok(RecordingGuard { path })
@@ -433,12 +428,9 @@ pub fn forget_after_fork() {
     unsafe { EXEC_PROGRAM.force_unlock() };
     EXEC_DONE.store(EXEC_ASKED.load(Ordering::SeqCst), Ordering::SeqCst);
     if let Some(active) = ACTIVE.with(Option::take) {
-        for fd in active.fds.into_iter().filter(|&fd| fd >= 0) {
-            // SAFETY: these descriptors are the parent's writer's (inherited copies); nothing
-            // in the child uses them: the `File`s that own them live in a thread that does
-            // not exist here and are never dropped.
-            unsafe { libc::close(fd) };
-        }
+        // Nothing in the child uses them: what owns them lives in a thread that does not
+        // exist here and is never dropped.
+        fds::close_inherited();
         // The join handle names a thread of the parent: joining or detaching it here is
         // undefined. Leaked, with the path and the stop flag (a few bytes per fork).
         std::mem::forget(active);

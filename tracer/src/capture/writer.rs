@@ -12,11 +12,11 @@
 
 use super::buffers::{self, Block, EventList, RowSink, RowSpan};
 use super::events::ChunkEncoder;
+use super::fds::{CaptureFile, Statm};
 use super::format::*;
 use crate::report::replay::{Replay, ReplayOptions};
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,14 +115,14 @@ pub struct RecordSummary {
 }
 
 pub(crate) struct Writer {
-    file: File,
+    file: CaptureFile,
     out: Vec<u8>,
     options: RecordOptions,
     start: Instant,
     stack_nodes_written: u32,
     announced: HashSet<(u32, u32)>,
     replay: Option<(Replay, Vec<Event>)>,
-    statm: Option<File>,
+    statm: Option<Statm>,
     page_size: u64,
     bytes_written: u64,
     events: u64,
@@ -187,7 +187,7 @@ impl RowSink for ChunkSink<'_> {
 }
 
 impl Writer {
-    pub(crate) fn new(mut file: File, options: RecordOptions) -> io::Result<Self> {
+    pub(crate) fn new(mut file: CaptureFile, options: RecordOptions) -> io::Result<Self> {
         let meta = Meta {
             pid: std::process::id(),
             start_unix_ms: std::time::SystemTime::now()
@@ -229,7 +229,7 @@ impl Writer {
             stack_nodes_written: 1,
             announced: HashSet::new(),
             replay,
-            statm: File::open("/proc/self/statm").ok(),
+            statm: Statm::open(),
             page_size,
             bytes_written,
             events: 0,
@@ -240,18 +240,7 @@ impl Writer {
     }
 
     fn rss(&mut self) -> u64 {
-        let Some(f) = self.statm.as_mut() else {
-            return 0;
-        };
-        let mut text = String::new();
-        if f.rewind().is_err() || f.read_to_string(&mut text).is_err() {
-            return 0;
-        }
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * self.page_size
+        self.statm.as_mut().map_or(0, Statm::resident_pages) * self.page_size
     }
 
     /// Notes the rows `block` committed since the last look in its thread's batch.
@@ -461,12 +450,6 @@ impl Writer {
         Ok(())
     }
 
-    /// The descriptor of `/proc/self/statm`, if open (a forked child closes its copy).
-    pub(crate) fn statm_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.statm.as_ref().map(|f| f.as_raw_fd())
-    }
-
     pub(crate) fn summary(&self) -> RecordSummary {
         RecordSummary {
             events: self.events,
@@ -547,9 +530,20 @@ fn run_loop(mut writer: Writer, stop: Arc<AtomicBool>) -> io::Result<RecordSumma
         }
     }
     buffers::ACCEPTING.store(false, Ordering::SeqCst);
+    let result = result.and_then(|()| writer.tick(Tick::Last));
+    if let Err(e) = &result {
+        // Whoever stops the recording may drop the error (the preload, at exit): the one
+        // place it is sure to be seen is here, when it happens.
+        let line = format!(
+            "tidemark: pid {}: the recording stopped after {} ms: {e}\n",
+            std::process::id(),
+            writer.start.elapsed().as_millis()
+        );
+        let mut err = tidemark_alloc::stderr::Stderr::new();
+        err.write_bytes(line.as_bytes());
+        err.flush();
+    }
     result?;
-    writer.tick(Tick::Last)?;
-    writer.file.flush()?;
     Ok(writer.summary())
 }
 
