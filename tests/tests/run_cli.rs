@@ -315,3 +315,52 @@ fn the_programs_descriptors_and_the_captures_stay_apart() {
         "{line}"
     );
 }
+
+/// An aggregate capture holds totals the writer keeps until it writes a record of them: a run
+/// killed by SIGKILL (nothing can flush) keeps those of its last record, the first written
+/// 0.1 s into the run. Before, they were written only at the end, and such a run had none.
+#[test]
+fn a_killed_aggregate_run_keeps_its_totals() {
+    use tidemark_tests::{site, Capture};
+    const PROGRAM: &str = "run_sites.c";
+    let dir = scratch_dir("cli-aggregate-kill");
+    let exe = compile_c(PROGRAM, &dir, &["-fomit-frame-pointer"]);
+    let exe = exe.to_str().unwrap();
+    // Killed 400 ms after its allocations, so that a record of them is due meanwhile.
+    let out = tidemark_run(
+        &dir,
+        &[
+            "--aggregate",
+            "-o",
+            "killed.tdm",
+            "--",
+            exe,
+            "50",
+            "0",
+            "KILL",
+            "400",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    // (A kill that lands inside the writer's write of a chunk leaves it cut: "ends early".)
+    assert!(
+        err.contains(": the totals are those written at ")
+            && err.contains("; what came after is missing)\n"),
+        "{err}"
+    );
+    let c = Capture::read(&dir.join("killed.tdm"));
+    let all = c.describe();
+    assert!(!c.complete, "killed: no end marker");
+    let kept = 50 * 1000 + 49 * 50 / 2;
+    assert_eq!(
+        c.totals_at(&site(PROGRAM, "make_kept", "kept")),
+        (50, kept, kept),
+        "{all}"
+    );
+    assert_eq!(
+        c.totals_at(&site(PROGRAM, "make_temp", "temp")),
+        (50, 50 * 100 + 49 * 50 / 2, 0),
+        "{all}"
+    );
+}

@@ -417,14 +417,37 @@ fn totals_line(a: &report::Analysis) -> String {
         text::bytes(a.peak_bytes),
         text::bytes(a.leaked_bytes),
         match (&a.truncated, &a.end, &a.exec) {
-            (Some(why), _, _) => format!(" (ends early: {why})"),
+            (Some(why), _, _) => format!(" (ends early: {why}{})", aggregate_cut(a)),
             (None, None, Some(exec)) => format!(" (ends at its exec of {})", exec.program),
+            (None, None, None) if a.meta.aggregate => {
+                format!(" (no end marker{})", aggregate_cut(a))
+            }
             // SIGKILL, or a recording cut off another way: the events still in the
             // program's buffers at that moment are not in the file.
             (None, None, None) => " (no end marker: the last events may be missing)".into(),
             (None, Some(_), _) => String::new(),
         }
     )
+}
+
+/// What an aggregate capture cut off before its end holds: the totals of its last record of
+/// them, written now and then (the writer's `AGGREGATE_EVERY_*`), or none.
+fn aggregate_cut(a: &report::Analysis) -> String {
+    use tidemark_tracer::report::text;
+    match (
+        a.meta.aggregate,
+        a.end.is_some() || a.exec.is_some(),
+        a.aggregate_ns,
+    ) {
+        (false, _, _) | (true, true, _) => String::new(),
+        (true, false, Some(at)) => format!(
+            ": the totals are those written at {}; what came after is missing",
+            text::duration(at)
+        ),
+        (true, false, None) => {
+            ": it ended before its first totals were written, so they are missing".into()
+        }
+    }
 }
 
 /// The capture of the last program the main process exec'd, among `children`: the one of the

@@ -41,11 +41,11 @@ int main(int argc, char **argv) {
     if (argc > 3) {
         /* How to end: _exit (no exit handlers: the preload's _exit flushes the capture),
          * or a signal (TERM, INT: the preload's handler flushes; KILL: what was written
-         * stays). */
+         * stays), after argv[4] milliseconds (50 by default). */
         fflush(stdout);
         if (strcmp(argv[3], "_exit") == 0)
             _exit(code);
-        usleep(50000);
+        usleep(argc > 4 ? atoi(argv[4]) * 1000 : 50000);
         raise(strcmp(argv[3], "KILL") == 0  ? SIGKILL
               : strcmp(argv[3], "INT") == 0 ? SIGINT
                                             : SIGTERM);

@@ -30,7 +30,9 @@
 //! ```
 //!
 //! A SIGKILLed run leaves whole chunks up to its last writer tick (every 10 ms); the reader
-//! stops at a partial last chunk and says so.
+//! stops at a partial last chunk and says so. An aggregate capture's totals are those of its
+//! last `Aggregate` record, written every tenth of the run so far (0.1 s to a minute apart)
+//! and at the end.
 //!
 //! Start a recording with [`record`] (or `TIDEMARK_RECORD=path` in the environment, picked up
 //! by [`start_from_env`]); it stops and flushes when the guard drops, on [`stop`], or at exit.

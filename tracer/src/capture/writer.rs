@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 /// How to record.
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
-    /// Keep only per-stack totals at the high-water mark and at the end (plus samples): the
-    /// file stays small however long the run.
+    /// Keep only per-stack totals at the high-water mark and at the end (plus samples), in a
+    /// record written now and then (a tenth of the run so far apart) and at the end: the file
+    /// stays small however long the run.
     pub aggregate: bool,
     /// Milliseconds between memory samples (and block flushes). Default 10.
     pub sample_interval_ms: u32,
@@ -131,7 +132,20 @@ pub(crate) struct Writer {
     /// The event encoder (its tables are kept from chunk to chunk) and a payload buffer.
     chunk: ChunkEncoder,
     payload: Vec<u8>,
+    /// Aggregate mode: events replayed, when the next `Aggregate` record is due
+    /// ([`Writer::aggregate_due`]), and the events replayed when the last one was written.
+    replayed: u64,
+    next_aggregate_ns: u64,
+    replayed_at_aggregate: u64,
 }
+
+/// Aggregate mode keeps its totals in the writer until a record of them is written: every
+/// tenth of the time run so far (between 0.1 s and a minute) when events came since the last
+/// one, so a run killed by SIGKILL loses at most about the last tenth of its run (at least
+/// 0.1 s, at most a minute), while a long run writes a few records per doubling of its
+/// length (each holds every site), not one a tick. Readers take the last one.
+const AGGREGATE_EVERY_MIN_NS: u64 = 100_000_000;
+const AGGREGATE_EVERY_MAX_NS: u64 = 60_000_000_000;
 
 /// The most events one `Events` chunk holds (about 2-4 MiB of columns).
 const MAX_EVENTS_PER_CHUNK: usize = 1 << 18;
@@ -233,6 +247,9 @@ impl Writer {
             page_size,
             bytes_written,
             events: 0,
+            replayed: 0,
+            next_aggregate_ns: AGGREGATE_EVERY_MIN_NS,
+            replayed_at_aggregate: 0,
             batches: Vec::new(),
             chunk: ChunkEncoder::new(),
             payload: Vec::new(),
@@ -365,6 +382,7 @@ impl Writer {
             for ev in pending.drain(..ready) {
                 replay.event(&ev);
             }
+            self.replayed += ready as u64;
             heap = replay.heap;
         }
         let time_ns = self.start.elapsed().as_nanos() as u64;
@@ -388,10 +406,13 @@ impl Writer {
         put_chunk(&mut self.out, ChunkKind::Samples, &e.buf, level);
         if last {
             // What a reader needs if nothing follows: the modules loaded since the start (to
-            // symbolize) and, in aggregate mode, the totals so far.
+            // symbolize).
             let mut e = Encoder::default();
             encode_modules(&module_records(), &mut e);
             put_chunk(&mut self.out, ChunkKind::Modules, &e.buf, level);
+        }
+        if self.aggregate_due(last, time_ns) {
+            // The totals so far (every event replayed comes before this tick's sample).
             if let Some((replay, _)) = &self.replay {
                 let record = AggregateRecord {
                     peak_bytes: replay.peak_bytes,
@@ -448,6 +469,23 @@ impl Writer {
             self.out.shrink_to(1 << 20);
         }
         Ok(())
+    }
+
+    /// Aggregate mode: is a record of the totals due in this tick? In the last one, always;
+    /// else once its time has come, if events were replayed since the last record.
+    fn aggregate_due(&mut self, last: bool, time_ns: u64) -> bool {
+        if self.replay.is_none() {
+            return false;
+        }
+        if !last
+            && (time_ns < self.next_aggregate_ns || self.replayed == self.replayed_at_aggregate)
+        {
+            return false;
+        }
+        self.replayed_at_aggregate = self.replayed;
+        self.next_aggregate_ns =
+            time_ns + (time_ns / 10).clamp(AGGREGATE_EVERY_MIN_NS, AGGREGATE_EVERY_MAX_NS);
+        true
     }
 
     pub(crate) fn summary(&self) -> RecordSummary {

@@ -38,6 +38,9 @@ pub struct Analysis {
     /// The window the peak was really taken in: `window_ns` moved to the memory samples
     /// (see [`super::replay::Replay::window_sampled`]); `None` without a window or events.
     pub peak_window_ns: Option<(u64, u64)>,
+    /// An aggregate capture's totals are those of its last `Aggregate` record, written at
+    /// this time (None: it has none, as a run killed before the first has).
+    pub aggregate_ns: Option<u64>,
 }
 
 /// How to analyze.
@@ -151,7 +154,11 @@ fn analyze_batches(
                 }
             }
             Item::Threads(t) => a.threads.extend(t),
-            Item::Aggregate(agg) => aggregate = Some(agg),
+            Item::Aggregate(agg) => {
+                // Written in the tick of the sample before it.
+                a.aggregate_ns = Some(a.duration_ns);
+                aggregate = Some(agg);
+            }
             Item::End(e) => {
                 a.duration_ns = a.duration_ns.max(e.time_ns);
                 a.end = Some(e);
