@@ -73,7 +73,7 @@ fn overwrite() {
         "        at tail+1: 0xfd".into(),
         "    Data at p: 68 65 6c 6c 6f 2c 20 77 ... cd cd cd cd cd cd cd cd".into(),
         "Memory block allocated at (most recent call first):".into(),
-        "  (tracing is off: run with TIDEMARK_TRACE=32 to see where blocks are allocated)".into(),
+        "  (tracing is off: TIDEMARK_TRACE=32 shows where blocks are allocated when the global allocator is wrapped in Traced)".into(),
         "Fatal error: tidemark debug dealloc: bad trailing pad byte".into(),
     ]);
     d.has_prefix("    The block was made by call #");
@@ -320,6 +320,24 @@ fn invalid_free_of_foreign_pointer() {
         "    no debug block header precedes the pointer (bad magic).".into(),
         "    The pointer is not inside a tidemark arena.".into(),
         "Fatal error: tidemark debug dealloc: invalid free".into(),
+    ]);
+}
+
+/// A realloc of such a pointer says "realloc", not "free", in its last line.
+#[test]
+fn invalid_realloc_of_unaligned_pointer() {
+    if is_child("invalid_realloc_of_unaligned_pointer") {
+        unsafe {
+            let p = alloc(L24);
+            announce(p.add(4));
+            G.c_realloc(p.add(4), 100);
+        }
+        unreachable!();
+    }
+    let d = run_child("invalid_realloc_of_unaligned_pointer", &[]);
+    d.has_lines(&[
+        "    realloc was called with a pointer tidemark did not hand out:".into(),
+        "Fatal error: tidemark debug realloc: invalid realloc".into(),
     ]);
 }
 

@@ -86,6 +86,10 @@ impl Defect {
             Defect::ApiMismatch { .. } => out.write_str("API mismatch"),
             Defect::LayoutMismatch { .. } => out.write_str("layout mismatch"),
             Defect::DoubleFree { .. } => out.write_str("double free"),
+            Defect::InvalidFree { .. } if matches!(op, Op::Realloc | Op::CRealloc) => {
+                out.write_str("invalid realloc")
+            }
+            Defect::InvalidFree { .. } if op == Op::UsableSize => out.write_str("invalid pointer"),
             Defect::InvalidFree { .. } => out.write_str("invalid free"),
             Defect::WriteAfterFree { .. } => out.write_str("write after free"),
             Defect::HeaderDamaged => out.write_str("damaged block header"),
@@ -304,11 +308,11 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
     let (alloc_stack, free_stack) = (u64::from(h.alloc_stack), u64::from(h.free_stack));
     let _ = writeln!(out);
     let _ = writeln!(out, "Memory block allocated at (most recent call first):");
-    traceback(out, alloc_stack, "allocated");
+    traceback(out, alloc_stack, "where blocks are allocated");
     if freed {
         let _ = writeln!(out);
         let _ = writeln!(out, "Memory block freed at (most recent call first):");
-        traceback(out, free_stack, "freed");
+        traceback(out, free_stack, "where blocks are freed");
     }
     if !matches!(op, Op::Quarantine | Op::CheckHeap) {
         current_stack(out, op, false);
@@ -377,10 +381,10 @@ unsafe fn released(out: &mut Stderr, op: Op, p: *mut u8) {
     if let Some((alloc_stack, free_stack)) = r.stacks {
         let _ = writeln!(out);
         let _ = writeln!(out, "Memory block allocated at (most recent call first):");
-        traceback(out, alloc_stack, "allocated");
+        traceback(out, alloc_stack, "where blocks are allocated");
         let _ = writeln!(out);
         let _ = writeln!(out, "Memory block freed at (most recent call first):");
-        traceback(out, free_stack, "freed");
+        traceback(out, free_stack, "where blocks are freed");
     } else {
         let _ = writeln!(
             out,
@@ -410,13 +414,14 @@ fn hex(out: &mut Stderr, data: &[u8], limit: usize) {
     let _ = writeln!(out);
 }
 
-/// The frames of stack `id`, or one line saying why there are none.
+/// The frames of stack `id`, or one line saying why there are none (`what` they would show).
 fn traceback(out: &mut Stderr, id: u64, what: &str) {
     match traceback_hooks() {
         None => {
             let _ = writeln!(
                 out,
-                "  (tracing is off: run with TIDEMARK_TRACE=32 to see where blocks are {what})"
+                "  (tracing is off: TIDEMARK_TRACE=32 shows {what} when the global allocator is \
+                 wrapped in Traced)"
             );
         }
         Some(_) if id == 0 => {
@@ -442,6 +447,6 @@ fn current_stack(out: &mut Stderr, op: Op, always: bool) {
     if id == 0 && traceback_hooks().is_some() {
         let _ = writeln!(out, "  (the tracer returned no traceback)");
     } else {
-        traceback(out, id, "called");
+        traceback(out, id, "where the call was made");
     }
 }
