@@ -379,6 +379,11 @@ fn invalid_free_of_interior_pointer() {
             d.p
         ),
         "    no debug block header precedes the pointer (bad magic).".into(),
+        format!(
+            "    It points 32 bytes into the 64-byte debug block at {:#x}.",
+            d.p - 32
+        ),
+        "That block was allocated at (most recent call first):".into(),
         "Fatal error: tidemark debug dealloc: invalid free".into(),
     ]);
 }

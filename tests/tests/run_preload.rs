@@ -415,6 +415,23 @@ fn run_debug_reports_a_free_inside_a_big_block() {
     for entry in ["in _start", "__libc_start"] {
         assert!(!err.contains(entry), "{entry}: {err}");
     }
+    // Which block, and where it was made.
+    assert!(
+        err.contains("\n    It points 32 bytes into the 1000-byte debug block at 0x"),
+        "{err}"
+    );
+    let alloc_line = site("run_corrupt.c", "make_buffer", "alloc");
+    let alloc_line = alloc_line.rsplit(':').next().unwrap();
+    let made = err
+        .split("\nThat block was allocated at (most recent call first):\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no allocation traceback: {err}"));
+    assert!(
+        made.lines().next().unwrap_or("").ends_with(&format!(
+            "run_corrupt.c\", line {alloc_line}, in make_buffer"
+        )),
+        "{made}"
+    );
 }
 
 /// A block over 512 bytes (in glibc's memory) whose header's tag a write before it damaged:

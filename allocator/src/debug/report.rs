@@ -194,7 +194,35 @@ fn invalid(out: &mut Stderr, op: Op, p: *mut u8, reason: &str) {
     } else {
         let _ = writeln!(out, "    The pointer is not inside a tidemark arena.");
     }
+    // A pointer into a live or quarantined block: which one, and where it was made.
+    let holder = super::probe::block_holding(p as usize).map(|q| {
+        let b = Block { p: q };
+        // SAFETY: the block was registered a moment ago; its owner could release it since
+        // only by freeing it, which would run the checks (and wait for this report) first.
+        unsafe { (q as usize, b.size(), u64::from((*b.header()).alloc_stack)) }
+    });
+    if let Some((q, size, _)) = holder {
+        let at = p as usize;
+        let _ = if at >= q {
+            writeln!(
+                out,
+                "    It points {} bytes into the {size}-byte debug block at {q:#x}.",
+                at - q
+            )
+        } else {
+            writeln!(
+                out,
+                "    It points {} bytes before the {size}-byte debug block at {q:#x}, into its header.",
+                q - at
+            )
+        };
+    }
     current_stack(out, op, true);
+    if let Some((_, _, alloc_stack)) = holder {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "That block was allocated at (most recent call first):");
+        traceback(out, alloc_stack, "where blocks are allocated");
+    }
 }
 
 /// # Safety
