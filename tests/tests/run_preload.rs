@@ -593,6 +593,9 @@ fn pymalloc_role_runs_programs_unchanged() {
     }
 }
 
+/// Also once the module is unloaded before the recording ends (`close`): the preload's
+/// `dlclose` has the modules noted first (a short run has no tick between the load and the
+/// unload that could list it).
 #[test]
 fn modules_loaded_mid_run_unwind_and_symbolize() {
     let dir = scratch_dir("run-dlopen");
@@ -602,27 +605,29 @@ fn modules_loaded_mid_run_unwind_and_symbolize() {
         &["-shared", "-fPIC", "-fomit-frame-pointer"],
     );
     let exe = compile_c("run_dlopen.c", &dir, &["-ldl"]);
-    let path = dir.join("dl.tdm");
-    let out = run_preloaded(
-        &exe,
-        &[plugin.to_str().unwrap()],
-        &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let c = Capture::read(&path);
-    let plugin_site = site("run_plugin.c", "plugin_alloc", "plugin");
-    let sites: Vec<&SiteView> = c.at(&plugin_site).collect();
-    assert_eq!(
-        sites.iter().map(|s| s.total_count).sum::<u64>(),
-        50,
-        "{}",
-        c.describe()
-    );
-    assert!(
-        sites[0].frames.iter().any(|f| f.starts_with("main:")),
-        "the walk continues through the plugin into main: {:?}",
-        sites[0].frames
-    );
+    for unload in ["keep", "close"] {
+        let path = dir.join(format!("dl-{unload}.tdm"));
+        let out = run_preloaded(
+            &exe,
+            &[plugin.to_str().unwrap(), unload],
+            &[("TIDEMARK_PRELOAD_OUTPUT", path.to_str().unwrap())],
+        );
+        assert!(out.status.success(), "{unload}: {}", text(&out.stderr));
+        let c = Capture::read(&path);
+        let plugin_site = site("run_plugin.c", "plugin_alloc", "plugin");
+        let sites: Vec<&SiteView> = c.at(&plugin_site).collect();
+        assert_eq!(
+            sites.iter().map(|s| s.total_count).sum::<u64>(),
+            50,
+            "{unload}: {}",
+            c.describe()
+        );
+        assert!(
+            sites[0].frames.iter().any(|f| f.starts_with("main:")),
+            "{unload}: the walk continues through the plugin into main: {:?}",
+            sites[0].frames
+        );
+    }
 }
 
 /// The preload's constructor runs before every other object's (`-z initfirst`): the blocks a

@@ -34,6 +34,8 @@
 //!                 so the program sees SIG_DFL where the flush handler stands
 //!   stack_attr.rs `pthread_getattr_np`: the thread's stack bounds are cached before glibc
 //!                 takes the lock it allocates under (else the hook's lookup deadlocks)
+//!   unload.rs     `dlclose`: the modules are noted before a library goes, so its frames
+//!                 stay named
 //! ```
 //!
 //! The library's own Rust allocations (the capture writer, the unwinder's tables) go straight
@@ -58,6 +60,8 @@ mod signals;
 mod stack_attr;
 mod thread;
 mod trace;
+#[cfg(not(test))]
+mod unload;
 mod unwind;
 
 /// The library's own `#[global_allocator]`: glibc directly.

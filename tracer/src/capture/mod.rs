@@ -66,6 +66,7 @@ pub use writer::{RecordOptions, RecordSummary};
 /// out the handler's watchdog, and the capture would end without its end marker).
 pub use buffers::abandon_this_threads_event;
 
+use format::ModuleRecord;
 use std::io;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
@@ -352,6 +353,33 @@ pub fn checkpoint_before_exec(program: &[u8]) -> bool {
         std::thread::sleep(Duration::from_micros(100));
     }
     true
+}
+
+/// Module lists taken before an unload (`note_modules_before_unload`), for the writer's next
+/// tick. At most `PENDING_MODULE_LISTS` wait: a program that unloads faster than the writer
+/// ticks keeps the first ones (the later lists repeat them but for what was unloaded since).
+static PENDING_MODULES: SpinLock<Vec<Vec<ModuleRecord>>> = SpinLock::new(Vec::new());
+const PENDING_MODULE_LISTS: usize = 64;
+
+/// Notes the modules loaded now, before the caller unloads one (the preload's `dlclose`): the
+/// writer writes them at its next tick, so that frames in the unloaded library are still
+/// named in the reports (the reader keeps every module it was told of). Does nothing unless
+/// this process records. Allocates: call it with the recording's hook off.
+pub fn note_modules_before_unload() {
+    if !is_recording() {
+        return;
+    }
+    let list = writer::module_records();
+    with_lock_soon(&PENDING_MODULES, |pending| {
+        if pending.len() < PENDING_MODULE_LISTS {
+            pending.push(list);
+        }
+    });
+}
+
+/// The writer's side: the module lists noted since its last tick.
+pub(crate) fn take_pending_modules() -> Vec<Vec<ModuleRecord>> {
+    with_lock_soon(&PENDING_MODULES, std::mem::take).unwrap_or_default()
 }
 
 /// `lock.with(f)` if the lock comes free within about 100 ms, else None: the holder may be

@@ -91,6 +91,27 @@ pub fn header_bytes(aggregate: bool) -> [u8; HEADER_LEN] {
     h
 }
 
+/// The loader's running counts of objects loaded and unloaded (`dlpi_adds`, `dlpi_subs`):
+/// they change whenever the module set does. One `dl_iterate_phdr` step.
+fn module_counts() -> (u64, u64) {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr hands a valid info, and `data` is the tuple below.
+        unsafe {
+            let info = &*info;
+            *(data as *mut (u64, u64)) = (info.dlpi_adds, info.dlpi_subs);
+        }
+        1
+    }
+    let mut counts = (0u64, 0u64);
+    // SAFETY: the callback writes only the tuple `data` points to, during the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut counts as *mut (u64, u64) as *mut _) };
+    counts
+}
+
 pub(crate) fn module_records() -> Vec<ModuleRecord> {
     crate::symbolize::current_modules()
         .into_iter()
@@ -137,6 +158,8 @@ pub(crate) struct Writer {
     replayed: u64,
     next_aggregate_ns: u64,
     replayed_at_aggregate: u64,
+    /// The loader's counts of objects loaded and unloaded when the modules were last written.
+    module_counts: (u64, u64),
 }
 
 /// Aggregate mode keeps its totals in the writer until a record of them is written: every
@@ -250,6 +273,7 @@ impl Writer {
             replayed: 0,
             next_aggregate_ns: AGGREGATE_EVERY_MIN_NS,
             replayed_at_aggregate: 0,
+            module_counts: module_counts(),
             batches: Vec::new(),
             chunk: ChunkEncoder::new(),
             payload: Vec::new(),
@@ -404,9 +428,22 @@ impl Writer {
         let mut e = Encoder::default();
         encode_samples(&[sample], &mut e);
         put_chunk(&mut self.out, ChunkKind::Samples, &e.buf, level);
-        if last {
+        for list in super::take_pending_modules() {
+            // Taken before an unload (`note_modules_before_unload`).
+            let mut e = Encoder::default();
+            encode_modules(&list, &mut e);
+            put_chunk(&mut self.out, ChunkKind::Modules, &e.buf, level);
+        }
+        let counts = module_counts();
+        if last || counts != self.module_counts {
             // What a reader needs if nothing follows: the modules loaded since the start (to
-            // symbolize).
+            // symbolize). And whenever the loader loaded or unloaded an object: a library
+            // that `dlclose` unloads before the end is then still named in the reports (the
+            // reader keeps every module it was told of; one loaded and unloaded between two
+            // ticks is noted by the preload's `dlclose`). A frame in an unloaded library whose
+            // addresses a later one took is named after the one listed first: the reader
+            // cannot tell which it was.
+            self.module_counts = counts;
             let mut e = Encoder::default();
             encode_modules(&module_records(), &mut e);
             put_chunk(&mut self.out, ChunkKind::Modules, &e.buf, level);
