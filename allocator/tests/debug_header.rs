@@ -1,8 +1,8 @@
-//! Death tests of a damaged block header: a write before a block that runs past its front guard
-//! lands in the header (size and alignment, tracebacks, tag, registry slot). Each must be
-//! reported as a damaged header, wherever it is found (the free, the quarantine's eviction,
-//! `check_heap`), never trusted: a wrong size sent the checks reading far past the block, a
-//! wrong slot made the registry panic or unregister another block.
+//! Death tests of a damaged block header (and trailer): a write before a block that runs past
+//! its front guard lands in the header (size and alignment, tracebacks, tag, registry slot).
+//! Each must be reported as a damaged header, wherever it is found (the free, the
+//! quarantine's eviction, `check_heap`), never trusted: a wrong size sent the checks reading
+//! far past the block, a wrong slot made the registry panic or unregister another block.
 
 #[path = "common/death.rs"]
 #[allow(dead_code)] // (each test file uses part of the harness)
@@ -146,4 +146,47 @@ fn check_heap_finds_a_live_blocks_damaged_header() {
         &run_child("check_heap_finds_a_live_blocks_damaged_header", &[]),
         "check_heap",
     );
+}
+
+/// The trailer after the back guard (the serial number) carries a check byte: a write past the
+/// end that jumps the guard is found when the block leaves the quarantine.
+#[test]
+fn trailer_overwritten_is_found_at_eviction() {
+    if is_child("trailer_overwritten_is_found_at_eviction") {
+        unsafe {
+            let p = alloc(L24);
+            announce(p);
+            poke(p.add(24 + 8 + 3), 0x58);
+            dealloc(p, L24);
+            G.flush_quarantine();
+        }
+        unreachable!();
+    }
+    let d = run_child("trailer_overwritten_is_found_at_eviction", &[]);
+    d.has_lines(&[
+        format!(
+            "    The 8 pad bytes at tail={:#x} are FORBIDDENBYTE, as expected.",
+            d.p + 24
+        ),
+        "    *** OUCH: a write past the end of the block ran beyond its back guard.".into(),
+        "Fatal error: tidemark debug quarantine: bad serial number after the trailing pad".into(),
+    ]);
+    d.has_prefix("    The 8 bytes at tail+8 (the block's serial number) were overwritten: ");
+}
+
+#[test]
+fn check_heap_finds_a_live_blocks_damaged_trailer() {
+    if is_child("check_heap_finds_a_live_blocks_damaged_trailer") {
+        unsafe {
+            let p = alloc(L24);
+            announce(p);
+            poke(p.add(24 + 8 + 7), 0x58);
+            check_heap();
+        }
+        unreachable!();
+    }
+    let d = run_child("check_heap_finds_a_live_blocks_damaged_trailer", &[]);
+    d.has_lines(&[
+        "Fatal error: tidemark check_heap: bad serial number after the trailing pad".into(),
+    ]);
 }

@@ -1,6 +1,7 @@
 //! `check_heap()`: verify every debug block the inner allocators still hold.
 //!
-//! Live blocks must have intact guards; quarantined blocks must also still be all DEADBYTE.
+//! Live blocks must have intact headers, guards and trailers; quarantined blocks must also
+//! still be all DEADBYTE.
 //! The registry is walked under its release lock (so no block goes back to its allocator while
 //! it is being read; allocations and frees go on meanwhile, evictions wait); the first bad
 //! block is remembered, the lock dropped, and then the report is written, because the report
@@ -56,6 +57,9 @@ pub unsafe fn verify(b: Block, freed: bool) -> Option<Defect> {
         let size = b.size();
         if !b.trailing_intact(size) {
             return Some(Defect::TrailingPad);
+        }
+        if b.serial().is_none() {
+            return Some(Defect::TrailerDamaged);
         }
         if freed && !all_equal(b.p, size, DEADBYTE) {
             let offset = first_not(b.p, size, DEADBYTE).unwrap_or(0);

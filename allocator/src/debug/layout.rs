@@ -40,7 +40,8 @@
 //!   magic, API and status with one compare, and size and alignment with another (see
 //!   [`intact_live`]).
 //! - The trailer is after the back guard, unaligned (the user size is arbitrary), and read with
-//!   unaligned loads. It holds the serial number CPython also puts there: "made by call #N".
+//!   unaligned loads. It holds the serial number CPython also puts there ("made by call #N"),
+//!   with a check byte, verified when the block leaves the quarantine and by `check_heap`.
 //! - The header remembers the block's registry slot (`slot`, see `live.rs`); the registry and
 //!   the quarantine ring live in mappings of their own, so the debug layer never allocates
 //!   through the global allocator.
@@ -283,7 +284,7 @@ pub unsafe fn init_block(
             fill(p.add(from), CLEANBYTE, size - from);
         }
         (p.add(size) as *mut u64).write_unaligned(GUARD_WORD);
-        (p.add(size + GUARD) as *mut u64).write_unaligned(serial);
+        (p.add(size + GUARD) as *mut u64).write_unaligned(trailer_word(serial));
         p
     }
 }
@@ -535,8 +536,18 @@ impl Block {
         unsafe { self.p.wrapping_add(self.size()) }
     }
 
+    /// The serial number in the trailer, if its check byte says the trailer is intact.
     #[inline]
-    pub unsafe fn serial(self) -> u64 {
+    pub unsafe fn serial(self) -> Option<u64> {
+        // SAFETY: the trailer follows the back guard inside the block's inner allocation.
+        let word = unsafe { self.trailer() };
+        let serial = word & SERIAL_BITS;
+        (trailer_word(serial) == word).then_some(serial)
+    }
+
+    /// The trailer's 8 bytes as they are.
+    #[inline]
+    pub unsafe fn trailer(self) -> u64 {
         // SAFETY: the trailer follows the back guard inside the block's inner allocation.
         unsafe { (self.tail().add(GUARD) as *const u64).read_unaligned() }
     }
@@ -573,6 +584,18 @@ impl Block {
         // inner allocation (callers pass the header's size or one checked equal to it).
         unsafe { (self.p.add(size) as *const u64).read_unaligned() == GUARD_WORD }
     }
+}
+
+/// The low 56 bits of the trailer hold the serial number (2^56 allocations are centuries
+/// away), the top byte its check: a write past the back guard that reaches the trailer shows
+/// as a trailer whose check fails.
+const SERIAL_BITS: u64 = (1 << 56) - 1;
+
+/// The trailer of serial number `serial`.
+#[inline]
+fn trailer_word(serial: u64) -> u64 {
+    let serial = serial & SERIAL_BITS;
+    serial | u64::from(hash8(serial)) << 56
 }
 
 /// Both guards as a word, so each is checked with one load and one compare.

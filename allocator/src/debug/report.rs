@@ -68,6 +68,9 @@ pub enum Defect {
     InvalidFree { reason: &'static str },
     /// A freed block's byte at `offset` is no longer DEADBYTE.
     WriteAfterFree { offset: usize },
+    /// The trailer (serial number) after the back guard changed: a write past the end that
+    /// jumped the guard, or ran on past it.
+    TrailerDamaged,
     /// The header's size or slot (or its tag, in a block the registry holds) changed: a
     /// write before the block ran past its front guard.
     HeaderDamaged,
@@ -93,6 +96,7 @@ impl Defect {
             Defect::InvalidFree { .. } => out.write_str("invalid free"),
             Defect::WriteAfterFree { .. } => out.write_str("write after free"),
             Defect::HeaderDamaged => out.write_str("damaged block header"),
+            Defect::TrailerDamaged => out.write_str("bad serial number after the trailing pad"),
         };
     }
 }
@@ -273,11 +277,25 @@ unsafe fn dump(out: &mut Stderr, op: Op, b: Block, defect: Defect) {
     }
 
     // SAFETY: the trailer is readable (caller).
-    let serial = unsafe { b.serial() };
-    let _ = writeln!(
-        out,
-        "    The block was made by call #{serial} to debug malloc/realloc."
-    );
+    let _ = match unsafe { b.serial() } {
+        Some(serial) => writeln!(
+            out,
+            "    The block was made by call #{serial} to debug malloc/realloc."
+        ),
+        None => {
+            // SAFETY: as above.
+            let bytes = unsafe { b.trailer() }.to_le_bytes();
+            let _ = write!(
+                out,
+                "    The 8 bytes at tail+{GUARD} (the block's serial number) were overwritten:"
+            );
+            hex(out, &bytes, usize::MAX);
+            writeln!(
+                out,
+                "    *** OUCH: a write past the end of the block ran beyond its back guard."
+            )
+        }
+    };
     let freed = h.status == FREED;
     if freed {
         let _ = writeln!(

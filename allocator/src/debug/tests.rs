@@ -172,7 +172,10 @@ fn serial_numbers_increase() {
     unsafe {
         let p = d.alloc(layout(8, 8));
         let q = d.alloc(layout(8, 8));
-        let (sp, sq) = (Block { p }.serial(), Block { p: q }.serial());
+        let (sp, sq) = (
+            Block { p }.serial().unwrap(),
+            Block { p: q }.serial().unwrap(),
+        );
         assert!(sq > sp);
         d.dealloc(p, layout(8, 8));
         d.dealloc(q, layout(8, 8));
