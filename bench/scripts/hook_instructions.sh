@@ -18,8 +18,10 @@ trap 'rm -rf "$work"' EXIT
 gcc -O2 -fomit-frame-pointer -o "$work/hook_hot" "$here/hook_hot.c"
 gcc -O2 -shared -fPIC ${FLOOR_CFLAGS:-} -o "$work/floor.so" "$here/preload_floor.c" -ldl
 
+# gdb starts the program without a shell: the preload takes itself out of the environment of
+# what the process it is loaded into execs (a shell would run the program without it).
 run() {
-    gdb -q -batch "$@" -ex "break main" -ex run -x "$here/hook_instructions.py" \
+    gdb -q -batch -ex "set startup-with-shell off" "$@" -ex "break main" -ex run -x "$here/hook_instructions.py" \
         --args "$work/hook_hot" 1000000 2>/dev/null | grep '^HOOK' | sed 's/^HOOK //'
 }
 report() {
@@ -51,7 +53,7 @@ RUSTFLAGS="-C force-frame-pointers=no" cargo build -q --release -p tidemark-benc
 churn="$root/target/nofp/release/bench-system"
 loop=0x$(nm "$churn" | awk '/___rust_alloc$/ && !n++ {print $1}')
 churn_run() {
-    HOOK_LOOP=$loop HOOK_SKIP=110000 gdb -q -batch "$@" -ex "break main" -ex run \
+    HOOK_LOOP=$loop HOOK_SKIP=110000 gdb -q -batch -ex "set startup-with-shell off" "$@" -ex "break main" -ex run \
         -x "$here/hook_instructions.py" --args "$churn" churn --scale 0.05 2>/dev/null |
         grep '^HOOK' | sed 's/^HOOK //'
 }

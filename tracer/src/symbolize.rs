@@ -75,6 +75,27 @@ impl std::fmt::Display for Frame {
     }
 }
 
+/// The loader's running counts of objects loaded and unloaded (`dlpi_adds`, `dlpi_subs`):
+/// they change whenever the module set does. One `dl_iterate_phdr` step.
+pub fn module_load_counts() -> (u64, u64) {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr hands a valid info, and `data` is the tuple below.
+        unsafe {
+            let info = &*info;
+            *(data as *mut (u64, u64)) = (info.dlpi_adds, info.dlpi_subs);
+        }
+        1
+    }
+    let mut counts = (0u64, 0u64);
+    // SAFETY: the callback writes only the tuple `data` points to, during the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut counts as *mut (u64, u64) as *mut _) };
+    counts
+}
+
 /// The objects loaded in this process now.
 pub fn current_modules() -> Vec<Module> {
     let mut modules: Vec<Module> = Vec::new();

@@ -119,17 +119,5 @@ pub fn for_each_module(mut f: impl FnMut(&LoadedModule)) {
 
 /// How many modules were ever loaded (`dlpi_adds`); changes when one is dlopen'd.
 pub fn module_adds() -> u64 {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `info` is valid for this call, `data` is the u64 below.
-        unsafe { *(data as *mut u64) = (*info).dlpi_adds };
-        1
-    }
-    let mut adds = 0u64;
-    // SAFETY: `first` writes one u64 through `data`.
-    unsafe { libc::dl_iterate_phdr(Some(first), &mut adds as *mut u64 as *mut libc::c_void) };
-    adds
+    tidemark_tracer::symbolize::module_load_counts().0
 }

@@ -91,27 +91,6 @@ pub fn header_bytes(aggregate: bool) -> [u8; HEADER_LEN] {
     h
 }
 
-/// The loader's running counts of objects loaded and unloaded (`dlpi_adds`, `dlpi_subs`):
-/// they change whenever the module set does. One `dl_iterate_phdr` step.
-fn module_counts() -> (u64, u64) {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr hands a valid info, and `data` is the tuple below.
-        unsafe {
-            let info = &*info;
-            *(data as *mut (u64, u64)) = (info.dlpi_adds, info.dlpi_subs);
-        }
-        1
-    }
-    let mut counts = (0u64, 0u64);
-    // SAFETY: the callback writes only the tuple `data` points to, during the call.
-    unsafe { libc::dl_iterate_phdr(Some(first), &mut counts as *mut (u64, u64) as *mut _) };
-    counts
-}
-
 pub(crate) fn module_records() -> Vec<ModuleRecord> {
     crate::symbolize::current_modules()
         .into_iter()
@@ -273,7 +252,7 @@ impl Writer {
             replayed: 0,
             next_aggregate_ns: AGGREGATE_EVERY_MIN_NS,
             replayed_at_aggregate: 0,
-            module_counts: module_counts(),
+            module_counts: crate::symbolize::module_load_counts(),
             batches: Vec::new(),
             chunk: ChunkEncoder::new(),
             payload: Vec::new(),
@@ -434,7 +413,7 @@ impl Writer {
             encode_modules(&list, &mut e);
             put_chunk(&mut self.out, ChunkKind::Modules, &e.buf, level);
         }
-        let counts = module_counts();
+        let counts = crate::symbolize::module_load_counts();
         if last || counts != self.module_counts {
             // What a reader needs if nothing follows: the modules loaded since the start (to
             // symbolize). And whenever the loader loaded or unloaded an object: a library
