@@ -131,12 +131,6 @@ pub unsafe fn registered(h: *mut Header) -> bool {
         && unsafe { &*chunk.add(index % CHUNK_SLOTS) }.load(Ordering::Acquire) == h as usize
 }
 
-/// Whether `h` is a registered header, whatever its bytes say: a walk of the whole table
-/// (O(blocks)), for a pointer that failed every other check, before its fatal report.
-pub fn holds(h: *mut Header) -> bool {
-    RELEASE.with(|()| find_map(|r| (r == h).then_some(())).is_some())
-}
-
 /// Unregisters a block before its memory goes back to the inner allocator; its slot joins
 /// the calling thread's free stack.
 ///

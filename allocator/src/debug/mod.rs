@@ -151,7 +151,6 @@ mod scan;
 
 pub use check::check_heap;
 pub use config::parse_quarantine;
-pub use probe::block_holding;
 
 /// Reports the pointer `addr`, which a caller outside the debug layer found to be no block at
 /// all (the preload: a pointer into the thread's stack), as an invalid `free` (or `realloc`)
@@ -172,20 +171,29 @@ pub fn invalid_pointer(addr: usize, realloc: bool, reason: &'static str) -> ! {
         )
     }
 }
-/// Reports the block at `addr` as one whose header was overwritten, if the registry holds a
-/// block there, and aborts; returns otherwise. For a caller outside the layer that found no
-/// header before a pointer (the preload, whose blocks over 512 bytes lie in glibc's memory,
-/// where a pointer without a header is otherwise taken for glibc's own).
-pub fn refuse_damaged_header(addr: usize, realloc: bool) {
+/// Reports `addr` and aborts if it belongs to a registered debug block: one whose header a
+/// write before it damaged (`addr` is its own pointer), or one it points inside; returns
+/// otherwise. For a caller outside the layer that found no header before a pointer (the
+/// preload, whose blocks over 512 bytes lie in glibc's memory, where a pointer without a
+/// header is otherwise taken for glibc's own).
+pub fn refuse_registered(addr: usize, realloc: bool) {
+    let op = if realloc {
+        report::Op::CRealloc
+    } else {
+        report::Op::Free
+    };
     let p: *mut u8 = core::ptr::without_provenance_mut(addr);
-    if live::holds(header_of(p)) {
-        let op = if realloc {
-            report::Op::CRealloc
-        } else {
-            report::Op::Free
-        };
+    match probe::holder(addr) {
         // SAFETY: a registered header is readable, and its front guard after it.
-        unsafe { report::fatal(op, p, report::Defect::HeaderDamaged) }
+        Some(probe::Holder::Damaged) => unsafe {
+            report::fatal(op, p, report::Defect::HeaderDamaged)
+        },
+        Some(probe::Holder::Inside(_)) => invalid_pointer(
+            addr,
+            realloc,
+            "it points inside a debug block of over 512 bytes (in glibc's memory), not at its start",
+        ),
+        None => {}
     }
 }
 
@@ -357,9 +365,9 @@ impl<A: GlobalAlloc> Debug<A> {
             Probe::Block(b) => b,
             // A registered block whose tag was overwritten (a write before the block).
             // SAFETY: a registered header is readable.
-            Probe::Foreign { .. } if live::holds(header_of(p)) => unsafe {
-                fatal(op, p, Defect::HeaderDamaged)
-            },
+            Probe::Foreign { .. }
+                if matches!(probe::holder(p as usize), Some(probe::Holder::Damaged)) =>
+            unsafe { fatal(op, p, Defect::HeaderDamaged) },
             // SAFETY: InvalidFree reads nothing at p.
             Probe::Foreign { reason } => unsafe { fatal(op, p, Defect::InvalidFree { reason }) },
         };

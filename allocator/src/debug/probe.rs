@@ -89,22 +89,43 @@ pub fn is_mapped(addr: usize, page: usize) -> bool {
     rc == 0
 }
 
-/// The user pointer of the registered debug block (live or quarantined) whose bytes, from its
-/// header to its trailer, hold `addr`: for a pointer that [`probe`] found foreign and that is
-/// not in a tidemark arena either. Blocks over 512 bytes live in glibc's memory, and a pointer
-/// into one of them (`free(p + 32)`) would otherwise go to glibc's `free`, which may take it
-/// for a chunk and hand it out again while the block is live. A walk of the whole registry
-/// (O(blocks)), so only for such pointers, which are rare: blocks glibc made before the
-/// debug layer took over, and bugs.
-pub fn block_holding(addr: usize) -> Option<*mut u8> {
+/// A registered debug block (live or quarantined) found around a pointer that [`probe`] found
+/// foreign.
+pub enum Holder {
+    /// The pointer is the block's own: its header sits right before it, so the tag that made
+    /// `probe` say "foreign" was overwritten (a write before the block).
+    Damaged,
+    /// The pointer lies inside the block (user pointer given), from its header to its back
+    /// guard, not at its start.
+    Inside(*mut u8),
+}
+
+/// The registered block the pointer `addr` belongs to, if any, in one walk of the whole
+/// registry (O(blocks)): only for pointers that failed every other check, which are rare
+/// (blocks glibc made before the debug layer took over, and bugs). Blocks over 512 bytes live
+/// in glibc's memory, and a pointer into one of them (`free(p + 32)`), or one whose header a
+/// write damaged, would otherwise go to glibc's `free`, which may take it for a chunk and hand
+/// it out again while the block is live.
+pub fn holder(addr: usize) -> Option<Holder> {
+    let exact = header_of(core::ptr::without_provenance_mut(addr));
     live::RELEASE.with(|()| {
-        live::find_map(|h| {
+        let mut inside = None;
+        // A block whose header is at `exact` wins over one whose (maybe damaged) size
+        // stretches over `addr`.
+        let damaged = live::find_map(|h| {
+            if h == exact {
+                return Some(Holder::Damaged);
+            }
             let b = Block { p: user_of(h) };
             // SAFETY: `h` is registered, so its header is readable; the release lock keeps it
             // from being returned meanwhile.
             let end = unsafe { b.tail() } as usize + GUARD;
-            (h as usize..end).contains(&addr).then_some(b.p)
-        })
+            if inside.is_none() && (h as usize..end).contains(&addr) {
+                inside = Some(Holder::Inside(b.p));
+            }
+            None
+        });
+        damaged.or(inside)
     })
 }
 

@@ -199,7 +199,11 @@ fn invalid(out: &mut Stderr, op: Op, p: *mut u8, reason: &str) {
         let _ = writeln!(out, "    The pointer is not inside a tidemark arena.");
     }
     // A pointer into a live or quarantined block: which one, and where it was made.
-    let holder = super::probe::block_holding(p as usize).map(|q| {
+    let inside = match super::probe::holder(p as usize) {
+        Some(super::probe::Holder::Inside(q)) => Some(q),
+        _ => None,
+    };
+    let holder = inside.map(|q| {
         let b = Block { p: q };
         // SAFETY: the block was registered a moment ago; its owner could release it since
         // only by freeing it, which would run the checks (and wait for this report) first.

@@ -124,8 +124,6 @@ pub unsafe fn free(p: *mut c_void) {
 /// report, with the call's traceback.
 #[cold]
 fn refuse_invalid_pointer(p: *mut c_void, realloc: bool) {
-    // A debug block whose header a write before it damaged (its tag unrecognizable).
-    debug::refuse_damaged_header(p as usize, realloc);
     let (low, high) = tidemark_tracer::thread_stack_bounds();
     if (low..high).contains(&(p as usize)) {
         debug::invalid_pointer(
@@ -134,13 +132,9 @@ fn refuse_invalid_pointer(p: *mut c_void, realloc: bool) {
             "it points into the calling thread's stack",
         );
     }
-    if debug::block_holding(p as usize).is_some() {
-        debug::invalid_pointer(
-            p as usize,
-            realloc,
-            "it points inside a debug block of over 512 bytes (in glibc's memory), not at its start",
-        );
-    }
+    // A debug block over 512 bytes that `p` points inside, or whose header a write before it
+    // damaged (its tag unrecognizable).
+    debug::refuse_registered(p as usize, realloc);
     // SAFETY: dladdr only reads the loader's list of objects; `info` is written on success.
     let in_an_object = unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
